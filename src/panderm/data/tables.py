@@ -1,0 +1,253 @@
+"""CSV-described image datasets, validated before any model is loaded.
+
+A dataset is a CSV plus a root folder. Every check reports the file, the column
+and the rows at fault in one line (`DataError`), and lists every missing or
+unreadable image rather than stopping at the first.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+
+MAX_LISTED = 100
+
+
+def _rows(indices: Sequence[int], limit: int = 10) -> str:
+    """CSV row numbers as a person counts them (header = line 1, first data row = 2)."""
+    shown = ", ".join(str(int(i) + 2) for i in list(indices)[:limit])
+    more = f" (+{len(indices) - limit} more)" if len(indices) > limit else ""
+    return shown + more
+
+
+def list_items(items: Sequence[str], limit: int = MAX_LISTED) -> str:
+    shown = ", ".join(str(i) for i in list(items)[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def read_csv(path: str | os.PathLike, sep: str = ",", encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV with one clear error for each way it can be unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"CSV not found: {path}")
+    if path.is_dir():
+        raise DataError(f"CSV path is a directory: {path}")
+    if path.stat().st_size == 0:
+        raise DataError(f"CSV is empty: {path}")
+    try:
+        frame = pd.read_csv(path, sep=sep, encoding=encoding, keep_default_na=True)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not {encoding} text (byte {exc.start}); pass the right --encoding") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"CSV is empty: {path}") from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"cannot parse CSV {path}: {str(exc).strip().splitlines()[-1]}") from None
+    if frame.shape[1] == 1 and sep == ",":
+        header = str(frame.columns[0])
+        for other, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if other in header:
+                raise DataError(f"{path} looks {name}-separated (header {header!r}); it must be comma-separated")
+    if len(frame) == 0:
+        raise DataError(f"CSV has a header but no rows: {path}")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], path, flag_hint: dict[str, str] | None = None) -> None:
+    for col in columns:
+        if col not in frame.columns:
+            hint = f" (set it with {flag_hint[col]})" if flag_hint and col in flag_hint else ""
+            raise DataError(
+                f"{path}: column {col!r} not found{hint}; columns are: {', '.join(map(str, frame.columns))}"
+            )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] | None = None,
+                 num_classes: int | None = None) -> np.ndarray:
+    """Integer labels from ints, integral floats or class-name strings; range-checked."""
+    values = frame[col]
+    empty = np.flatnonzero(values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy())
+    if len(empty):
+        raise DataError(f"{path}: column {col!r} is empty in row(s) {_rows(empty)}")
+    k = num_classes if num_classes is not None else (len(classnames) if classnames is not None else None)
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().all():
+        arr = numeric.to_numpy(dtype=float)
+        frac = np.flatnonzero(arr != np.round(arr))
+        if len(frac):
+            raise DataError(f"{path}: column {col!r} has non-integer labels in row(s) {_rows(frac)} (e.g. {arr[frac[0]]})")
+        labels = arr.astype(np.int64)
+    else:
+        if classnames is None:
+            bad = np.flatnonzero(numeric.isna().to_numpy())
+            raise DataError(
+                f"{path}: column {col!r} holds text labels (row {_rows(bad, 1)}: {values.iloc[bad[0]]!r}); "
+                "give the class names so they can be mapped to indices"
+            )
+        lookup = {str(n).strip().lower(): i for i, n in enumerate(classnames)}
+        mapped = values.astype(str).str.strip().str.lower().map(lookup)
+        unknown = np.flatnonzero(mapped.isna().to_numpy())
+        if len(unknown):
+            names = sorted({str(values.iloc[i]) for i in unknown})
+            raise DataError(f"{path}: column {col!r} has label(s) not among the class names: {list_items(names, 10)} (row(s) {_rows(unknown)})")
+        labels = mapped.to_numpy(dtype=np.int64)
+    if k is not None:
+        bad = np.flatnonzero((labels < 0) | (labels >= k))
+        if len(bad):
+            raise DataError(
+                f"{path}: column {col!r} has label(s) outside 0..{k - 1} in row(s) {_rows(bad)} "
+                f"(e.g. {labels[bad[0]]}); {k} class names were given"
+            )
+    elif (labels < 0).any():
+        bad = np.flatnonzero(labels < 0)
+        raise DataError(f"{path}: column {col!r} has negative label(s) in row(s) {_rows(bad)}")
+    return labels
+
+
+def resolve_paths(frame: pd.DataFrame, col: str, root: str | os.PathLike | None, path, concat_prefix: str | None = None) -> list[Path]:
+    """Absolute image paths.
+
+    `root` joins like os.path.join (absolute CSV entries stay absolute).
+    `concat_prefix` reproduces the reference's `--parent-path`, a plain string prefix.
+    """
+    raw = frame[col]
+    empty = np.flatnonzero(raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy())
+    if len(empty):
+        raise DataError(f"{path}: column {col!r} is empty in row(s) {_rows(empty)}")
+    out = []
+    for value in raw.astype(str):
+        value = value.strip()
+        if concat_prefix is not None:
+            p = Path(concat_prefix + value)
+        elif root is not None:
+            p = Path(root) / value
+        else:
+            p = Path(value)
+        out.append(p.expanduser().absolute())
+    return out
+
+
+def _probe(path: Path) -> str | None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if path.is_dir():
+        return "a directory"
+    if st.st_size == 0:
+        return "empty file"
+    try:
+        with Image.open(path) as img:
+            img.size  # header only: full decoding happens once, during extraction
+    except UnidentifiedImageError:
+        return "not an image"
+    except OSError as exc:
+        return f"unreadable ({exc})"
+    return None
+
+
+def check_images(paths: Sequence[Path], label: str = "", workers: int = 8) -> None:
+    """Raise one DataError listing every missing, empty or non-image file."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        problems = list(pool.map(_probe, paths))
+    bad = [(p, why) for p, why in zip(paths, problems) if why]
+    if bad:
+        where = f" in {label}" if label else ""
+        kinds = sorted({why.split(" (")[0] for _, why in bad})
+        raise DataError(
+            f"{len(bad)} of {len(paths)} image(s){where} cannot be used ({', '.join(kinds)}): "
+            + list_items([f"{p} [{why}]" for p, why in bad])
+        )
+
+
+@dataclass
+class ImageTable:
+    """A validated CSV of images: resolved paths, optional labels, the raw frame."""
+
+    csv_path: Path
+    frame: pd.DataFrame
+    image_col: str
+    paths: list[Path]
+    labels: np.ndarray | None = None
+    classnames: tuple[str, ...] | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def csv_sha256(self) -> str:
+        if "sha256" not in self.extra:
+            self.extra["sha256"] = file_sha256(self.csv_path)
+        return self.extra["sha256"]
+
+    def subset(self, mask: np.ndarray) -> "ImageTable":
+        idx = np.flatnonzero(mask)
+        return ImageTable(
+            self.csv_path,
+            self.frame.iloc[idx].reset_index(drop=True),
+            self.image_col,
+            [self.paths[i] for i in idx],
+            None if self.labels is None else self.labels[idx],
+            self.classnames,
+            dict(self.extra),
+        )
+
+
+def load_table(
+    csv: str | os.PathLike,
+    image_col: str,
+    root: str | os.PathLike | None = None,
+    label_col: str | None = None,
+    classnames: Sequence[str] | None = None,
+    num_classes: int | None = None,
+    split: str | None = None,
+    split_col: str = "split",
+    concat_prefix: str | None = None,
+    check: bool = True,
+    flag_hints: dict[str, str] | None = None,
+    sep: str = ",",
+    encoding: str = "utf-8",
+) -> ImageTable:
+    """Read and validate a CSV dataset.
+
+    Relative image paths resolve against `root`, which defaults to the CSV's folder
+    (the reference doors pass the working directory instead).
+    """
+    csv = Path(csv)
+    frame = read_csv(csv, sep=sep, encoding=encoding)
+    needed = [image_col] + ([label_col] if label_col else []) + ([split_col] if split else [])
+    require_columns(frame, needed, csv, flag_hints)
+    if split:
+        frame = frame[frame[split_col].astype(str).str.strip() == split].reset_index(drop=True)
+        if len(frame) == 0:
+            raise DataError(f"{csv}: no rows with {split_col} == {split!r}")
+    if root is None and concat_prefix is None:
+        root = csv.parent
+    paths = resolve_paths(frame, image_col, root, csv, concat_prefix)
+    labels = None
+    if label_col:
+        labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes)
+    if check:
+        check_images(paths, label=str(csv))
+    return ImageTable(csv, frame, image_col, paths, labels, tuple(classnames) if classnames else None)

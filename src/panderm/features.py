@@ -1,0 +1,191 @@
+"""Batched image embedding extraction with a content-keyed on-disk cache.
+
+The cache key covers everything that can change the numbers: the encoder
+fingerprint (weights + preprocessing), the output kind and every image's path,
+size and modification time. A repeat run on the same images reads the `.npy`
+back instead of re-encoding; touching an image or changing the model or its
+preprocessing gives a new key. Entries are written once, atomically (temp file +
+rename), so concurrent runs never see half a file.
+
+Results stream into a memory-mapped `.npy` batch by batch: peak memory does not
+grow with the number of images.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .data.images import open_image
+from .data.tables import list_items
+from .errors import DataError, ModelError
+from .models.base import Encoder
+from .report import atomic_path
+
+log = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+class ImageDataset(Dataset):
+    """Paths → (tensor, index, error). A failing image yields its error text, not an exception,
+    so every bad file of a run can be reported together."""
+
+    def __init__(self, paths: Sequence[os.PathLike], transform, size: int, draft: int | None = None):
+        self.paths = list(paths)
+        self.transform = transform
+        self.size = size
+        self.draft = draft
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.transform(open_image(self.paths[i], draft=self.draft)), i, ""
+        except DataError as exc:
+            return torch.zeros(3, self.size, self.size), i, str(exc)
+
+
+def default_workers(device: torch.device) -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cuda":
+        return min(16, max(2, cpus - 1))
+    # On CPU the model needs the cores too: one decoding worker keeps up with
+    # ViT-sized models on small images (docs/BENCHMARKS.md).
+    return 1 if cpus > 1 else 0
+
+
+def _autocast(device: torch.device, precision: str):
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision in ("bf16", "amp_bf16") else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def cache_dir_default() -> Path:
+    from .models.demo import cache_root
+
+    return cache_root() / "features"
+
+
+def cache_key(encoder: Encoder, kind: str, paths: Sequence[os.PathLike]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps({"v": CACHE_VERSION, "fp": encoder.fingerprint, "kind": kind,
+                         "pre": encoder.preprocess_spec.describe()}, sort_keys=True).encode())
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{os.fspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{os.fspath(p)}\0missing\n".encode())
+    return h.hexdigest()[:32]
+
+
+@dataclass
+class FeatureResult:
+    array: np.ndarray
+    from_cache: bool
+    key: str | None
+    seconds: float
+    kind: str
+
+
+def _encode_batch(encoder: Encoder, x: torch.Tensor, kind: str) -> torch.Tensor:
+    out = encoder.encode_image(x, "tokens" if kind == "tokens" else kind)
+    if kind == "tokens":
+        out = out[:, 0]  # the CLS row; full token maps are too large to keep per image
+    return out.float()
+
+
+def _run(encoder, paths, kind, target: Path, batch_size, num_workers, precision, draft, progress) -> None:
+    device = encoder.device
+    workers = default_workers(device) if num_workers is None else num_workers
+    dataset = ImageDataset(paths, encoder.preprocess, encoder.preprocess_spec.size, draft)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    dim = encoder.output_dim("tokens" if kind == "tokens" else kind)
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(paths), dim))
+    errors: list[str] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(paths), desc=f"encoding ({kind})", unit="img", leave=False)
+    with torch.inference_mode(), _autocast(device, precision):
+        for x, idx, err in loader:
+            errors.extend(e for e in err if e)
+            feats = _encode_batch(encoder, x.to(device, non_blocking=True), kind)
+            out[idx.numpy()] = feats.cpu().numpy()
+            if bar is not None:
+                bar.update(len(idx))
+    if bar is not None:
+        bar.close()
+    out.flush()
+    del out
+    if errors:
+        raise DataError(f"{len(errors)} image(s) could not be decoded: " + list_items(errors))
+
+
+def extract_features(
+    encoder: Encoder,
+    paths: Sequence[os.PathLike],
+    kind: str = "embed",
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    precision: str = "amp",
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    draft: int | None = None,
+    progress: bool = False,
+) -> FeatureResult:
+    """Encode `paths` in order; returns float32 [N, D] (raw, not normalised).
+
+    `kind="tokens"` returns the CLS row of the token sequence.
+    """
+    if kind not in ("embed", "features", "tokens"):
+        raise ModelError(f"unknown kind {kind!r} (embed, features, tokens)")
+    if len(paths) == 0:
+        raise DataError("no images to encode")
+    start = time.perf_counter()
+    if not cache:
+        with atomic_path(Path(cache_dir or cache_dir_default()) / "uncached.npy", suffix=".npy") as tmp:
+            _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress)
+            array = np.load(tmp, allow_pickle=False)
+        return FeatureResult(array, False, None, time.perf_counter() - start, kind)
+
+    key = cache_key(encoder, kind, paths)
+    folder = Path(cache_dir or cache_dir_default())
+    entry = folder / f"{key}.npy"
+    if entry.is_file():
+        try:
+            array = np.load(entry, mmap_mode="r", allow_pickle=False)
+            if array.shape[0] == len(paths):
+                log.info("features served from cache %s", entry)
+                return FeatureResult(array, True, key, time.perf_counter() - start, kind)
+        except (ValueError, OSError):
+            log.warning("ignoring unreadable cache entry %s", entry)
+    with atomic_path(entry, suffix=".npy") as tmp:
+        _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress)
+    meta = {"model": encoder.describe(), "kind": kind, "n": len(paths), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with atomic_path(folder / f"{key}.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
+    array = np.load(entry, mmap_mode="r", allow_pickle=False)
+    return FeatureResult(array, False, key, time.perf_counter() - start, kind)

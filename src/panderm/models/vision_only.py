@@ -1,0 +1,150 @@
+"""Vision-only backbones: PanDerm v1 (.pth), timm models by name, torchvision ResNets.
+
+They have no text tower and no joint space, so `embed` equals `features`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, PreprocessSpec
+from .cae_vit import CAEConfig, CAEVisionTower, sincos_pos_embed
+from .checkpoints import load_strict, read_state_dict, strip_prefix
+
+# PanDerm v1's evaluation transform with the correct ImageNet std; the reference
+# door swaps in REFERENCE_LP_PREPROCESS (std 0.228).
+V1_PREPROCESS = PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", resize_to=256)
+V1_SIZES = {"large": (1024, 24), "base": (768, 12)}
+
+
+class PanDermV1Encoder(Encoder):
+    """PanDerm v1 ViT-L/16 or ViT-B/16; the linear-probe feature is CLS after the final LayerNorm."""
+
+    family = "panderm_v1"
+
+    def __init__(self, tower: CAEVisionTower, model_id: str, checkpoint: str | None, random_init: bool):
+        extra = {"checkpoint": Path(checkpoint).name if checkpoint else None}
+        super().__init__(model_id, V1_PREPROCESS, None, random_init=random_init, extra=extra)
+        self.tower = tower
+
+    def _image(self, x, kind):
+        if kind == "tokens":
+            return self.tower.tokens(x)
+        return self.tower.features(x)
+
+
+def load_panderm_v1(size: str, checkpoint: str | None, allow_random_init: bool = False) -> PanDermV1Encoder:
+    width, depth = V1_SIZES[size]
+    model_id = f"panderm-v1-{size}"
+    if checkpoint is None:
+        if not allow_random_init:
+            raise ModelError(f"{model_id} needs --checkpoint PATH (the released .pth file)")
+        cfg = CAEConfig(width, depth, width // 64, 16, 224, 4 * width, None)
+        return PanDermV1Encoder(CAEVisionTower(cfg, pooling="cls"), model_id, None, True)
+    sd = read_state_dict(checkpoint)
+    if any(k.startswith("encoder.") for k in sd):
+        # Released files also hold decoder / regressor / teacher weights: keep the encoder only.
+        sd = strip_prefix(sd, "encoder.")
+    sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
+    cfg = CAEConfig.from_state_dict(sd)
+    cfg = CAEConfig(cfg.width, cfg.depth, cfg.heads, cfg.patch_size, cfg.image_size, cfg.mlp_hidden, None)
+    if (cfg.width, cfg.depth) != (width, depth) and not _is_reduced_test_tower(cfg):
+        raise ModelError(
+            f"{checkpoint} holds a ViT with width {cfg.width} and depth {cfg.depth}, not PanDerm v1 {size} "
+            f"({width}, {depth})"
+        )
+    if "pos_embed" not in sd:
+        # The fixed sin-cos table is fully determined by the grid; older files omit it.
+        sd["pos_embed"] = sincos_pos_embed(cfg.image_size // cfg.patch_size, cfg.width)
+    tower = CAEVisionTower(cfg, pooling="cls")
+    load_strict(tower, sd, checkpoint)
+    return PanDermV1Encoder(tower.eval(), model_id, checkpoint, False)
+
+
+def _is_reduced_test_tower(cfg: CAEConfig) -> bool:
+    # Reduced-size towers (tests, demos) are accepted whatever the alias says.
+    return cfg.width < 256
+
+
+class TimmEncoder(Encoder):
+    family = "timm"
+
+    def __init__(self, model: nn.Module, model_id: str, spec: PreprocessSpec, random_init: bool, checkpoint):
+        super().__init__(model_id, spec, None, random_init=random_init, extra={"checkpoint": checkpoint})
+        self.model = model
+
+    def _image(self, x, kind):
+        if kind == "tokens":
+            out = self.model.forward_features(x)
+            if out.ndim != 3:
+                raise ModelError(f"{self.model_id} gives a feature map, not tokens")
+            return out
+        return self.model(x)
+
+
+def load_timm(name: str, checkpoint: str | None, allow_random_init: bool = False) -> TimmEncoder:
+    import timm
+
+    use_hub = checkpoint is None and not allow_random_init
+    try:
+        model = timm.create_model(name, pretrained=use_hub, num_classes=0)
+    except RuntimeError as exc:
+        raise ModelError(f"timm:{name}: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:
+        if "Unknown model" in str(exc):
+            raise ModelError(f"timm:{name}: unknown timm model") from exc
+        raise ModelError(f"timm:{name}: cannot load pretrained weights (offline?): {str(exc).splitlines()[0]}") from exc
+    if checkpoint is not None:
+        sd = read_state_dict(checkpoint)
+        # Classifier heads of the source task are not part of a num_classes=0 backbone.
+        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "fc.", "classifier."))}
+        load_strict(model, sd, checkpoint)
+    cfg = timm.data.resolve_data_config({}, model=model)
+    size = int(cfg["input_size"][-1])
+    crop = float(cfg.get("crop_pct", 1.0) or 1.0)
+    spec = PreprocessSpec(
+        size=size,
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in ("bicubic", "bilinear") else "bicubic",
+        resize_to=int(size / crop) if crop < 1 else None,
+    )
+    return TimmEncoder(model.eval(), f"timm:{name}", spec, checkpoint is None and allow_random_init, checkpoint)
+
+
+class TorchvisionEncoder(Encoder):
+    family = "torchvision"
+    image_kinds = ("embed", "features")
+
+    def __init__(self, model: nn.Module, model_id: str, random_init: bool, checkpoint):
+        spec = PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", resize_to=256)
+        super().__init__(model_id, spec, None, random_init=random_init, extra={"checkpoint": checkpoint})
+        self.model = model
+
+    def _image(self, x, kind):
+        return self.model(x)
+
+
+def load_torchvision(name: str, checkpoint: str | None, allow_random_init: bool = False) -> TorchvisionEncoder:
+    import torchvision
+
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError as exc:
+        raise ModelError(f"torchvision:{name}: unknown torchvision model") from exc
+    weights = None
+    if checkpoint is None and not allow_random_init:
+        weights = "DEFAULT"
+    try:
+        model = builder(weights=weights)
+    except Exception as exc:
+        raise ModelError(f"torchvision:{name}: cannot download weights (offline?); pass --checkpoint FILE") from exc
+    if checkpoint is not None:
+        sd = read_state_dict(checkpoint)
+        load_strict(model, sd, checkpoint)
+    if hasattr(model, "fc"):
+        model.fc = nn.Identity()
+    return TorchvisionEncoder(model.eval(), f"torchvision:{name}", checkpoint is None and allow_random_init, checkpoint)

@@ -1,0 +1,83 @@
+"""Feature export: a CSV of images → float32 [N, D] `.npy` + a JSON sidecar."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..data.tables import load_table
+from ..features import extract_features
+from ..models import load_encoder
+from ..models.base import PreprocessSpec
+from ..report import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+_CHUNK = 8192
+
+
+def write_array_streaming(source: np.ndarray, out: str | os.PathLike, normalize: bool = False) -> Path:
+    """Copy `source` (possibly memory-mapped) to `out` chunk by chunk, optionally L2-normalising rows."""
+    out = Path(out)
+    with atomic_path(out, suffix=".npy") as tmp:
+        dest = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=source.shape)
+        for start in range(0, source.shape[0], _CHUNK):
+            block = np.asarray(source[start:start + _CHUNK], dtype=np.float32)
+            if normalize:
+                block = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+            dest[start:start + _CHUNK] = block
+        dest.flush()
+        del dest
+    return out
+
+
+def export_features(
+    model: str,
+    csv: str | os.PathLike,
+    image_col: str,
+    out: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    kind: str = "embed",
+    normalize: bool = False,
+    checkpoint: str | None = None,
+    device: str = "cpu",
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    precision: str = "amp",
+    cache: bool = True,
+    cache_dir: str | None = None,
+    allow_random_init: bool = False,
+    preprocess: PreprocessSpec | None = None,
+    progress: bool = True,
+    flag_hints: dict | None = None,
+) -> dict:
+    """Validate the CSV, load the model, encode (or read the cache), write `out` + `out.json`."""
+    out = Path(out)
+    if out.suffix != ".npy":
+        out = out.with_suffix(out.suffix + ".npy") if out.suffix else out.with_suffix(".npy")
+    table = load_table(csv, image_col, root=root, flag_hints=flag_hints)
+    encoder = load_encoder(model, checkpoint=checkpoint, device=device, allow_random_init=allow_random_init,
+                           preprocess=preprocess)
+    result = extract_features(encoder, table.paths, kind, batch_size=batch_size, num_workers=num_workers,
+                              precision=precision, cache=cache, cache_dir=cache_dir, progress=progress)
+    write_array_streaming(result.array, out, normalize=normalize)
+    meta = {
+        "model": encoder.describe(),
+        "kind": kind,
+        "normalized": normalize,
+        "csv": str(Path(csv)),
+        "csv_sha256": table.csv_sha256,
+        "image_col": image_col,
+        "n": int(result.array.shape[0]),
+        "d": int(result.array.shape[1]),
+        "from_cache": result.from_cache,
+        "cache_key": result.key,
+        "seconds": round(result.seconds, 3),
+    }
+    if encoder.random_init:
+        meta["warning"] = "RANDOM WEIGHTS: these features come from an untrained model"
+    write_json(out.with_suffix(".json"), meta)
+    return meta
