@@ -71,13 +71,14 @@ def _hub_download(repo: str, filename: str, revision: str | None) -> Path:
         raise ModelError(f"hf-hub:{repo} not found (or private: set HF_TOKEN)") from exc
     except RevisionNotFoundError as exc:
         raise ModelError(f"hf-hub:{repo} has no revision {revision!r}") from exc
-    except EntryNotFoundError:
-        raise FileNotFoundError(filename)
     except LocalEntryNotFoundError as exc:
+        # Subclass of EntryNotFoundError in recent huggingface_hub: test it first.
         raise ModelError(
             f"hf-hub:{repo}: {filename} is not in the local HF cache and the hub cannot be reached "
             "(offline?). Download it once with network access, or use local-dir:PATH"
         ) from exc
+    except EntryNotFoundError:
+        raise FileNotFoundError(filename)
 
 
 def resolve_hf_hub(spec: str) -> ResolvedFiles:
