@@ -1,0 +1,617 @@
+"""Linear probe on frozen features: train subsampling, the L-BFGS logistic regression, C search, runs.
+
+Everything here works on feature arrays (``X``: ``[N, D]`` float, ``y``: ``[N]`` int labels ``0..K-1``);
+image loading, feature extraction, CSV and CLI wiring live elsewhere.
+
+Reproduces the PanDerm / PanDerm-2 reference linear probe:
+
+* **Subsampling** (:func:`subsample_train`): the reference ``load_data_balanced`` (per-class
+  ``min(|g|, max(1, floor(|g|·p)))`` rows), with the same pandas calls so the same rows come out in the same
+  order.
+* **Classifier** (:class:`LogisticRegressionProbe`): ``nn.Linear(D, K)`` with PyTorch default init after
+  ``torch.manual_seed(0)``, loss ``mean CE + (1/C)·0.5·‖W‖_F`` (the *unsquared* Frobenius norm; bias not
+  penalised), one full-batch ``torch.optim.LBFGS(line_search_fn="strong_wolfe", max_iter=1000).step``,
+  float32, ``C = D·K/100`` by default.
+* **Metrics** (:func:`run_linear_probe`): accuracy, balanced accuracy, kappa, weighted F1, AUROC (multi-class
+  OvO macro, as the reference), AUPR, plus an OvR AUROC and bootstrap CIs, which the reference does not
+  report.
+
+Additions that the reference lacks, all off by default or equal to the reference at their defaults: several
+seeds (seed 0 is the reference), K-shot sampling, and a C search on the val split (:func:`tune_c`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from panderm.errors import DataError, PandermError
+
+#: ``random_state`` of the reference's pandas shuffles and per-class samples. Seed ``s`` uses
+#: ``REFERENCE_RANDOM_STATE + s``, so seed 0 reproduces the reference exactly.
+REFERENCE_RANDOM_STATE = 42
+
+#: Metrics reported for every run, in this order. ``auroc`` is OvO macro for multi-class (as the reference),
+#: ``auroc_ovr`` the OvR macro AUROC used by the zero-shot and finetuning tasks, for comparison.
+PROBE_METRICS = ("accuracy", "balanced_accuracy", "kappa", "weighted_f1", "auroc", "auroc_ovr", "aupr")
+
+# Metrics computed with the AUROC averaging the caller asked for (OvO by default); ``auroc_ovr`` is computed
+# in a separate call with multi_class="ovr".
+_BASE_METRICS = ("accuracy", "balanced_accuracy", "kappa", "weighted_f1", "auroc", "aupr")
+
+# Half-decade steps from 1/1000 to 1000 times the reference C (13 values, the reference C included), so a
+# search can only match or beat the reference's choice on val. Relative to D·K/100 because the useful range
+# of C moves with the feature width and the class count.
+_DEFAULT_C_FACTORS = np.logspace(-3, 3, 13)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Train subsampling
+# --------------------------------------------------------------------------------------------------------
+
+
+def _as_labels(labels: Any, name: str = "labels") -> np.ndarray:
+    """Return ``labels`` as a 1-D int64 array, or raise DataError."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1:
+        raise DataError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        # Float labels that are whole numbers (e.g. read from a CSV with NaNs elsewhere) are accepted.
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise DataError(f"{name} must be integers 0..K-1, got dtype {arr.dtype}")
+    return arr.astype(np.int64, copy=False)
+
+
+def subsample_train(labels: Any, percent: float, seed: int = REFERENCE_RANDOM_STATE) -> np.ndarray:
+    """Row indices of the train split kept for a training fraction, exactly as the reference picks them.
+
+    The reference (``load_data_balanced``) does, with pandas and ``random_state=seed`` (42) at every step:
+
+    1. shuffle the train rows: ``df.sample(frac=1, random_state=seed)``;
+    2. for ``p < 1``, for each label group in ascending label order (``groupby`` sorts), sample
+       ``n_c = min(|g|, max(1, floor(|g|·p)))`` rows with ``g.sample(n=n_c, random_state=seed)``, concatenated
+       in label order;
+    3. shuffle the concatenation again: ``.sample(frac=1, random_state=seed)``.
+
+    For ``p >= 1`` only step 1 happens (the reference still shuffles train), so all rows come back in that
+    shuffled order. The same pandas calls are made here (pandas draws through ``numpy.random.RandomState``,
+    whose streams are frozen), so the selected rows and their order are identical.
+
+    Parameters
+    ----------
+    labels:
+        Integer labels of the train split, in CSV order.
+    percent:
+        Fraction of each class to keep, in ``(0, 1]``; values above 1 keep everything.
+    seed:
+        The pandas ``random_state``. The reference uses 42 (:data:`REFERENCE_RANDOM_STATE`).
+
+    Returns
+    -------
+    np.ndarray
+        int64 positions into ``labels``, in the order the reference would feed the rows to the probe.
+    """
+    y = _as_labels(labels)
+    if not (isinstance(percent, (int, float, np.integer, np.floating)) and math.isfinite(percent) and percent > 0):
+        raise DataError(f"percent_data must be a number > 0, got {percent!r}")
+    # Carry the original position through the pandas calls so we can return indices, not a frame.
+    frame = pd.DataFrame({"label": y, "row": np.arange(len(y), dtype=np.int64)})
+    shuffled = frame.sample(frac=1, random_state=seed).reset_index(drop=True)
+    if percent >= 1:
+        return shuffled["row"].to_numpy(dtype=np.int64)
+
+    # An explicit loop over groups gives the same rows in the same order as the reference's
+    # ``groupby(label, group_keys=False).apply(g.sample(...))`` (groups in sorted order, concatenated), without
+    # the ``apply`` semantics that changed across pandas versions.
+    parts = []
+    for _, group in shuffled.groupby("label", sort=True):
+        n_keep = min(len(group), max(1, int(len(group) * percent)))
+        parts.append(group.sample(n=n_keep, random_state=seed))
+    kept = pd.concat(parts).sample(frac=1, random_state=seed)
+    return kept["row"].to_numpy(dtype=np.int64)
+
+
+def shots_per_class(labels: Any, k: int, seed: int = REFERENCE_RANDOM_STATE) -> tuple[np.ndarray, list[str]]:
+    """Row indices for a K-shot train set: ``k`` rows per class (all of them if a class has fewer).
+
+    Not in the reference, which only has fractions. Rows are taken in the order of a
+    ``numpy.random.RandomState(seed).permutation`` of the train split, keeping the first ``k`` of each
+    class, so the returned order is shuffled and a larger ``k`` extends a smaller one with the same seed.
+
+    Returns
+    -------
+    (indices, warnings)
+        int64 positions into ``labels`` and one message per class that has fewer than ``k`` rows (unlike
+        CLIP_benchmark, which gives up in that case, the class is kept with the rows it has).
+    """
+    y = _as_labels(labels)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise DataError(f"shots must be a positive integer, got {k!r}")
+    order = np.random.RandomState(seed).permutation(len(y))
+    taken: dict[int, int] = {}
+    keep = []
+    for i in order:
+        c = int(y[i])
+        if taken.get(c, 0) < k:
+            taken[c] = taken.get(c, 0) + 1
+            keep.append(i)
+    messages = [
+        f"class {c} has only {n} train sample(s), fewer than {k} shots; using all {n}"
+        for c, n in sorted(taken.items())
+        if n < k
+    ]
+    return np.asarray(keep, dtype=np.int64), messages
+
+
+# --------------------------------------------------------------------------------------------------------
+# Classifier
+# --------------------------------------------------------------------------------------------------------
+
+
+def default_c(n_features: int, n_classes: int) -> float:
+    """The reference's fixed regularisation heuristic ``C = D·K/100`` (e.g. 1024 features, 7 classes: 71.68)."""
+    return n_features * n_classes / 100.0
+
+
+def probe_loss(weight: torch.Tensor, bias: torch.Tensor, X: torch.Tensor, y: torch.Tensor, C: float) -> torch.Tensor:
+    """The reference objective: ``mean CE(X Wᵀ + b, y) + (1/C)·0.5·‖W‖_F``.
+
+    The penalty is the *unsquared* Frobenius norm of the weight (``torch.norm`` of the matrix), so C is not
+    sklearn's C: the penalty grows linearly, not quadratically, with the weights. The bias is not penalised.
+    """
+    logits = X @ weight.T + bias
+    return F.cross_entropy(logits, y) + (1.0 / C) * 0.5 * torch.linalg.matrix_norm(weight, ord="fro")
+
+
+def _resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/"cpu" → CPU (deterministic), "auto" → CUDA when available (what the reference does)."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PandermError(f"device {device!r} was requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def _as_features(X: Any, name: str = "features") -> np.ndarray:
+    """Return ``X`` as a finite 2-D float32 array, or raise DataError (the reference asserts no NaNs)."""
+    arr = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    if arr.ndim != 2:
+        raise DataError(f"{name} must be a 2-D array [N, D], got shape {arr.shape}")
+    arr = arr.astype(np.float32, copy=False)
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{name} contain NaN or infinite values")
+    return arr
+
+
+class LogisticRegressionProbe:
+    """Multinomial logistic regression fitted like the reference linear probe (sklearn-style API).
+
+    Parameters
+    ----------
+    C:
+        Inverse regularisation strength of the unsquared-norm penalty (see :func:`probe_loss`). ``None`` uses
+        the reference heuristic ``D·K/100`` (:func:`default_c`), resolved at ``fit`` time.
+    seed:
+        ``torch.manual_seed`` applied before building ``nn.Linear`` (reference: 0). The caller's global torch
+        RNG state is restored afterwards.
+    max_iter:
+        L-BFGS ``max_iter`` of the single ``step`` (reference: 1000). Other L-BFGS settings are torch's
+        defaults, as in the reference: lr 1, history 100, tolerance_grad 1e-7, tolerance_change 1e-9,
+        max_eval 1.25·max_iter.
+    device:
+        "cpu" (default, bit-for-bit repeatable), "cuda", or "auto" (CUDA when available, like the reference).
+
+    Attributes (after ``fit``)
+    --------------------------
+    coef_ : np.ndarray [K, D] float32 · intercept_ : np.ndarray [K] float32 · classes_ : ``arange(K)``
+    C_ : float, the C actually used · n_iter_ : L-BFGS iterations · loss_ : final objective value ·
+    n_features_in_ : D.  ``C`` keeps the constructor value (``None`` stays ``None``), as in sklearn.
+    """
+
+    def __init__(self, C: float | None = None, seed: int = 0, max_iter: int = 1000, device: str | None = "cpu"):
+        if C is not None and not (math.isfinite(C) and C > 0):
+            raise PandermError(f"C must be a positive number, got {C!r}")
+        self.C = C
+        self.seed = seed
+        self.max_iter = max_iter
+        self.device = device
+
+    def fit(self, X: Any, y: Any) -> LogisticRegressionProbe:
+        """Fit on the full batch. ``y`` must hold exactly the labels ``0..K-1`` (K = number of distinct labels).
+
+        K is taken from the train labels, as in the reference; a label set with a gap would give a K that does
+        not cover the largest label, so it is rejected.
+        """
+        X_np = _as_features(X, "train features")
+        y_np = _as_labels(y, "train labels")
+        if len(X_np) != len(y_np):
+            raise DataError(f"train features have {len(X_np)} rows but train labels have {len(y_np)}")
+        if len(y_np) == 0:
+            raise DataError("the train split is empty")
+        classes = np.unique(y_np)
+        n_classes = len(classes)
+        if not np.array_equal(classes, np.arange(n_classes)):
+            missing = sorted(set(range(int(classes.max()) + 1)) - set(classes.tolist()))
+            if classes.min() < 0:
+                raise DataError(f"train labels must be 0..K-1, found {int(classes.min())}")
+            raise DataError(
+                f"train labels must be 0..K-1 with every class present; class(es) {missing} have no train sample"
+            )
+        if n_classes < 2:
+            raise DataError("the train split has a single class; a classifier needs at least 2")
+
+        n_features = X_np.shape[1]
+        C = default_c(n_features, n_classes) if self.C is None else float(self.C)
+        device = _resolve_device(self.device)
+
+        # Build on CPU under the seed, then move: identical initial weights on every device, and the
+        # caller's global RNG is left as it was.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            linear = torch.nn.Linear(n_features, n_classes, bias=True)
+        linear = linear.to(device)
+        feats = torch.from_numpy(np.ascontiguousarray(X_np)).to(device)
+        targets = torch.from_numpy(y_np).to(device)
+
+        optimizer = torch.optim.LBFGS(linear.parameters(), line_search_fn="strong_wolfe", max_iter=self.max_iter)
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = probe_loss(linear.weight, linear.bias, feats, targets, C)
+            loss.backward()
+            return loss
+
+        # One step = up to max_iter L-BFGS iterations on the full batch, as in the reference.
+        optimizer.step(closure)
+
+        with torch.no_grad():
+            self.loss_ = float(probe_loss(linear.weight, linear.bias, feats, targets, C))
+        self.n_iter_ = int(optimizer.state[linear.weight].get("n_iter", 0))
+        self.coef_ = linear.weight.detach().cpu().numpy().copy()
+        self.intercept_ = linear.bias.detach().cpu().numpy().copy()
+        self.classes_ = np.arange(n_classes)
+        self.n_features_in_ = n_features
+        self.C_ = C
+        return self
+
+    def _check_fitted(self, X: Any) -> np.ndarray:
+        if not hasattr(self, "coef_"):
+            raise RuntimeError("LogisticRegressionProbe is not fitted; call fit(X, y) first")
+        X_np = _as_features(X)
+        if X_np.shape[1] != self.n_features_in_:
+            raise DataError(f"features have {X_np.shape[1]} columns but the probe was fitted on {self.n_features_in_}")
+        return X_np
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Logits ``X Wᵀ + b`` in float32, ``[N, K]``."""
+        X_np = self._check_fitted(X)
+        return X_np @ self.coef_.T + self.intercept_
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Softmax probabilities ``[N, K]`` (float64 for the metric code; computed from float32 logits)."""
+        logits = torch.from_numpy(self.decision_function(X))
+        return torch.softmax(logits, dim=1).double().numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Argmax class ``[N]``."""
+        return np.argmax(self.decision_function(X), axis=1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# C search on val
+# --------------------------------------------------------------------------------------------------------
+
+
+def tune_c(
+    X_train: Any,
+    y_train: Any,
+    X_val: Any,
+    y_val: Any,
+    grid: Sequence[float] | None = None,
+    metric: str = "balanced_accuracy",
+    seed: int = 0,
+    device: str | None = "cpu",
+    multi_class: str = "ovo",
+    max_iter: int = 1000,
+) -> tuple[float, list[dict[str, float]]]:
+    """Choose C on the val split: fit one probe per grid value on train, score it on val, keep the best.
+
+    The reference never searches (it uses ``D·K/100`` and ignores val); this is the optional improvement in
+    the spirit of CLIP_benchmark's val sweep, done with the reference's own L-BFGS probe.
+
+    Parameters
+    ----------
+    grid:
+        Candidate C values. Default: ``D·K/100 · logspace(-3, 3, 13)``, half-decade steps around the
+        reference value, which is itself in the grid.
+    metric:
+        Any name :func:`panderm.metrics.classification_metrics` knows; higher is better. Balanced accuracy by
+        default because dermatology val sets are imbalanced and plain accuracy rewards the majority class.
+    multi_class:
+        AUROC averaging when ``metric="auroc"``.
+
+    Ties (equal scores) go to the **smaller C**, i.e. the stronger regularisation, the simpler model.
+
+    Returns
+    -------
+    (best_C, table)
+        ``table`` has one ``{"C": c, "score": s}`` per grid value, in ascending C.
+    """
+    from panderm.metrics import classification_metrics
+
+    X_tr = _as_features(X_train, "train features")
+    y_tr = _as_labels(y_train, "train labels")
+    X_va = _as_features(X_val, "val features")
+    y_va = _as_labels(y_val, "val labels")
+    if len(X_va) == 0:
+        raise DataError("the val split is empty; a C search needs val rows")
+    if grid is None:
+        grid = default_c(X_tr.shape[1], len(np.unique(y_tr))) * _DEFAULT_C_FACTORS
+    values = sorted(float(c) for c in grid)
+    if not values or any(not (math.isfinite(c) and c > 0) for c in values):
+        raise PandermError(f"the C grid must hold positive numbers, got {list(grid)!r}")
+
+    table = []
+    best_c, best_score = values[0], -math.inf
+    for c in values:
+        probe = LogisticRegressionProbe(C=c, seed=seed, max_iter=max_iter, device=device).fit(X_tr, y_tr)
+        probs = probe.predict_proba(X_va)
+        score = float(classification_metrics(y_va, probs, metrics=[metric], multi_class=multi_class)[metric])
+        table.append({"C": c, "score": score})
+        # Strictly better (beyond float noise) is needed to move to a larger C: ties keep the smaller one.
+        if not math.isnan(score) and score > best_score + 1e-12:
+            best_c, best_score = c, score
+    return best_c, table
+
+
+# Kept under another name because run_linear_probe has a `tune_c` flag that shadows the function.
+_search_c = tune_c
+
+
+# --------------------------------------------------------------------------------------------------------
+# Runs over fractions × seeds
+# --------------------------------------------------------------------------------------------------------
+
+
+def _check_label_range(y: np.ndarray, n_classes: int, split: str) -> None:
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        bad = int(y.min()) if y.min() < 0 else int(y.max())
+        raise DataError(f"{split} label {bad} is out of range: labels must be 0..{n_classes - 1}")
+
+
+def _score(y: np.ndarray, probs: np.ndarray, multi_class_auroc: str) -> dict[str, float]:
+    from panderm.metrics import classification_metrics
+
+    scores = classification_metrics(y, probs, metrics=list(_BASE_METRICS), multi_class=multi_class_auroc)
+    ovr = classification_metrics(y, probs, metrics=["auroc"], multi_class="ovr")
+    out = {name: float(scores[name]) for name in _BASE_METRICS}
+    out["auroc_ovr"] = float(ovr["auroc"])
+    return {name: out[name] for name in PROBE_METRICS}
+
+
+def _bootstrap(y: np.ndarray, probs: np.ndarray, multi_class_auroc: str, n_resamples: int, seed: int) -> dict:
+    from panderm.metrics import bootstrap_ci
+
+    cis = bootstrap_ci(
+        y, probs, metrics=list(_BASE_METRICS), n_resamples=n_resamples, seed=seed, multi_class=multi_class_auroc
+    )
+    # Same seed → same resamples, so the OvR CI is drawn from the same bootstrap samples as the others.
+    ovr = bootstrap_ci(y, probs, metrics=["auroc"], n_resamples=n_resamples, seed=seed, multi_class="ovr")
+    out = {name: cis[name] for name in _BASE_METRICS}
+    out["auroc_ovr"] = ovr["auroc"]
+    return {name: out[name] for name in PROBE_METRICS}
+
+
+def run_linear_probe(
+    train_X: Any,
+    train_y: Any,
+    test_X: Any,
+    test_y: Any,
+    val_X: Any = None,
+    val_y: Any = None,
+    percent_data: float | Sequence[float] = (1.0,),
+    seeds: int | Sequence[int] = (0,),
+    tune_c: bool = False,
+    C: float | None = None,
+    multi_class_auroc: str = "ovo",
+    n_bootstrap: int = 1000,
+    *,
+    shots: int | Sequence[int] | None = None,
+    n_classes: int | None = None,
+    c_grid: Sequence[float] | None = None,
+    tune_metric: str = "balanced_accuracy",
+    device: str | None = "cpu",
+    bootstrap_seed: int = 42,
+    max_iter: int = 1000,
+) -> dict[str, Any]:
+    """Fit and score the linear probe for every training fraction (or shot count) × seed.
+
+    For seed ``s``: the train rows come from :func:`subsample_train` (or :func:`shots_per_class`) with
+    ``random_state = 42 + s`` and the probe is initialised with ``torch.manual_seed(s)``. Seed 0 is therefore
+    exactly the reference (random_state 42, torch seed 0). At ``percent_data >= 1`` every seed trains on all
+    rows (only their order differs), so seeds only vary the initialisation and the spread is near zero.
+
+    Parameters
+    ----------
+    train_X, train_y, test_X, test_y, val_X, val_y:
+        Features ``[N, D]`` and integer labels ``0..K-1`` per split. val is only used by ``tune_c``.
+    percent_data:
+        Training fraction(s), e.g. ``(0.1, 0.3, 0.5, 1.0)``.
+    seeds:
+        Repeat seeds (non-negative ints).
+    tune_c:
+        Choose C per fraction × seed on val (:func:`tune_c`); the final probe is then fitted on the
+        (subsampled) train split only, never train+val, so a fraction still means that much labelled data.
+    C:
+        Fixed C; ``None`` uses the reference ``D·K/100``. Cannot be combined with ``tune_c``.
+    multi_class_auroc:
+        Averaging of the ``auroc`` metric for multi-class tasks: "ovo" as the reference. ``auroc_ovr`` is
+        always reported as well.
+    n_bootstrap:
+        Bootstrap resamples for the test-set CIs; 0 skips them.
+    shots:
+        K-shot counts to run instead of ``percent_data``.
+    n_classes:
+        K. Default: 1 + the largest label in any split, so a class missing from train is caught.
+    c_grid, tune_metric:
+        Grid and val metric for ``tune_c``.
+
+    Returns
+    -------
+    dict with keys
+
+    * ``"setting"``: ``"percent"`` or ``"shots"``; ``"n_classes"``, ``"n_features"``, ``"n_test"``;
+      ``"metric_names"``: :data:`PROBE_METRICS`; ``"test_labels"``: int array ``[n_test]``.
+    * ``"runs"``: one dict per setting × seed, in that loop order, with ``"percent"`` (float or None),
+      ``"shots"`` (int or None), ``"seed"``, ``"random_state"``, ``"train_indices"`` (int array into the train
+      split, in training order), ``"n_train"``, ``"class_counts"`` (list, length K), ``"C"``, ``"c_search"``
+      (the :func:`tune_c` table, or None), ``"n_iter"``, ``"train_loss"``, ``"metrics"`` (name → float),
+      ``"ci"`` (name → :func:`panderm.metrics.bootstrap_ci` entry, or None), ``"probs"`` (float array
+      ``[n_test, K]``), ``"predictions"`` (int array ``[n_test]``), ``"warnings"`` (list of str).
+    * ``"summary"``: setting value (the fraction or the shot count) → metric name →
+      ``{"mean", "std", "values", "n_seeds"}``, where ``std`` is the population SD (``np.std``, ddof 0) over
+      seeds, 0 for a single seed.
+    """
+    X_tr = _as_features(train_X, "train features")
+    y_tr = _as_labels(train_y, "train labels")
+    X_te = _as_features(test_X, "test features")
+    y_te = _as_labels(test_y, "test labels")
+    if len(X_tr) != len(y_tr):
+        raise DataError(f"train features have {len(X_tr)} rows but train labels have {len(y_tr)}")
+    if len(X_te) != len(y_te):
+        raise DataError(f"test features have {len(X_te)} rows but test labels have {len(y_te)}")
+    if len(X_tr) == 0 or len(X_te) == 0:
+        raise DataError("the train and test splits must both have rows")
+    if X_te.shape[1] != X_tr.shape[1]:
+        raise DataError(f"test features have {X_te.shape[1]} columns but train features have {X_tr.shape[1]}")
+
+    has_val = val_X is not None and val_y is not None
+    if has_val:
+        X_va = _as_features(val_X, "val features")
+        y_va = _as_labels(val_y, "val labels")
+        if len(X_va) != len(y_va):
+            raise DataError(f"val features have {len(X_va)} rows but val labels have {len(y_va)}")
+        if X_va.shape[1] != X_tr.shape[1]:
+            raise DataError(f"val features have {X_va.shape[1]} columns but train features have {X_tr.shape[1]}")
+    if tune_c and (not has_val or len(X_va) == 0):
+        raise DataError("tune_c needs a non-empty val split (rows with split == 'val')")
+    if tune_c and C is not None:
+        raise PandermError("give either a fixed C or tune_c, not both")
+
+    all_labels = [y_tr, y_te] + ([y_va] if has_val else [])
+    if min(int(y.min()) for y in all_labels if len(y)) < 0:
+        raise DataError(f"labels must be 0..K-1, found {min(int(y.min()) for y in all_labels if len(y))}")
+    if n_classes is None:
+        n_classes = 1 + max(int(y.max()) for y in all_labels if len(y))
+    _check_label_range(y_tr, n_classes, "train")
+    _check_label_range(y_te, n_classes, "test")
+    if has_val:
+        _check_label_range(y_va, n_classes, "val")
+    if n_classes < 2:
+        raise DataError("the task has a single class; a classifier needs at least 2")
+
+    seed_list = [int(seeds)] if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
+    if not seed_list or any(s < 0 for s in seed_list):
+        raise PandermError(f"seeds must be non-negative integers, got {seeds!r}")
+    if shots is not None:
+        setting = "shots"
+        values: list = [shots] if isinstance(shots, (int, np.integer)) else list(shots)
+    else:
+        setting = "percent"
+        scalar = isinstance(percent_data, (int, float, np.integer, np.floating))
+        values = [percent_data] if scalar else list(percent_data)
+    if not values:
+        raise PandermError(f"no {setting} values given")
+    if len(set(values)) != len(values) or len(set(seed_list)) != len(seed_list):
+        raise PandermError(f"{setting} values and seeds must not repeat, got {values!r} and {seed_list!r}")
+
+    runs = []
+    for value in values:
+        for seed in seed_list:
+            random_state = REFERENCE_RANDOM_STATE + seed
+            if setting == "shots":
+                idx, notes = shots_per_class(y_tr, value, seed=random_state)
+                where = f"{value}-shot"
+            else:
+                idx, notes = subsample_train(y_tr, value, seed=random_state), []
+                where = f"percent_data={value}"
+            y_sub = y_tr[idx]
+            counts = np.bincount(y_sub, minlength=n_classes)
+            missing = np.flatnonzero(counts == 0).tolist()
+            if missing:
+                raise DataError(
+                    f"class {missing[0]} has no train sample at {where}"
+                    + (f" (also missing: {missing[1:]})" if len(missing) > 1 else "")
+                    + f"; every class 0..{n_classes - 1} needs at least one"
+                )
+            for note in notes:
+                warnings.warn(note, stacklevel=2)
+
+            search_table = None
+            if tune_c:
+                run_c, search_table = _search_c(
+                    X_tr[idx], y_sub, X_va, y_va, grid=c_grid, metric=tune_metric, seed=seed,
+                    device=device, multi_class=multi_class_auroc, max_iter=max_iter,
+                )
+            else:
+                run_c = C
+            probe = LogisticRegressionProbe(C=run_c, seed=seed, max_iter=max_iter, device=device)
+            probe.fit(X_tr[idx], y_sub)
+            probs = probe.predict_proba(X_te)
+            runs.append({
+                "percent": None if setting == "shots" else float(value),
+                "shots": int(value) if setting == "shots" else None,
+                "seed": seed,
+                "random_state": random_state,
+                "train_indices": idx,
+                "n_train": int(len(idx)),
+                "class_counts": counts.tolist(),
+                "C": probe.C_,
+                "c_search": search_table,
+                "n_iter": probe.n_iter_,
+                "train_loss": probe.loss_,
+                "metrics": _score(y_te, probs, multi_class_auroc),
+                "ci": (
+                    _bootstrap(y_te, probs, multi_class_auroc, n_bootstrap, bootstrap_seed) if n_bootstrap > 0 else None
+                ),
+                "probs": probs,
+                "predictions": np.argmax(probs, axis=1),
+                "warnings": notes,
+            })
+
+    summary: dict[Any, dict[str, dict[str, Any]]] = {}
+    key = "shots" if setting == "shots" else "percent"
+    for value in values:
+        group = [r for r in runs if r[key] == (int(value) if setting == "shots" else float(value))]
+        summary[int(value) if setting == "shots" else float(value)] = {
+            name: {
+                "mean": float(np.mean([r["metrics"][name] for r in group])),
+                "std": float(np.std([r["metrics"][name] for r in group])),
+                "values": [r["metrics"][name] for r in group],
+                "n_seeds": len(group),
+            }
+            for name in PROBE_METRICS
+        }
+
+    return {
+        "setting": setting,
+        "n_classes": n_classes,
+        "n_features": int(X_tr.shape[1]),
+        "n_test": int(len(y_te)),
+        "metric_names": list(PROBE_METRICS),
+        "test_labels": y_te,
+        "runs": runs,
+        "summary": summary,
+    }
