@@ -109,7 +109,9 @@ def _encode_batch(encoder: Encoder, x: torch.Tensor, kind: str) -> torch.Tensor:
 
 def _run(encoder, paths, kind, target: Path, batch_size, num_workers, precision, draft, progress) -> None:
     device = encoder.device
-    workers = default_workers(device) if num_workers is None else num_workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    # More workers than cores only adds contention (reference scripts ask for 16).
+    workers = default_workers(device) if num_workers is None else min(num_workers, cpus)
     dataset = ImageDataset(paths, encoder.preprocess, encoder.preprocess_spec.size, draft)
     loader = DataLoader(
         dataset,

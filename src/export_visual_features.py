@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Reference door: export L2-normalised image embeddings (`all_embeddings.npy`, CSV order).
+
+Takes the reference flags of PanDerm-2's `src/export_visual_features.py`. The work is
+done by `panderm.tasks.export.export_features`; this file only maps flags.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from panderm.cli_support import resolve_device, run_door, setup_logging  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model_name", default="hf-hub:redlessone/PanDerm2")
+    p.add_argument("--checkpoint", default=None, help="optional open_clip state dict replacing the model's weights")
+    p.add_argument("--csv_path", required=True)
+    p.add_argument("--img_col", default="filename")
+    p.add_argument("--data_root", required=True)
+    p.add_argument("--batch_size", type=int, default=2048)
+    p.add_argument("--num_workers", type=int, default=16)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--output_dir", default="./embeddings")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    setup_logging()
+
+    def run():
+        from panderm.tasks.export import export_features
+
+        out = os.path.join(args.output_dir, "all_embeddings.npy")
+        export_features(
+            args.model_name, args.csv_path, args.img_col, out, root=args.data_root, kind="embed", normalize=True,
+            checkpoint=args.checkpoint, device=resolve_device(args.device), batch_size=args.batch_size,
+            num_workers=args.num_workers, flag_hints={args.img_col: "--img_col"},
+        )
+        print(f"saved {out}")
+
+    return run_door(run, "export_visual_features.py", debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

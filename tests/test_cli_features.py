@@ -1,0 +1,135 @@
+"""`panderm features` and the reference export door, run as a user runs them."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from torchvision import transforms as T
+
+from reference_cae import tower_outputs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd or REPO)
+
+
+def panderm(*args):
+    return run("-m", "panderm", *args)
+
+
+def reference_preprocess(path, size):
+    # Written from the spec: Resize(short side, bicubic) → CenterCrop → RGB → ToTensor → Normalize(OpenAI).
+    tf = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor(),
+                    T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
+    return tf(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("kind,ref_key", [("embed", "embed"), ("features", "pooled_double"), ("tokens", "cls")])
+def test_features_cli_matches_reference_tower_on_real_images(tiny_panderm2, ham_csv, tmp_path, kind, ref_key):
+    out = tmp_path / "f.npy"
+    r = panderm("features", "--model", f"local-dir:{tiny_panderm2}", "--csv", str(ham_csv), "--kind", kind,
+                "--out", str(out), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    feats = np.load(out)
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["n"] == 70 and meta["kind"] == kind and meta["d"] == feats.shape[1]
+    assert meta["model"]["random_init"] is False and len(meta["csv_sha256"]) == 64
+    import pandas as pd
+
+    paths = [ham_csv.parent / p for p in pd.read_csv(ham_csv)["image_path"]]
+    x = torch.stack([reference_preprocess(p, 32) for p in paths])
+    sd = load_file(str(tiny_panderm2 / "open_clip_model.safetensors"))
+    ref = tower_outputs(sd, x, heads=2)[ref_key].numpy()
+    np.testing.assert_allclose(feats, ref, atol=1e-4)
+
+
+def test_second_run_is_served_from_cache(tiny_openclip, ham_csv, tmp_path):
+    args = ["features", "--model", f"local-dir:{tiny_openclip}", "--csv", str(ham_csv), "--cache-dir",
+            str(tmp_path / "cache"), "--normalize"]
+    first = panderm(*args, "--out", str(tmp_path / "a.npy"))
+    second = panderm(*args, "--out", str(tmp_path / "b.npy"))
+    assert first.returncode == 0 and second.returncode == 0
+    assert "served from cache" not in first.stdout and "features served from cache" in second.stdout
+    a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    assert np.array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+
+
+def test_demo_model_says_it_is_random(ham_csv, tmp_path):
+    r = panderm("features", "--csv", str(ham_csv), "--out", str(tmp_path / "d.npy"))
+    assert r.returncode == 0, r.stderr
+    assert "RANDOM WEIGHTS" in r.stdout
+    assert "RANDOM WEIGHTS" in json.loads((tmp_path / "d.json").read_text())["warning"]
+
+
+def _assert_clean_failure(r, *needles, out=None):
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    last = [line for line in r.stderr.strip().splitlines() if line.strip()][-1]
+    assert last.startswith("panderm: error:") or "error:" in last
+    for n in needles:
+        assert n in last, last
+    if out is not None:
+        assert not Path(out).exists() and not Path(out).with_suffix(".json").exists()
+
+
+def test_bad_inputs_fail_with_one_line(tiny_openclip, tiny_panderm2, ham_csv, tmp_path):
+    out = tmp_path / "o.npy"
+    base = ["features", "--csv", str(ham_csv), "--out", str(out)]
+    _assert_clean_failure(panderm(*base, "--model", "not-a-model"), "unknown model id 'not-a-model'", out=out)
+    _assert_clean_failure(panderm(*base, "--model", "PanDerm-L", "--checkpoint", str(tmp_path / "none.pth")),
+                          "checkpoint file not found", out=out)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "open_clip_config.json").write_text((tiny_panderm2 / "open_clip_config.json").read_text())
+    sd = load_file(str(tiny_panderm2 / "open_clip_model.safetensors"))
+    sd.pop("visual.blocks.1.gamma_2")
+    from safetensors.torch import save_file
+
+    save_file(sd, str(broken / "open_clip_model.safetensors"))
+    _assert_clean_failure(panderm(*base, "--model", f"local-dir:{broken}"), "missing 1 key(s): visual.blocks.1.gamma_2",
+                          out=out)
+    _assert_clean_failure(panderm(*base, "--model", f"local-dir:{tiny_openclip}", "--image-col", "filename"),
+                          "column 'filename' not found", out=out)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    _assert_clean_failure(panderm("features", "--csv", str(empty), "--out", str(out)), "CSV is empty", out=out)
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("image_path\n" + f"{ham_csv.parent / 'images' / 'ISIC_0024354.jpg'}\nmissing1.jpg\nmissing2.jpg\n")
+    _assert_clean_failure(panderm("features", "--csv", str(bad_csv), "--out", str(out)),
+                          "missing1.jpg [missing]", "missing2.jpg [missing]", out=out)
+
+
+def test_existing_output_survives_a_failed_run(ham_csv, tmp_path):
+    out = tmp_path / "keep.npy"
+    np.save(out, np.ones((2, 2), np.float32))
+    r = panderm("features", "--csv", str(ham_csv), "--out", str(out), "--model", "nope")
+    assert r.returncode != 0
+    assert np.array_equal(np.load(out), np.ones((2, 2), np.float32))
+
+
+def test_reference_export_door_writes_normalised_embeddings(tiny_openclip, ham_csv, tmp_path):
+    import pandas as pd
+
+    frame = pd.read_csv(ham_csv).rename(columns={"image_path": "ImageID"})
+    csv = tmp_path / "meta.csv"
+    frame.to_csv(csv, index=False)
+    r = run("src/export_visual_features.py", "--model_name", f"local-dir:{tiny_openclip}", "--csv_path", str(csv),
+            "--img_col", "ImageID", "--data_root", str(ham_csv.parent), "--device", "cpu", "--num_workers", "0",
+            "--output_dir", str(tmp_path / "emb"))
+    assert r.returncode == 0, r.stderr
+    emb = np.load(tmp_path / "emb" / "all_embeddings.npy")
+    assert emb.shape == (70, 32) and emb.dtype == np.float32
+    from panderm.features import extract_features
+    from panderm.models import load_encoder
+
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    raw = extract_features(enc, [ham_csv.parent / p for p in frame["ImageID"]], cache=False, num_workers=0).array
+    np.testing.assert_allclose(emb, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)

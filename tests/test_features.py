@@ -1,0 +1,93 @@
+"""Feature extraction equals direct encoding, in CSV order, and the cache serves repeats."""
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from panderm.data.images import open_image
+from panderm.data.tables import load_table
+from panderm.errors import DataError
+from panderm.features import cache_key, extract_features
+from panderm.models import load_encoder
+
+
+@pytest.fixture(scope="module")
+def table(ham_csv):
+    return load_table(ham_csv, "image_path")
+
+
+def _direct(encoder, paths, kind):
+    with torch.no_grad():
+        x = torch.stack([encoder.preprocess(open_image(p)) for p in paths])
+        return encoder.encode_image(x, kind).numpy()
+
+
+@pytest.mark.parametrize("kind", ["embed", "features"])
+def test_extraction_equals_direct_encoding(tiny_openclip, table, tmp_path, kind):
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    paths = table.paths[:23]
+    res = extract_features(enc, paths, kind, batch_size=5, num_workers=0, cache_dir=tmp_path)
+    assert res.array.dtype == np.float32 and res.array.shape[0] == 23
+    np.testing.assert_allclose(res.array, _direct(enc, paths, kind), atol=1e-5)
+
+
+def test_tokens_kind_is_the_cls_row(tiny_panderm2, table, tmp_path):
+    enc = load_encoder(f"local-dir:{tiny_panderm2}")
+    paths = table.paths[:6]
+    res = extract_features(enc, paths, "tokens", batch_size=4, num_workers=0, cache_dir=tmp_path)
+    np.testing.assert_allclose(res.array, _direct(enc, paths, "tokens")[:, 0], atol=1e-5)
+
+
+def test_workers_give_identical_results(tiny_openclip, table, tmp_path):
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    a = extract_features(enc, table.paths[:20], batch_size=8, num_workers=0, cache=False, cache_dir=tmp_path)
+    b = extract_features(enc, table.paths[:20], batch_size=8, num_workers=2, cache=False, cache_dir=tmp_path)
+    assert np.array_equal(a.array, b.array)
+
+
+def test_cache_hit_and_invalidation(tiny_openclip, ham_csv, tmp_path):
+    from panderm.models.base import PreprocessSpec
+
+    src = load_table(ham_csv, "image_path").paths[:8]
+    imgs = []
+    for p in src:
+        dst = tmp_path / "imgs" / p.name
+        dst.parent.mkdir(exist_ok=True)
+        dst.write_bytes(p.read_bytes())
+        imgs.append(dst)
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    cache = tmp_path / "cache"
+    first = extract_features(enc, imgs, cache_dir=cache, num_workers=0)
+    second = extract_features(enc, imgs, cache_dir=cache, num_workers=0)
+    assert not first.from_cache and second.from_cache
+    assert np.array_equal(first.array, second.array)
+    key = first.key
+    # Touching an image changes the key.
+    st = os.stat(imgs[3])
+    os.utime(imgs[3], ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert cache_key(enc, "embed", imgs) != key
+    assert not extract_features(enc, imgs, cache_dir=cache, num_workers=0).from_cache
+    # So does another kind, and another preprocessing.
+    assert cache_key(enc, "features", imgs) != cache_key(enc, "embed", imgs)
+    k1 = cache_key(enc, "embed", imgs)
+    enc.set_preprocess(PreprocessSpec(size=32, interpolation="bilinear"))
+    assert cache_key(enc, "embed", imgs) != k1
+    # Only complete entries exist: no temp files are left behind.
+    assert not [f for f in os.listdir(cache) if f.endswith(".tmp")]
+
+
+def test_decode_failures_are_all_reported_and_nothing_cached(tiny_openclip, ham_csv, tmp_path):
+    good = load_table(ham_csv, "image_path").paths[:3]
+    bad = []
+    for i in range(2):
+        p = tmp_path / f"trunc{i}.jpg"
+        p.write_bytes(good[i].read_bytes()[:2000])
+        bad.append(p)
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    with pytest.raises(DataError) as err:
+        extract_features(enc, good + bad, cache_dir=tmp_path / "c", num_workers=0)
+    assert "2 image(s) could not be decoded" in str(err.value)
+    assert "trunc0.jpg" in str(err.value) and "trunc1.jpg" in str(err.value)
+    assert not list((tmp_path / "c").glob("*.npy"))
