@@ -50,6 +50,16 @@ def _features(args) -> None:
     print(f"wrote {args.out}")
 
 
+def _demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.model, args.out, device=resolve_device(args.device), checkpoint=args.checkpoint,
+             tasks=DEMO_TASKS)
+
+
+DEMO_TASKS = ("features",)
+
+
 def _models(args) -> None:
     from .models.registry import ALIASES
 
@@ -76,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="L2-normalise each row")
     p.add_argument("--out", required=True, help="output .npy (a .json sidecar is written next to it)")
     p.set_defaults(func=_features)
+
+    p = sub.add_parser("demo", help="run the tasks on the bundled real sample and print short tables")
+    p.add_argument("--model", default="demo", help="model id (default: a tiny random-weight demo model)")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="demo-output", help="output folder")
+    p.set_defaults(func=_demo)
 
     p = sub.add_parser("models", help="list model aliases")
     p.set_defaults(func=_models)

@@ -112,3 +112,73 @@ def format_table(rows: list[dict], columns: list[str] | None = None, floatfmt: s
     sep = "  ".join("-" * w for w in widths)
     body = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
     return "\n".join([line, sep, *body])
+
+
+def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Create a run folder; an existing non-empty one is an error unless `overwrite`."""
+    from .errors import PandermError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PandermError(f"output path exists and is not a folder: {path}")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise PandermError(f"output folder {path} already holds a run; pass --overwrite or choose another --out")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def confusion_matrix_figure(y_true, y_pred, classnames, title: str = ""):
+    """Counts and row-normalised rates in one heat map (classes beyond 30 are unlabeled)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classnames)
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = min(4 + 0.45 * k, 24)
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    if k <= 30:
+        ax.set_xticks(range(k), labels=classnames, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(k), labels=classnames, fontsize=8)
+        if k <= 15:
+            for i in range(k):
+                for j in range(k):
+                    ax.text(j, i, f"{cm[i, j]}\n{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    return fig
+
+
+def provenance(encoder=None, csv_files=(), seed=None, extra: dict | None = None) -> dict:
+    """What a reader needs to rerun a result: command line, versions, model, data hashes, seed, device."""
+    import platform
+    import sys
+    from importlib import metadata
+
+    from . import __version__
+
+    versions = {"panderm": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "torchvision", "open_clip_torch", "timm", "transformers", "numpy", "scikit-learn", "pandas"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    out = {"command": " ".join(sys.argv), "versions": versions, "seed": seed}
+    if encoder is not None:
+        out["model"] = encoder.describe()
+        out["device"] = str(encoder.device)
+    hashes = {}
+    for csv in csv_files:
+        from .data.tables import file_sha256
+
+        hashes[str(csv)] = file_sha256(csv)
+    out["csv_sha256"] = hashes
+    out.update(extra or {})
+    return out

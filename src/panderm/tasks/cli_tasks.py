@@ -1,7 +1,63 @@
-"""Subcommands contributed by the task modules (each registers its own parser)."""
+"""Subcommands contributed by the task modules. Each handler only maps flags to library calls."""
 from __future__ import annotations
+
+import argparse
+
+
+def _zeroshot(args) -> None:
+    from ..cli_support import resolve_device
+    from ..data.benchmarks import get_benchmark, load_classnames
+    from ..data.templates import SKIN_TEMPLATES, load_templates
+    from ..errors import PandermError
+    from ..models import load_encoder
+    from ..report import format_table, prepare_run_dir, provenance
+    from . import zeroshot
+
+    if not args.benchmark and not args.csv:
+        raise PandermError("give --benchmark NAME [NAME ...] and/or --csv FILE --classnames ...")
+    templates = load_templates(args.templates) if args.templates else SKIN_TEMPLATES
+    hints = {args.image_col: "--image-col", args.label_col: "--label-col"}
+    datasets = []
+    for name in args.benchmark or []:
+        bench = get_benchmark(name)
+        csv = bench.csv_path(args.data_root)
+        datasets.append(zeroshot.build_dataset(csv, benchmark=bench, image_col=args.image_col, label_col=args.label_col,
+                                               root=args.root or args.data_root, flag_hints=hints))
+    if args.csv:
+        if not args.classnames:
+            raise PandermError("--csv needs --classnames FILE or 'a,b,c'")
+        datasets.append(zeroshot.build_dataset(args.csv, load_classnames(args.classnames), image_col=args.image_col,
+                                               label_col=args.label_col, root=args.root, flag_hints=hints))
+    encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device),
+                           allow_random_init=args.allow_random_init)
+    out = prepare_run_dir(args.out, args.overwrite)
+    results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
+                           precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
+                           n_bootstrap=args.bootstrap, seed=args.seed)
+    zeroshot.write_report(results, out, provenance(encoder, [d.table.csv_path for d in datasets], seed=args.seed),
+                          encoder.random_init)
+    if encoder.random_init:
+        print("RANDOM WEIGHTS: these numbers come from an untrained model")
+    print(format_table(zeroshot.results_table(results)))
+    print(f"wrote {out / 'results.json'}")
 
 
 def register(sub, add_model_args) -> None:
-    """Task subcommands are added here as tasks land."""
-    return None
+    p = sub.add_parser("zeroshot", help="zero-shot classification on benchmarks or any CSV",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--benchmark", nargs="+", default=None,
+                   help="PAD-6 HAM-7 SNU-134 SD-128 Daffodil-5 PH2-2 ISIC2020-2 DermNet-23 (their default CSVs)")
+    p.add_argument("--data-root", default=".", help="folder holding data/zero-shot-classification/ for --benchmark; their image paths are relative to it")
+    p.add_argument("--csv", default=None, help="a custom CSV (image path + label columns)")
+    p.add_argument("--classnames", default=None, help="class names for --csv: a file (txt or CSV) or 'a,b,c'")
+    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--label-col", default="label", help="integer labels 0..K-1 or class-name strings")
+    p.add_argument("--root", default=None,
+                   help="folder image paths are relative to (default: the CSV's folder; '.' for --benchmark)")
+    p.add_argument("--templates", default=None, help="prompt templates file, one per line with {c}")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: off)")
+    p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
+    p.add_argument("--out", default="runs/zeroshot", help="run folder (results.json, predictions, plots)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=_zeroshot)

@@ -1,0 +1,25 @@
+#!/usr/bin/env python
+"""Reference door: PanDerm-2 `src/main.py` zero-shot classification and retrieval flags.
+
+Example (from the repository root):
+    python src/main.py --val-data="" --dataset-type csv --batch-size 1024 \
+        --zeroshot-eval1 data/zero-shot-classification/pad-zero-shot-test.csv \
+        --csv-label-key label --csv-img-key image_path --model hf-hub:redlessone/PanDerm2
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from panderm.cli_support import run_door, setup_logging  # noqa: E402
+from panderm.compat.main_door import build_parser, run  # noqa: E402
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    return run_door(lambda: run(args), "main.py", debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""`src/main.py`: the reference zero-shot / retrieval flags, reference outputs by default.
+
+Reproduces PanDerm-2 / DermFM-Zero `src/main.py` evaluation: the same flags and
+defaults, image paths as `--parent-path` + CSV value (relative to the working
+directory), per-sample CSVs under `<logs>/<DATASET-FOLDER>/<model>.csv` and the
+reference metric keys in `<logs>/<name>/checkpoints/results.jsonl`. Departures
+(documented in docs/REFERENCE.md): no crash on missing classes for top-3, DermNet
+(`--zeroshot-eval`) works, labels may be class names, bad input is one line.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from ..data.benchmarks import BENCHMARKS, load_classnames
+from ..errors import PandermError
+
+log = logging.getLogger("panderm")
+
+_EVAL_FLAGS = {b.flag: b for b in BENCHMARKS.values()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="main.py", description="Reference-compatible zero-shot and retrieval evaluation")
+    for flag in _EVAL_FLAGS:
+        p.add_argument(flag, dest=flag.lstrip("-").replace("-", "_"), default=None, help=f"CSV for {_EVAL_FLAGS[flag].name}")
+    p.add_argument("--zeroshot_eval_custom", default=None, help="CSV of a custom dataset (needs --classnames)")
+    p.add_argument("--classnames", default=None, help="class names for the custom CSV: a file or 'a,b,c'")
+    p.add_argument("--templates", default=None, help="prompt template file (default: the 8 skin templates)")
+    p.add_argument("--csv-img-key", default="filepath")
+    p.add_argument("--csv-label-key", default=None)
+    p.add_argument("--csv-caption-key", default="title")
+    p.add_argument("--csv-separator", default="\t", help="accepted and ignored, as in the reference")
+    p.add_argument("--parent-path", default="", help="string prefix joined to every image path")
+    p.add_argument("--val-data", default=None, help="retrieval CSV (image, caption)")
+    p.add_argument("--train-data", default=None)
+    p.add_argument("--dataset-type", default="auto")
+    p.add_argument("--model", default="RN50")
+    p.add_argument("--pretrained", default="")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--precision", default="amp")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--logs", default="./zero-shot-logs/")
+    p.add_argument("--name", default=None)
+    p.add_argument("--lr", type=float, default=5.0e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zeroshot-frequency", type=int, default=1)
+    p.add_argument("--image-mean", type=float, nargs="+", default=None)
+    p.add_argument("--image-std", type=float, nargs="+", default=None)
+    p.add_argument("--image-interpolation", default=None, choices=["bicubic", "bilinear", "random"])
+    p.add_argument("--image-resize-mode", default=None, choices=["shortest", "longest", "squash"])
+    p.add_argument("--force-image-size", type=int, default=None)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--report-to", default="")
+    p.add_argument("--group-by", default=None, help="retrieval: column whose equal values count as the same item")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for our results.json CIs (0: off)")
+    p.add_argument("--no-cache", action="store_true", help="re-encode images instead of using the feature cache")
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def _preprocess_overrides(args, encoder):
+    spec = encoder.preprocess_spec
+    changed = False
+    if args.image_mean:
+        spec.mean, changed = tuple(args.image_mean) if len(args.image_mean) == 3 else (args.image_mean[0],) * 3, True
+    if args.image_std:
+        spec.std, changed = tuple(args.image_std) if len(args.image_std) == 3 else (args.image_std[0],) * 3, True
+    if args.image_interpolation:
+        # open_clip maps 'random' to bicubic at evaluation time.
+        spec.interpolation, changed = ("bilinear" if args.image_interpolation == "bilinear" else "bicubic"), True
+    if args.image_resize_mode:
+        spec.resize_mode, changed = args.image_resize_mode, True
+    if args.force_image_size:
+        spec.size, changed = args.force_image_size, True
+    if changed:
+        encoder.set_preprocess(spec)
+
+
+def run(args) -> None:
+    from ..cli_support import resolve_device
+    from ..data.templates import SKIN_TEMPLATES, load_templates
+    from ..models import load_encoder, model_short_name
+    from ..report import format_table, provenance
+    from ..tasks import zeroshot
+    from ..tasks.reference_logs import ReferenceLogs, experiment_name
+
+    if args.train_data:
+        raise PandermError("--train-data: training is not part of this toolkit (evaluation only)")
+    flags = {flag: getattr(args, flag.lstrip("-").replace("-", "_")) for flag in _EVAL_FLAGS}
+    wanted = {f: v for f, v in flags.items() if v}
+    if not wanted and not args.zeroshot_eval_custom and not args.val_data:
+        raise PandermError("nothing to evaluate: give --zeroshot-eval1..7, --zeroshot_eval_custom or --val-data")
+    if (wanted or args.zeroshot_eval_custom) and not args.csv_label_key:
+        raise PandermError("--csv-label-key is required for zero-shot classification (e.g. --csv-label-key label)")
+    templates = load_templates(args.templates) if args.templates else SKIN_TEMPLATES
+    hints = {args.csv_img_key: "--csv-img-key", args.csv_label_key: "--csv-label-key"}
+
+    # Validate every CSV before the model is loaded.
+    datasets = []
+    for flag, csv in wanted.items():
+        bench = _EVAL_FLAGS[flag]
+        datasets.append(zeroshot.build_dataset(csv, benchmark=bench, image_col=args.csv_img_key,
+                                               label_col=args.csv_label_key, concat_prefix=args.parent_path,
+                                               flag_hints=hints))
+    if args.zeroshot_eval_custom:
+        if not args.classnames:
+            raise PandermError("--zeroshot_eval_custom needs --classnames FILE or 'a,b,c'")
+        datasets.append(zeroshot.build_dataset(args.zeroshot_eval_custom, load_classnames(args.classnames),
+                                               image_col=args.csv_img_key, label_col=args.csv_label_key,
+                                               concat_prefix=args.parent_path, name="customized_dataset",
+                                               flag_hints=hints))
+    retrieval_table = None
+    if args.val_data:
+        from ..tasks.retrieval_data import load_pairs
+
+        retrieval_table = load_pairs(args.val_data, args.csv_img_key, args.csv_caption_key,
+                                     concat_prefix=args.parent_path, group_by=args.group_by)
+
+    name = args.name or experiment_name(args.model, args.lr, args.batch_size, args.workers, args.precision)
+    logs = ReferenceLogs(args.logs, name, vars(args))
+    try:
+        device = resolve_device(args.device)
+        encoder = load_encoder(args.model, checkpoint=args.pretrained or None, device=device)
+        _preprocess_overrides(args, encoder)
+        short = model_short_name(args.model)
+        metrics: dict = {}
+        results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
+                               precision=args.precision, cache=not args.no_cache, n_bootstrap=args.bootstrap)
+        for r in results:
+            from ..report import write_csv
+
+            write_csv(logs.per_sample_csv(r.dataset.folder, short), r.predictions_frame(args.csv_img_key))
+            metrics.update(r.reference_metrics())
+        if retrieval_table is not None:
+            from ..tasks import retrieval_run
+
+            metrics.update(retrieval_run.reference_metrics(encoder, retrieval_table, args))
+        metrics = {**metrics, "epoch": 0} if retrieval_table is not None else metrics
+        logs.log_metrics(metrics)
+        if results:
+            zeroshot.write_report(results, logs.run_dir, provenance(encoder, [d.table.csv_path for d in datasets],
+                                                                     seed=args.seed), encoder.random_init)
+            if encoder.random_init:
+                print("RANDOM WEIGHTS: these numbers come from an untrained model")
+            print(format_table(zeroshot.results_table(results)))
+        print(f"results: {logs.run_dir / 'checkpoints' / 'results.jsonl'}")
+    finally:
+        logs.close()

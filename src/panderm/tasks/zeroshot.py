@@ -1,0 +1,257 @@
+"""Zero-shot classification: class names × prompt templates → a classifier over image embeddings.
+
+Classifier weights follow the reference (ref-panderm2.md §2.4): for each class,
+L2-normalise every prompt embedding, average over templates, re-normalise.
+Scores are `softmax(100 · cos)` with the reference's fixed scale (the model's
+learned logit scale is not used). Text is encoded once per (model, class list,
+templates) and cached; images go through the feature cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..data.benchmarks import Benchmark
+from ..data.tables import ImageTable
+from ..data.templates import SKIN_TEMPLATES, render
+from ..errors import DataError
+from ..metrics import bootstrap_ci, classification_metrics
+from ..models.base import Encoder
+from ..report import write_npy
+
+log = logging.getLogger(__name__)
+LOGIT_SCALE = 100.0
+
+
+def _text_cache_dir() -> Path:
+    from ..models.demo import cache_root
+
+    return cache_root() / "text"
+
+
+def class_embeddings(
+    encoder: Encoder,
+    classnames: Sequence[str],
+    templates: Sequence[str] = SKIN_TEMPLATES,
+    classes_per_batch: int = 10,
+    cache: bool = True,
+    precision: str = "amp",
+) -> np.ndarray:
+    """[K, D] float32 unit vectors: normalise each prompt, mean over templates, re-normalise."""
+    if len(classnames) == 0:
+        raise DataError("no class names given")
+    key = hashlib.sha256(json.dumps({"fp": encoder.fingerprint, "c": list(classnames), "t": list(templates)}).encode()
+                         ).hexdigest()[:32]
+    entry = _text_cache_dir() / f"{key}.npy"
+    if cache and entry.is_file():
+        return np.load(entry, allow_pickle=False)
+    from ..features import _autocast
+
+    device = encoder.device
+    out = []
+    with torch.inference_mode(), _autocast(device, precision):
+        for start in range(0, len(classnames), classes_per_batch):
+            batch = classnames[start:start + classes_per_batch]
+            prompts = [p for c in batch for p in render(templates, c)]
+            emb = encoder.encode_text(encoder.tokenize(prompts).to(device)).float()
+            emb = F.normalize(emb, dim=-1).reshape(len(batch), len(templates), -1)
+            out.append(F.normalize(emb.mean(dim=1), dim=-1).cpu())
+    weights = torch.cat(out).numpy().astype(np.float32)
+    if cache:
+        write_npy(entry, weights)
+    return weights
+
+
+def zero_shot_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
+    """softmax(scale · normalise(image) · Wᵀ) in float32, as the reference computes it."""
+    # A copy: the features may be a read-only memory map of the cache.
+    f = F.normalize(torch.from_numpy(np.array(image_embeddings, dtype=np.float32)), dim=-1)
+    logits = scale * f @ torch.as_tensor(class_weights).T
+    return logits.softmax(dim=-1).numpy()
+
+
+@dataclass
+class ZeroShotDataset:
+    """One evaluation set: a validated table, its class names and (optionally) its benchmark."""
+
+    name: str
+    table: ImageTable
+    classnames: tuple[str, ...]
+    benchmark: Benchmark | None = None
+    folder: str = "customized_dataset"  # reference per-sample CSV folder (DermFM-Zero)
+
+    @property
+    def report_metrics(self) -> tuple[str, ...]:
+        base = ["accuracy", "balanced_accuracy", "weighted_f1", "macro_f1", "auroc"]
+        if len(self.classnames) > 3:
+            base.insert(3, "top3_accuracy")
+        return tuple(base)
+
+    @property
+    def headline(self) -> str:
+        """The published table's metric: the benchmark's README metric; AUROC for binary custom sets."""
+        if self.benchmark is not None:
+            return self.benchmark.readme_metric
+        return "auroc" if len(self.classnames) == 2 else "accuracy"
+
+
+@dataclass
+class ZeroShotResult:
+    dataset: ZeroShotDataset
+    probs: np.ndarray
+    labels: np.ndarray
+    metrics: dict
+    ci: dict = field(default_factory=dict)
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    def reference_metrics(self) -> dict:
+        """Reference result keys (e.g. `zeroshot-pad-acc`) for this dataset."""
+        if self.dataset.benchmark is not None:
+            return self.dataset.benchmark.reference_results(self.metrics)
+        return {"zeroshot-customized_dataset-wf1": self.metrics["weighted_f1"],
+                "zeroshot-customized_dataset-acc": self.metrics["accuracy"]}
+
+    def predictions_frame(self, id_col: str = "image_path") -> pd.DataFrame:
+        """Reference per-sample layout: id, true_label, predicted_label, probability_class_0..K-1."""
+        frame = pd.DataFrame({
+            id_col: self.dataset.table.frame[self.dataset.table.image_col].astype(str).to_numpy(),
+            "true_label": self.labels,
+            "predicted_label": self.predictions,
+        })
+        for k in range(self.probs.shape[1]):
+            frame[f"probability_class_{k}"] = self.probs[:, k]
+        return frame
+
+
+def evaluate(
+    encoder: Encoder,
+    dataset: ZeroShotDataset,
+    templates: Sequence[str] = SKIN_TEMPLATES,
+    *,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    precision: str = "amp",
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 42,
+) -> ZeroShotResult:
+    from ..features import extract_features
+
+    feats = extract_features(encoder, dataset.table.paths, "embed", batch_size=batch_size, num_workers=num_workers,
+                             precision=precision, cache=cache, cache_dir=cache_dir)
+    weights = class_embeddings(encoder, dataset.classnames, templates, cache=cache, precision=precision)
+    probs = zero_shot_probs(feats.array, weights)
+    labels = dataset.table.labels
+    names = dataset.report_metrics
+    metrics = classification_metrics(labels, probs, names)
+    ci = bootstrap_ci(labels, probs, names, n_resamples=n_bootstrap, seed=seed) if n_bootstrap else {}
+    return ZeroShotResult(dataset, probs, labels, metrics, ci)
+
+
+def results_table(results: Sequence[ZeroShotResult]) -> list[dict]:
+    """README-style rows: dataset, N, K, headline metric with CI, accuracy, weighted F1; plus the average."""
+    rows = []
+    for r in results:
+        head = r.dataset.headline
+        ci = r.ci.get(head)
+        rows.append({
+            "dataset": r.dataset.name,
+            "N": len(r.labels),
+            "K": len(r.dataset.classnames),
+            "metric": "AUROC" if head == "auroc" else "ACC",
+            "value": r.metrics[head],
+            "95% CI": f"{ci['ci_low']:.4f}-{ci['ci_high']:.4f}" if ci else "",
+            "acc": r.metrics["accuracy"],
+            "wf1": r.metrics["weighted_f1"],
+        })
+    if len(results) > 1:
+        rows.append({"dataset": "average", "N": "", "K": "", "metric": "", "value": float(np.mean([r["value"] for r in rows])),
+                     "95% CI": "", "acc": "", "wf1": ""})
+    return rows
+
+
+def build_dataset(
+    csv: str | os.PathLike,
+    classnames: Sequence[str] | None = None,
+    *,
+    benchmark: Benchmark | None = None,
+    image_col: str = "image_path",
+    label_col: str = "label",
+    root: str | os.PathLike | None = None,
+    concat_prefix: str | None = None,
+    name: str | None = None,
+    check_images: bool = True,
+    flag_hints: dict | None = None,
+) -> ZeroShotDataset:
+    """Validate a CSV against its class list (before any model is loaded)."""
+    from ..data.tables import load_table
+
+    if classnames is None:
+        if benchmark is None:
+            raise DataError(f"{csv}: give class names (--classnames) for a custom dataset")
+        classnames = benchmark.classnames
+    classnames = tuple(classnames)
+    if len(classnames) < 2:
+        raise DataError(f"{csv}: zero-shot classification needs at least 2 class names, got {len(classnames)}")
+    table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
+                       concat_prefix=concat_prefix, check=check_images, flag_hints=flag_hints)
+    folder = benchmark.folder if benchmark is not None else "customized_dataset"
+    return ZeroShotDataset(name or (benchmark.name if benchmark else Path(csv).stem), table, classnames, benchmark, folder)
+
+
+def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, provenance: dict,
+                 random_init: bool = False) -> dict:
+    """results.json + per-dataset predictions.csv and confusion_matrix.png."""
+    from ..data.benchmarks import readme_average
+    from ..report import confusion_matrix_figure, save_figure, write_csv, write_json
+
+    out_dir = Path(out_dir)
+    datasets = {}
+    for r in results:
+        sub = out_dir / r.dataset.name
+        write_csv(sub / "predictions.csv", r.predictions_frame(r.dataset.table.image_col))
+        fig = confusion_matrix_figure(r.labels, r.predictions, list(r.dataset.classnames),
+                                      title=f"{r.dataset.name} zero-shot" + (" (RANDOM WEIGHTS)" if random_init else ""))
+        save_figure(sub / "confusion_matrix.png", fig)
+        datasets[r.dataset.name] = {
+            "csv": str(r.dataset.table.csv_path),
+            "n": len(r.labels),
+            "classnames": list(r.dataset.classnames),
+            "headline_metric": r.dataset.headline,
+            "metrics": r.metrics,
+            "ci95": r.ci,
+            "reference_keys": r.reference_metrics(),
+        }
+    summary = {"datasets": datasets}
+    bench = {r.dataset.benchmark.name: r.metrics for r in results if r.dataset.benchmark is not None}
+    if bench:
+        summary["readme_average"] = readme_average(bench)
+    if random_init:
+        summary["warning"] = "RANDOM WEIGHTS: these numbers come from an untrained model"
+    summary["provenance"] = provenance
+    write_json(out_dir / "results.json", summary)
+    return summary
+
+
+def run(encoder: Encoder, datasets: Sequence[ZeroShotDataset], templates: Sequence[str] = SKIN_TEMPLATES,
+        **kwargs) -> list[ZeroShotResult]:
+    """Evaluate every dataset with one loaded model (each image encoded once, text once per class list)."""
+    results = []
+    for ds in datasets:
+        log.info("zero-shot: %s (%d images, %d classes)", ds.name, len(ds.table), len(ds.classnames))
+        results.append(evaluate(encoder, ds, templates, **kwargs))
+    return results

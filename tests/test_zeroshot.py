@@ -1,0 +1,205 @@
+"""Zero-shot classification against an independent computation written from the reference spec."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+from torchvision import transforms as T
+
+from panderm.data.benchmarks import get_benchmark
+from panderm.data.templates import SKIN_TEMPLATES
+from panderm.errors import DataError, PandermError
+
+REPO = Path(__file__).resolve().parents[1]
+ZS = REPO / "data" / "sample" / "zero-shot-classification"
+
+
+def reference_probs(model_dir, csv, classnames):
+    """Spec §2.4–2.5 by hand, on open_clip directly: normalise prompts, mean, renormalise; softmax(100·cos)."""
+    import open_clip
+
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{model_dir}")
+    tok = open_clip.get_tokenizer(f"local-dir:{model_dir}")
+    model.eval()
+    tf = T.Compose([T.Resize(32, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(32), T.ToTensor(),
+                    T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    frame = pd.read_csv(csv)
+    with torch.no_grad():
+        w = []
+        for c in classnames:
+            t = model.encode_text(tok([tpl.format(c=c) for tpl in SKIN_TEMPLATES]))
+            t = t / t.norm(dim=-1, keepdim=True)
+            m = t.mean(0)
+            w.append(m / m.norm())
+        W = torch.stack(w, dim=1)
+        x = torch.stack([tf(Image.open(REPO / p).convert("RGB")) for p in frame["image_path"]])
+        f = model.encode_image(x)
+        f = f / f.norm(dim=-1, keepdim=True)
+        return (100.0 * f @ W).softmax(dim=-1).numpy(), frame["label"].to_numpy()
+
+
+def run_main(*args):
+    return subprocess.run([sys.executable, "src/main.py", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_main_py_reproduces_reference_probabilities_and_keys(tiny_openclip, tmp_path):
+    logs = tmp_path / "logs"
+    r = run_main("--zeroshot-eval1", str(ZS / "pad-zero-shot-test.csv"),
+                 "--zeroshot-eval2", str(ZS / "HAM-official-7-zero-shot-test.csv"),
+                 "--zeroshot-eval6", str(ZS / "ph2-2-zero-shot-test.csv"),
+                 "--csv-img-key", "image_path", "--csv-label-key", "label", "--model", f"local-dir:{tiny_openclip}",
+                 "--device", "cpu", "--workers", "0", "--logs", str(logs), "--name", "run1", "--bootstrap", "50")
+    assert r.returncode == 0, r.stderr
+    line = json.loads((logs / "run1" / "checkpoints" / "results.jsonl").read_text().strip())
+    expected_keys = {"zeroshot-pad-wf1", "zeroshot-pad-acc", "zeroshot-ham-wf1", "zeroshot-ham-acc",
+                     "zeroshot-PH2-auroc", "zeroshot-PH2-acc"}
+    assert set(line) == expected_keys
+    for folder, csv, bench, prefix in [("PAD-6", "pad-zero-shot-test.csv", "PAD-6", "pad"),
+                                       ("HAM-7", "HAM-official-7-zero-shot-test.csv", "HAM-7", "ham"),
+                                       ("PH2-2", "ph2-2-zero-shot-test.csv", "PH2-2", "PH2")]:
+        per_sample = pd.read_csv(logs / folder / "tiny-clip.csv")
+        k = get_benchmark(bench).num_classes
+        assert list(per_sample.columns) == ["image_path", "true_label", "predicted_label"] + [
+            f"probability_class_{i}" for i in range(k)]
+        probs, labels = reference_probs(tiny_openclip, ZS / csv, get_benchmark(bench).classnames)
+        ours = per_sample[[f"probability_class_{i}" for i in range(k)]].to_numpy()
+        np.testing.assert_allclose(ours, probs, atol=1e-5)
+        assert (per_sample["true_label"].to_numpy() == labels).all()
+        pred = probs.argmax(1)
+        assert (per_sample["predicted_label"].to_numpy() == pred).all()
+        assert line[f"zeroshot-{prefix}-acc"] == pytest.approx(accuracy_score(labels, pred), abs=1e-12)
+        if bench == "PH2-2":
+            onehot = np.eye(k)[labels]
+            ref_auc = roc_auc_score(onehot, probs, multi_class="ovr", average="macro")
+            assert line["zeroshot-PH2-auroc"] == pytest.approx(ref_auc, abs=1e-6)
+        else:
+            assert line[f"zeroshot-{prefix}-wf1"] == pytest.approx(f1_score(labels, pred, average="weighted"), abs=1e-9)
+    results = json.loads((logs / "run1" / "results.json").read_text())
+    assert set(results["datasets"]) == {"PAD-6", "HAM-7", "PH2-2"}
+    ci = results["datasets"]["PAD-6"]["ci95"]["accuracy"]
+    assert ci["ci_low"] <= results["datasets"]["PAD-6"]["metrics"]["accuracy"] <= ci["ci_high"]
+    assert (logs / "run1" / "PAD-6" / "confusion_matrix.png").stat().st_size > 1000
+    assert (logs / "run1" / "params.txt").is_file() and (logs / "run1" / "out.log").is_file()
+    # A second run with the same name aborts, as the reference does.
+    again = run_main("--zeroshot-eval1", str(ZS / "pad-zero-shot-test.csv"), "--csv-img-key", "image_path",
+                     "--csv-label-key", "label", "--model", f"local-dir:{tiny_openclip}", "--device", "cpu",
+                     "--logs", str(logs), "--name", "run1")
+    assert again.returncode != 0 and "Experiment already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+def _panderm(*args):
+    return subprocess.run([sys.executable, "-m", "panderm", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_cli_custom_csv_with_class_name_labels(tiny_openclip, ham_csv, tmp_path):
+    out = tmp_path / "run"
+    r = _panderm("zeroshot", "--model", f"local-dir:{tiny_openclip}", "--csv", str(ham_csv), "--classnames",
+                 str(ham_csv.parent / "classes.csv"), "--label-col", "diag", "--out", str(out), "--bootstrap", "20")
+    assert r.returncode == 0, r.stderr
+    assert "ham10000_sample" in r.stdout and "ACC" in r.stdout
+    res = json.loads((out / "results.json").read_text())
+    entry = res["datasets"]["ham10000_sample"]
+    preds = pd.read_csv(out / "ham10000_sample" / "predictions.csv")
+    truth = pd.read_csv(ham_csv)["label"].to_numpy()
+    assert (preds["true_label"].to_numpy() == truth).all()
+    assert entry["metrics"]["accuracy"] == pytest.approx(accuracy_score(truth, preds["predicted_label"]))
+    assert res["provenance"]["model"]["model_id"] == f"local-dir:{tiny_openclip}"
+    assert (out / "ham10000_sample" / "confusion_matrix.png").is_file()
+    # The run folder is not overwritten without --overwrite.
+    again = _panderm("zeroshot", "--model", f"local-dir:{tiny_openclip}", "--csv", str(ham_csv), "--classnames",
+                     str(ham_csv.parent / "classes.csv"), "--label-col", "diag", "--out", str(out))
+    assert again.returncode != 0 and "already holds a run" in again.stderr
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--zeroshot_eval_custom", "HAM", "--classnames", "a,b,c"], "outside 0..2"),
+    (["--zeroshot-eval2", "HAM"], None),
+])
+def test_main_py_bad_inputs(tiny_openclip, tmp_path, args, needle):
+    csv = ZS / "HAM-official-7-zero-shot-test.csv"
+    args = [str(csv) if a == "HAM" else a for a in args]
+    if needle is None:
+        # A label beyond the class list: HAM labels relabelled to 7.
+        bad = tmp_path / "bad.csv"
+        frame = pd.read_csv(csv)
+        frame.loc[3, "label"] = 7
+        frame.to_csv(bad, index=False)
+        args = ["--zeroshot-eval2", str(bad)]
+        needle = "outside 0..6 in row(s) 5"
+    r = run_main(*args, "--csv-img-key", "image_path", "--csv-label-key", "label", "--model",
+                 f"local-dir:{tiny_openclip}", "--device", "cpu", "--logs", str(tmp_path / "l"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert needle in r.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "l").exists()
+
+
+def test_unknown_benchmark_and_missing_label_key(tiny_openclip, tmp_path):
+    r = _panderm("zeroshot", "--model", f"local-dir:{tiny_openclip}", "--benchmark", "NOPE-9", "--out", str(tmp_path / "o"))
+    assert r.returncode != 0 and "unknown zero-shot benchmark 'NOPE-9'" in r.stderr and "Traceback" not in r.stderr
+    r = run_main("--zeroshot-eval1", str(ZS / "pad-zero-shot-test.csv"), "--csv-img-key", "image_path",
+                 "--model", f"local-dir:{tiny_openclip}", "--logs", str(tmp_path / "l"))
+    assert r.returncode != 0 and "--csv-label-key is required" in r.stderr
+
+
+def test_one_model_load_and_each_image_encoded_once(tiny_openclip, tmp_path):
+    from panderm.models import load_encoder
+    from panderm.tasks import zeroshot
+
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    seen = []
+    original = enc._image
+
+    def counting(x, kind):
+        seen.append(x.shape[0])
+        return original(x, kind)
+
+    enc._image = counting
+    datasets = [zeroshot.build_dataset(ZS / f, benchmark=get_benchmark(b), root=REPO)
+                for f, b in [("pad-zero-shot-test.csv", "PAD-6"), ("HAM-official-7-zero-shot-test.csv", "HAM-7"),
+                             ("ph2-2-zero-shot-test.csv", "PH2-2")]]
+    kw = dict(num_workers=0, cache_dir=tmp_path, n_bootstrap=0)
+    first = zeroshot.run(enc, datasets, **kw)
+    dims_probe = 1 if seen and seen[0] == 1 else 0  # output_dim() probes once with a dummy image
+    assert sum(seen) - dims_probe == 195 + 70 + 200
+    seen.clear()
+    second = zeroshot.run(enc, datasets, **kw)
+    assert sum(seen) == 0  # a repeat run (e.g. a linear probe on the same images) re-encodes nothing
+    for a, b in zip(first, second):
+        assert np.array_equal(a.probs, b.probs) and a.metrics == b.metrics
+
+
+def test_custom_templates_change_the_classifier(tiny_openclip, tmp_path):
+    from panderm.data.templates import load_templates
+    from panderm.models import load_encoder
+    from panderm.tasks.zeroshot import class_embeddings
+
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    path = tmp_path / "t.txt"
+    path.write_text("# one template\na photo of {c}\n")
+    one = class_embeddings(enc, ["melanoma", "nevus"], load_templates(path), cache=False)
+    eight = class_embeddings(enc, ["melanoma", "nevus"], SKIN_TEMPLATES, cache=False)
+    assert one.shape == eight.shape == (2, 32)
+    assert not np.allclose(one, eight)
+    np.testing.assert_allclose(np.linalg.norm(one, axis=1), 1.0, atol=1e-6)
+
+
+def test_python_api_matches_the_task(tiny_openclip):
+    from panderm import PanDerm2
+    from panderm.tasks.zeroshot import class_embeddings, zero_shot_probs
+
+    model = PanDerm2.from_pretrained(f"local-dir:{tiny_openclip}")
+    img = REPO / "data/sample/ph2/images/IMD003.jpg"
+    names = ["benign", "malignant"]
+    single = model.zero_shot_classify(str(img), names)
+    assert set(single) == set(names) and sum(single.values()) == pytest.approx(1.0, abs=1e-6)
+    many = model.zero_shot_classify([str(img), Image.open(img)], names)
+    assert len(many) == 2 and many[0] == pytest.approx(many[1], abs=1e-6)
+    feats = model.encode_images(str(img), normalize=False)
+    probs = zero_shot_probs(feats, class_embeddings(model.encoder, names))
+    assert single["malignant"] == pytest.approx(float(probs[0, 1]), abs=1e-6)
