@@ -57,7 +57,7 @@ def _demo(args) -> None:
              tasks=DEMO_TASKS)
 
 
-DEMO_TASKS = ("features",)
+DEMO_TASKS = ("features", "zeroshot")
 
 
 def _models(args) -> None:

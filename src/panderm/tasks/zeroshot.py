@@ -255,3 +255,21 @@ def run(encoder: Encoder, datasets: Sequence[ZeroShotDataset], templates: Sequen
         log.info("zero-shot: %s (%d images, %d classes)", ds.name, len(ds.table), len(ds.classnames))
         results.append(evaluate(encoder, ds, templates, **kwargs))
     return results
+
+
+def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
+    """The demo's zero-shot table: PAD-6, HAM-7 and PH2-2 on the bundled sample."""
+    from ..data.benchmarks import get_benchmark
+    from ..report import format_table
+
+    repo = sample_root.parent.parent
+    folder = sample_root / "zero-shot-classification"
+    datasets = [build_dataset(folder / csv, benchmark=get_benchmark(name), root=repo)
+                for name, csv in (("PAD-6", "pad-zero-shot-test.csv"), ("HAM-7", "HAM-official-7-zero-shot-test.csv"),
+                                  ("PH2-2", "ph2-2-zero-shot-test.csv"))]
+    results = run(encoder, datasets, n_bootstrap=200)
+    rows = results_table(results)
+    print("\nZero-shot classification (bundled sample, 8 skin templates)")
+    print(format_table(rows))
+    write_report(results, out_dir / "zeroshot", {"model": encoder.describe()}, encoder.random_init)
+    return rows
