@@ -57,7 +57,7 @@ def _demo(args) -> None:
              tasks=DEMO_TASKS)
 
 
-DEMO_TASKS = ("features", "zeroshot")
+DEMO_TASKS = ("features", "zeroshot", "retrieval_run")
 
 
 def _models(args) -> None:

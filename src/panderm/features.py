@@ -191,3 +191,38 @@ def extract_features(
         tmp.write_text(json.dumps(meta, indent=2))
     array = np.load(entry, mmap_mode="r", allow_pickle=False)
     return FeatureResult(array, False, key, time.perf_counter() - start, kind)
+
+
+def extract_text_features(
+    encoder: Encoder,
+    texts: Sequence[str],
+    *,
+    batch_size: int = 256,
+    precision: str = "amp",
+    cache: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """Encode `texts` in order; float32 [N, D] raw text embeddings, cached by content."""
+    if len(texts) == 0:
+        raise DataError("no texts to encode")
+    key = None
+    if cache:
+        h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "fp": encoder.fingerprint, "kind": "text"}).encode())
+        for t in texts:
+            h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+        key = h.hexdigest()[:32]
+        entry = Path(cache_dir or cache_dir_default()) / f"text-{key}.npy"
+        if entry.is_file():
+            return np.load(entry, allow_pickle=False)
+    device = encoder.device
+    chunks = []
+    with torch.inference_mode(), _autocast(device, precision):
+        for start in range(0, len(texts), batch_size):
+            ids = encoder.tokenize(list(texts[start:start + batch_size])).to(device)
+            chunks.append(encoder.encode_text(ids).float().cpu().numpy())
+    array = np.concatenate(chunks).astype(np.float32)
+    if cache:
+        from .report import write_npy
+
+        write_npy(entry, array)
+    return array

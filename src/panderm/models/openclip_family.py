@@ -289,7 +289,7 @@ class OpenCLIPEncoder(Encoder):
 
     @property
     def logit_scale(self) -> float:
-        return float(self.model.logit_scale.exp())
+        return float(self.model.logit_scale.detach().exp())
 
     def _image(self, x, kind):
         visual = self.model.visual

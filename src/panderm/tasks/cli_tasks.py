@@ -42,7 +42,48 @@ def _zeroshot(args) -> None:
     print(f"wrote {out / 'results.json'}")
 
 
+def _retrieval(args) -> None:
+    from ..cli_support import resolve_device
+    from ..models import load_encoder
+    from ..report import format_table, prepare_run_dir, provenance
+    from . import retrieval_run
+    from .retrieval_data import load_pairs
+
+    pairs = load_pairs(args.csv, args.image_col, args.caption_col, root=args.root, group_by=args.group_by)
+    encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device),
+                           allow_random_init=args.allow_random_init)
+    out = prepare_run_dir(args.out, args.overwrite)
+    result, ci, img, txt = retrieval_run.evaluate(
+        encoder, pairs, group_mode=args.duplicates, n_bootstrap=args.bootstrap, seed=args.seed,
+        batch_size=args.batch_size, num_workers=args.workers, precision=args.precision, cache=not args.no_cache,
+        cache_dir=args.cache_dir)
+    retrieval_run.write_report(pairs, result, ci, img, txt, out,
+                               provenance(encoder, [args.csv], seed=args.seed, extra={"duplicates": args.duplicates}),
+                               encoder.random_init)
+    if encoder.random_init:
+        print("RANDOM WEIGHTS: these numbers come from an untrained model")
+    print(format_table(retrieval_run.results_rows(result, ci), floatfmt=".4f"))
+    print(f"wrote {out / 'results.json'}")
+
+
 def register(sub, add_model_args) -> None:
+    p = sub.add_parser("retrieval", help="zero-shot image-text retrieval on a CSV of pairs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--csv", required=True, help="one row per (image, caption) pair")
+    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--caption-col", default="caption")
+    p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
+    p.add_argument("--group-by", default=None, help="column naming the image: its captions all count as hits")
+    p.add_argument("--duplicates", default="auto", choices=["auto", "none"],
+                   help="auto: identical image paths / captions are one item (hits, not competitors); "
+                        "none: every row is its own item, duplicates compete (the reference)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: off)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--out", default="runs/retrieval")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_retrieval)
+
     p = sub.add_parser("zeroshot", help="zero-shot classification on benchmarks or any CSV",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_args(p)

@@ -1,0 +1,146 @@
+"""Retrieval runs: encode pairs (through the caches), rank, score, report."""
+from __future__ import annotations
+
+import logging
+import os
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..features import extract_features, extract_text_features
+from ..models.base import Encoder
+from .retrieval import DEFAULT_KS, RetrievalResult, bootstrap_retrieval_ci, retrieval_metrics
+from .retrieval_data import RetrievalPairs
+
+log = logging.getLogger(__name__)
+GROUP_MODES = ("auto", "none")
+
+
+def encode_pairs(encoder: Encoder, pairs: RetrievalPairs, *, batch_size: int = 64, num_workers=None,
+                 precision: str = "amp", cache: bool = True, cache_dir=None) -> tuple[np.ndarray, np.ndarray]:
+    images = extract_features(encoder, pairs.table.paths, "embed", batch_size=batch_size, num_workers=num_workers,
+                              precision=precision, cache=cache, cache_dir=cache_dir).array
+    texts = extract_text_features(encoder, pairs.captions, precision=precision, cache=cache, cache_dir=cache_dir)
+    return np.asarray(images, dtype=np.float32), texts
+
+
+def groups_for(pairs: RetrievalPairs, mode: str) -> tuple[list | None, list | None]:
+    """(image_groups, text_groups): none = reference (duplicates compete); auto = identical paths / captions
+    and the --group-by column are the same item."""
+    if mode == "none" and pairs.group_values is None:
+        return None, None
+    image_groups = pairs.group_values if pairs.group_values is not None else [str(p) for p in pairs.table.paths]
+    return image_groups, list(pairs.captions)
+
+
+def evaluate(encoder: Encoder, pairs: RetrievalPairs, *, group_mode: str = "auto", ks=DEFAULT_KS,
+             n_bootstrap: int = 1000, seed: int = 42, loss_batch_size: int = 256, **encode_kw):
+    """Returns (RetrievalResult, ci dict, image embeddings, text embeddings)."""
+    img, txt = encode_pairs(encoder, pairs, **encode_kw)
+    image_groups, text_groups = groups_for(pairs, group_mode)
+    scale = getattr(encoder, "logit_scale", None)
+    result = retrieval_metrics(img, txt, ks=ks, image_groups=image_groups, text_groups=text_groups,
+                               logit_scale=scale, loss_batch_size=loss_batch_size)
+    ci = bootstrap_retrieval_ci(result.image_to_text_ranks, result.text_to_image_ranks, ks, n_bootstrap, seed) \
+        if n_bootstrap else {}
+    return result, ci, img, txt
+
+
+def reference_metrics(encoder: Encoder, pairs: RetrievalPairs, args) -> dict:
+    """The `src/main.py --val-data` keys: reference keys, then our R@1 and mean-recall keys."""
+    mode = "auto" if getattr(args, "group_by", None) else "none"
+    result, _, _, _ = evaluate(encoder, pairs, group_mode=mode, n_bootstrap=0, batch_size=args.batch_size,
+                               num_workers=args.workers, precision=args.precision,
+                               cache=not getattr(args, "no_cache", False), loss_batch_size=args.batch_size)
+    m = result.metrics
+    keys = [f"{d}_{k}" for d in ("image_to_text", "text_to_image")
+            for k in ("mean_rank", "median_rank", "R@5", "R@10", "R@50")]
+    out = {k: m[k] for k in keys}
+    if "clip_val_loss" in m:
+        out["clip_val_loss"] = m["clip_val_loss"]
+    out["num_samples"] = m["num_samples"]
+    out.update({k: m[k] for k in ("image_to_text_R@1", "text_to_image_R@1", "image_to_text_mean_recall",
+                                  "text_to_image_mean_recall", "mean_recall")})
+    return out
+
+
+def ranks_frame(pairs: RetrievalPairs, result: RetrievalResult) -> pd.DataFrame:
+    return pd.DataFrame({
+        pairs.table.image_col: pairs.table.frame[pairs.table.image_col].astype(str).to_numpy(),
+        pairs.caption_col: pairs.captions,
+        "image_to_text_rank": result.image_to_text_row_ranks + 1,
+        "text_to_image_rank": result.text_to_image_row_ranks + 1,
+    })
+
+
+def examples_figure(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_queries: int = 3, k: int = 5):
+    """A few image queries with their top-k captions (✓ = the query's own caption)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..data.images import open_image
+
+    i = img / np.linalg.norm(img, axis=1, keepdims=True)
+    t = txt / np.linalg.norm(txt, axis=1, keepdims=True)
+    queries = np.linspace(0, len(pairs) - 1, n_queries).astype(int)
+    fig, axes = plt.subplots(n_queries, 2, figsize=(12, 3.2 * n_queries), gridspec_kw={"width_ratios": [1, 3]})
+    axes = np.atleast_2d(axes)
+    for row, q in enumerate(queries):
+        top = np.argsort(-(t @ i[q]), kind="stable")[:k]
+        axes[row, 0].imshow(open_image(pairs.table.paths[q]))
+        axes[row, 0].set_title(Path(pairs.table.paths[q]).name, fontsize=8)
+        axes[row, 0].axis("off")
+        lines = [("✓ " if pairs.captions[j] == pairs.captions[q] else "  ") + f"{n + 1}. "
+                 + textwrap.shorten(pairs.captions[j], 110) for n, j in enumerate(top)]
+        axes[row, 1].text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=7)
+        axes[row, 1].axis("off")
+    fig.suptitle(f"image → text: top-{k} captions")
+    return fig
+
+
+def write_report(pairs, result, ci, img, txt, out_dir, provenance: dict, random_init: bool = False) -> dict:
+    from ..report import save_figure, write_csv, write_json
+
+    out_dir = Path(out_dir)
+    write_csv(out_dir / "ranks.csv", ranks_frame(pairs, result))
+    save_figure(out_dir / "examples.png", examples_figure(pairs, img, txt))
+    summary = {"metrics": result.metrics, "ci95": ci, "csv": str(pairs.table.csv_path), "provenance": provenance}
+    if random_init:
+        summary["warning"] = "RANDOM WEIGHTS: these numbers come from an untrained model"
+    write_json(out_dir / "results.json", summary)
+    return summary
+
+
+def results_rows(result: RetrievalResult, ci: dict) -> list[dict]:
+    """One row per direction plus their average mean recall (with its bootstrap CI)."""
+    m = result.metrics
+    rows = []
+    for d in ("image_to_text", "text_to_image"):
+        entry = ci.get(f"{d}_mean_recall")
+        rows.append({"direction": d, **{f"R@{k}": m[f"{d}_R@{k}"] for k in DEFAULT_KS},
+                     "mean rank": m[f"{d}_mean_rank"], "median rank": m[f"{d}_median_rank"],
+                     "mean recall": m[f"{d}_mean_recall"],
+                     "95% CI": f"{entry['ci_low']:.3f}-{entry['ci_high']:.3f}" if entry else ""})
+    entry = ci.get("mean_recall")
+    rows.append({"direction": "average", **{f"R@{k}": "" for k in DEFAULT_KS}, "mean rank": "", "median rank": "",
+                 "mean recall": m["mean_recall"],
+                 "95% CI": f"{entry['ci_low']:.3f}-{entry['ci_high']:.3f}" if entry else ""})
+    return rows
+
+
+def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
+    """Retrieval on PH2 with its criteria sentences (built from expert annotations, NOT real captions)."""
+    from ..report import format_table
+    from .retrieval_data import load_pairs
+
+    pairs = load_pairs(sample_root / "ph2" / "ph2.csv", "image_path", "concept_text")
+    result, ci, img, txt = evaluate(encoder, pairs, n_bootstrap=200)
+    rows = results_rows(result, ci)
+    print("\nImage-text retrieval (PH2 criteria sentences, template text not real captions; duplicates grouped)")
+    print(format_table(rows, floatfmt=".3f"))
+    write_report(pairs, result, ci, img, txt, out_dir / "retrieval", {"model": encoder.describe()}, encoder.random_init)
+    return rows
