@@ -57,7 +57,7 @@ def _demo(args) -> None:
              tasks=DEMO_TASKS)
 
 
-DEMO_TASKS = ("features", "zeroshot", "retrieval_run")
+DEMO_TASKS = ("features", "zeroshot", "retrieval_run", "linear_probe_run")
 
 
 def _models(args) -> None:

@@ -66,7 +66,57 @@ def _retrieval(args) -> None:
     print(f"wrote {out / 'results.json'}")
 
 
+def _linear_probe(args) -> None:
+    from ..cli_support import resolve_device
+    from ..models import REFERENCE_LP_PREPROCESS, load_encoder
+    from ..report import format_table, prepare_run_dir, provenance
+    from . import linear_probe_run as lp
+
+    splits = lp.load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root)
+    device = resolve_device(args.device)
+    encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=device,
+                           allow_random_init=args.allow_random_init,
+                           preprocess=REFERENCE_LP_PREPROCESS if args.reference_preprocess else None)
+    kind, norm = lp.reference_feature(encoder) if args.kind == "auto" else (args.kind, args.normalize)
+    out = prepare_run_dir(args.out, args.overwrite)
+    seeds = list(range(args.seeds))
+    result = lp.run(encoder, splits, kind, norm, percent_data=args.percent_data, seeds=seeds, shots=args.shots,
+                    tune_c=args.tune_c, C=args.C, n_bootstrap=args.bootstrap, device="cpu",
+                    extract_kw=dict(batch_size=args.batch_size, num_workers=args.workers, precision=args.precision,
+                                    cache=not args.no_cache, cache_dir=args.cache_dir))
+    lp.write_report(result, splits, out, provenance(encoder, [args.csv], seed=seeds,
+                                                    extra={"kind": kind, "normalized": norm}), encoder.random_init)
+    if encoder.random_init:
+        print("RANDOM WEIGHTS: these numbers come from an untrained model")
+    print(f"features: {kind}{' (L2-normalised)' if norm else ''}, {result['n_features']}-d; K={result['n_classes']}")
+    print(format_table(lp.summary_rows(result)))
+    print(f"wrote {out / 'results.json'}")
+
+
 def register(sub, add_model_args) -> None:
+    p = sub.add_parser("linear-probe", help="logistic-regression probe on frozen features, few-shot fractions",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
+    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--label-col", default="label")
+    p.add_argument("--split-col", default="split")
+    p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
+    p.add_argument("--percent-data", type=float, nargs="+", default=[1.0], help="training fractions")
+    p.add_argument("--shots", type=int, nargs="+", default=None, help="K-shot per class instead of fractions")
+    p.add_argument("--seeds", type=int, default=1, help="repeat subsampling with seeds 0..N-1 (seed 0 = reference)")
+    p.add_argument("--tune-c", action="store_true", help="choose C on the val split (default: C = D*K/100)")
+    p.add_argument("--C", type=float, default=None, help="fixed inverse regularisation strength")
+    p.add_argument("--kind", default="auto", choices=["auto", "embed", "features"],
+                   help="auto: the feature the reference used for this model family")
+    p.add_argument("--normalize", action="store_true", help="L2-normalise features (with --kind embed/features)")
+    p.add_argument("--reference-preprocess", action="store_true",
+                   help="the reference's Resize 256 bilinear / crop 224 / ImageNet std 0.228 instead of the model's own")
+    p.add_argument("--bootstrap", type=int, default=1000)
+    p.add_argument("--out", default="runs/linear_probe")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_linear_probe)
+
     p = sub.add_parser("retrieval", help="zero-shot image-text retrieval on a CSV of pairs",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_model_args(p)

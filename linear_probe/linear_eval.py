@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""Reference door: PanDerm-2 `linear_probe/linear_eval.py` flags and output files.
+
+By default it reproduces the reference: the reference feature of each model family,
+Resize 256 (bilinear) → CenterCrop 224 → ImageNet mean with std (0.228, 0.224, 0.225),
+C = D·K/100, L-BFGS, seed 0, one-vs-one AUROC. Image paths are joined to --root_path
+when it is given (the reference ignores it), else relative to the working directory.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from panderm.cli_support import resolve_device, run_door, setup_logging  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--csv_path", required=True)
+    p.add_argument("--csv_filename", default="results.csv", help="summary CSV: Dataset, W_F1, AUROC, BACC, ACC, AUPR")
+    p.add_argument("--image_key", default="filename")
+    p.add_argument("--root_path", default=None)
+    p.add_argument("--model", required=True, help="e.g. open_clip_hf-hub:redlessone/PanDerm2, PanDerm, biomedclip, MONET")
+    p.add_argument("--percent_data", type=float, default=1.0)
+    p.add_argument("--batch_size", type=int, default=200)
+    p.add_argument("--num_workers", type=int, default=8)
+    p.add_argument("--output_dir", default="./output_dir")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--model_preprocess", action="store_true", help="use the model's own preprocessing instead")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    setup_logging()
+
+    def run():
+        from panderm.models import REFERENCE_LP_PREPROCESS, load_encoder
+        from panderm.report import format_table
+        from panderm.tasks import linear_probe_run as lp
+
+        splits = lp.load_splits(args.csv_path, args.image_key, "label", root=args.root_path or ".")
+        device = resolve_device(args.device)
+        encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=device,
+                               preprocess=None if args.model_preprocess else REFERENCE_LP_PREPROCESS)
+        kind, norm = lp.reference_feature(encoder)
+        result = lp.run(encoder, splits, kind, norm, percent_data=(args.percent_data,), n_bootstrap=0,
+                        device=device, extract_kw=dict(batch_size=args.batch_size, num_workers=args.num_workers))
+        out = lp.reference_output_dir(args.output_dir)
+        lp.write_reference_outputs(result, splits, out, args.csv_filename, args.image_key)
+        print(format_table(lp.summary_rows(result)))
+        print(f"wrote {out}")
+
+    return run_door(run, "linear_eval.py", debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

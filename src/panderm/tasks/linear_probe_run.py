@@ -1,0 +1,187 @@
+"""Linear-probe runs: a CSV with a split column → frozen features (cached) → probe → reports.
+
+One feature extraction per (model, dataset, preprocessing) serves every fraction,
+seed and C. The reference door uses the reference feature of each family
+(`reference_feature`) and its preprocessing (Resize 256 bilinear → crop 224 →
+ImageNet mean with the 0.228 std typo); `panderm linear-probe` uses the model's
+own preprocessing by default.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..data.tables import ImageTable, load_table
+from ..errors import DataError
+from ..features import extract_features
+from ..models.base import Encoder
+from .linear_probe import run_linear_probe
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+def reference_feature(encoder: Encoder) -> tuple[str, bool]:
+    """(kind, L2-normalise) the reference linear probe used for this family (ref-panderm2.md §1.2)."""
+    if encoder.family == "open_clip":
+        if getattr(encoder, "layout", None):
+            return "features", False  # CAE towers: pooled pre-projection (1024-d / 768-d)
+        if "biomedclip" in encoder.model_id.lower():
+            return "embed", True  # model(x)[0]: normalised projected features
+        return "embed", False  # encode_image: projected, unnormalised
+    if encoder.family == "hf_clip":
+        return "embed", False
+    return "features", False  # PanDerm v1 CLS, timm / torchvision pooled
+
+
+@dataclass
+class ProbeSplits:
+    csv: Path
+    tables: dict[str, ImageTable]
+
+    @property
+    def n_classes(self) -> int:
+        return 1 + max(int(t.labels.max()) for t in self.tables.values())
+
+
+def load_splits(csv: str | os.PathLike, image_col: str = "image_path", label_col: str = "label",
+                split_col: str = "split", root=None, concat_prefix=None, classnames=None) -> ProbeSplits:
+    """Validate the CSV and cut it into train / val / test (val optional)."""
+    hints = {image_col: "--image-col/--image_key", label_col: "--label-col", split_col: "--split-col"}
+    table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
+                       concat_prefix=concat_prefix, flag_hints=hints)
+    if split_col not in table.frame.columns:
+        raise DataError(f"{csv}: column {split_col!r} not found (values train/val/test); columns are: "
+                        f"{', '.join(map(str, table.frame.columns))}")
+    values = table.frame[split_col].astype(str).str.strip().str.lower()
+    unknown = sorted(set(values) - set(SPLITS) - {"valid", "validation"})
+    if unknown:
+        raise DataError(f"{csv}: column {split_col!r} has value(s) {unknown}; expected train, val, test")
+    values = values.replace({"valid": "val", "validation": "val"})
+    tables = {s: table.subset((values == s).to_numpy()) for s in SPLITS if (values == s).any()}
+    for s in ("train", "test"):
+        if s not in tables:
+            raise DataError(f"{csv}: no rows with {split_col} == {s!r}")
+    return ProbeSplits(Path(csv), tables)
+
+
+def split_features(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: bool, **kw) -> dict[str, np.ndarray]:
+    out = {}
+    for name, table in splits.tables.items():
+        x = np.array(extract_features(encoder, table.paths, kind, **kw).array, dtype=np.float32)
+        if normalize:
+            x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        out[name] = x
+    return out
+
+
+def run(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: bool, *, percent_data=(1.0,), seeds=(0,),
+        shots=None, tune_c=False, C=None, n_bootstrap=1000, extract_kw=None, device="cpu") -> dict:
+    feats = split_features(encoder, splits, kind, normalize, **(extract_kw or {}))
+    t = splits.tables
+    has_val = "val" in t
+    if tune_c and not has_val:
+        raise DataError(f"{splits.csv}: --tune-c needs val rows in the split column")
+    return run_linear_probe(
+        feats["train"], t["train"].labels, feats["test"], t["test"].labels,
+        feats.get("val"), t["val"].labels if has_val else None,
+        percent_data=tuple(percent_data), seeds=tuple(seeds), tune_c=tune_c, C=C, n_bootstrap=n_bootstrap,
+        shots=tuple(shots) if shots else None, n_classes=splits.n_classes, device=device)
+
+
+def predictions_frame(result: dict, run_index: int, test: ImageTable, id_col: str = "filename") -> pd.DataFrame:
+    """Reference layout: filename, true_label, predicted_label, then `probability` (binary) or per class."""
+    r = result["runs"][run_index]
+    probs = r["probs"]
+    frame = pd.DataFrame({id_col: test.frame[test.image_col].astype(str).to_numpy(),
+                          "true_label": result["test_labels"], "predicted_label": r["predictions"]})
+    if probs.shape[1] == 2:
+        frame["probability"] = probs[:, 1]
+    else:
+        for k in range(probs.shape[1]):
+            frame[f"probability_class_{k}"] = probs[:, k]
+    return frame
+
+
+def reference_summary_row(dataset: str, metrics: dict) -> pd.DataFrame:
+    """`Dataset, W_F1, AUROC, BACC, ACC, AUPR` with %.4f values (the reference's results CSV)."""
+    values = [metrics["weighted_f1"], metrics["auroc"], metrics["balanced_accuracy"], metrics["accuracy"],
+              metrics["aupr"]]
+    return pd.DataFrame([[dataset] + [f"{v:.4f}" for v in values]], columns=["Dataset", "W_F1", "AUROC", "BACC", "ACC", "AUPR"])
+
+
+def write_reference_outputs(result: dict, splits: ProbeSplits, output_dir, csv_filename: str, image_key: str) -> None:
+    """The reference linear_eval.py files for the first run (reference seed)."""
+    from ..report import confusion_matrix_figure, save_figure, write_csv
+
+    output_dir = Path(output_dir)
+    dataset = splits.csv.stem
+    test = splits.tables["test"]
+    run0 = result["runs"][0]
+    write_csv(output_dir / splits.csv.name, predictions_frame(result, 0, test, "filename"))
+    names = [str(k) for k in range(result["n_classes"])]
+    save_figure(output_dir / f"confusion_matrix_{dataset}.jpg",
+                confusion_matrix_figure(result["test_labels"], run0["predictions"], names, title=dataset))
+    # Header always written (the reference drops it on reruns).
+    write_csv(output_dir / Path(csv_filename).name, reference_summary_row(dataset, run0["metrics"]))
+
+
+def summary_rows(result: dict) -> list[dict]:
+    rows = []
+    for setting, metrics in result["summary"].items():
+        row = {("shots" if result["setting"] == "shots" else "percent"): f"{setting:g}"}
+        for name in ("accuracy", "balanced_accuracy", "weighted_f1", "auroc", "auroc_ovr", "aupr"):
+            m = metrics[name]
+            row[name] = f"{m['mean']:.4f}" + (f" ± {m['std']:.4f}" if m["n_seeds"] > 1 else "")
+        rows.append(row)
+    return rows
+
+
+def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, random_init: bool = False) -> dict:
+    from ..report import confusion_matrix_figure, save_figure, write_csv, write_json
+
+    out_dir = Path(out_dir)
+    test = splits.tables["test"]
+    runs = []
+    for i, r in enumerate(result["runs"]):
+        tag = f"{'shots' if r['shots'] is not None else 'percent'}_{r['shots'] if r['shots'] is not None else r['percent']}_seed{r['seed']}"
+        write_csv(out_dir / "predictions" / f"{tag}.csv", predictions_frame(result, i, test, test.image_col))
+        if r["seed"] == result["runs"][0]["seed"]:
+            save_figure(out_dir / f"confusion_matrix_{tag}.png",
+                        confusion_matrix_figure(result["test_labels"], r["predictions"],
+                                                [str(k) for k in range(result["n_classes"])], title=tag))
+        runs.append({k: r[k] for k in ("percent", "shots", "seed", "random_state", "n_train", "class_counts", "C",
+                                       "n_iter", "metrics", "ci", "warnings", "c_search")})
+    summary = {"setting": result["setting"], "n_classes": result["n_classes"], "n_features": result["n_features"],
+               "n_test": result["n_test"], "summary": result["summary"], "runs": runs, "provenance": provenance}
+    if random_init:
+        summary["warning"] = "RANDOM WEIGHTS: these numbers come from an untrained model"
+    write_json(out_dir / "results.json", summary)
+    return summary
+
+
+def reference_output_dir(output_dir: str) -> str:
+    """The reference rewrites `.../open_clip_hf-hub:ORG/NAME` to `.../NAME`."""
+    import re
+
+    return re.sub(r"open_clip_hf-hub:[^/]+/", "", output_dir)
+
+
+def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
+    """Linear probe on the bundled PAD-UFES-20 sample at 10%, 50% and 100% of train, 3 seeds."""
+    from ..report import format_table
+
+    splits = load_splits(sample_root / "pad_ufes20_sample" / "pad_ufes20_sample.csv")
+    kind, norm = reference_feature(encoder)
+    result = run(encoder, splits, kind, norm, percent_data=(0.1, 0.5, 1.0), seeds=(0, 1, 2), n_bootstrap=200)
+    rows = summary_rows(result)
+    print(f"\nLinear probe (PAD-UFES-20 sample, {kind} features, mean ± std over 3 seeds)")
+    print(format_table(rows))
+    write_report(result, splits, out_dir / "linear_probe", {"model": encoder.describe()}, encoder.random_init)
+    return rows
