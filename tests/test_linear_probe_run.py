@@ -18,6 +18,7 @@ from panderm.tasks.linear_probe_run import reference_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PAD = REPO / "data" / "sample" / "pad_ufes20_sample" / "pad_ufes20_sample.csv"
+HAM = REPO / "data" / "sample" / "ham10000_sample" / "ham10000_sample.csv"
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +32,11 @@ def resnet_ckpt(tmp_path_factory):
 
 def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path):
     csv = tmp_path / "pad-lp-ws0.csv"
-    frame = pd.read_csv(PAD)
+    frame = pd.read_csv(HAM)
     frame.assign(filename=frame["image_path"]).to_csv(csv, index=False)
     out = tmp_path / "logs" / "open_clip_hf-hub:org" / "x"
     r = subprocess.run([sys.executable, "linear_probe/linear_eval.py", "--csv_path", str(csv), "--csv_filename",
-                        "some/dir/ResNet_PAD_results.csv", "--image_key", "filename", "--root_path", str(PAD.parent),
+                        "some/dir/ResNet_PAD_results.csv", "--image_key", "filename", "--root_path", str(HAM.parent),
                         "--model", "torchvision:resnet18", "--checkpoint", str(resnet_ckpt), "--percent_data", "0.5",
                         "--device", "cpu", "--num_workers", "0", "--output_dir", str(out)],
                        capture_output=True, text=True, cwd=REPO)
@@ -43,7 +44,7 @@ def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path):
     out = Path(reference_output_dir(str(out)))
     assert out == tmp_path / "logs" / "x"
     preds = pd.read_csv(out / "pad-lp-ws0.csv")
-    assert list(preds.columns) == ["filename", "true_label", "predicted_label"] + [f"probability_class_{k}" for k in range(6)]
+    assert list(preds.columns) == ["filename", "true_label", "predicted_label"] + [f"probability_class_{k}" for k in range(7)]
     summary = pd.read_csv(out / "ResNet_PAD_results.csv")
     assert list(summary.columns) == ["Dataset", "W_F1", "AUROC", "BACC", "ACC", "AUPR"]
     y, p = preds["true_label"], preds["predicted_label"]
@@ -63,16 +64,16 @@ def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path):
     with torch.no_grad():
         for split in ("train", "test"):
             rows = frame[frame["split"] == split]
-            x = torch.stack([tf(Image.open(PAD.parent / f).convert("RGB")) for f in rows["image_path"]])
+            x = torch.stack([tf(Image.open(HAM.parent / f).convert("RGB")) for f in rows["image_path"]])
             feats[split] = (model(x).numpy(), rows["label"].to_numpy())
     ref = run_linear_probe(feats["train"][0], feats["train"][1], feats["test"][0], feats["test"][1],
-                           percent_data=0.5, n_bootstrap=0, n_classes=6)
-    np.testing.assert_allclose(preds[[f"probability_class_{k}" for k in range(6)]].to_numpy(), ref["runs"][0]["probs"],
+                           percent_data=0.5, n_bootstrap=0, n_classes=7)
+    np.testing.assert_allclose(preds[[f"probability_class_{k}" for k in range(7)]].to_numpy(), ref["runs"][0]["probs"],
                                atol=2e-4)
 
     # A rerun keeps the header (the reference drops it).
     r2 = subprocess.run([sys.executable, "linear_probe/linear_eval.py", "--csv_path", str(csv), "--csv_filename",
-                         "ResNet_PAD_results.csv", "--image_key", "filename", "--root_path", str(PAD.parent), "--model",
+                         "ResNet_PAD_results.csv", "--image_key", "filename", "--root_path", str(HAM.parent), "--model",
                          "torchvision:resnet18", "--checkpoint", str(resnet_ckpt), "--device", "cpu",
                          "--num_workers", "0", "--output_dir", str(out)], capture_output=True, text=True, cwd=REPO)
     assert r2.returncode == 0, r2.stderr

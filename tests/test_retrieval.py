@@ -353,7 +353,8 @@ def _direct_clip_loss(img, txt, scale, bs):
     for a in range(0, len(img), bs):
         logits = scale * img[a : a + bs] @ txt[a : a + bs].T
         labels = torch.arange(logits.shape[0])
-        loss = (torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
+        ce = torch.nn.functional.cross_entropy
+        loss = (ce(logits, labels) + ce(logits.T, labels)) / 2
         total += loss.item() * logits.shape[0]
         count += logits.shape[0]
     return total / count
@@ -442,7 +443,9 @@ def test_bad_inputs_raise_data_error():
         lambda: rank_of_targets(img, txt, targets=np.arange(10), groups_q=np.arange(10), groups_k=np.zeros(10, int)),
         "not in the query's group",
     )
-    _raises(lambda: retrieval_metrics(img, txt, text_groups=["a"] * 9), "text_groups has 9 values but there are 10 rows")
+    _raises(
+        lambda: retrieval_metrics(img, txt, text_groups=["a"] * 9), "text_groups has 9 values but there are 10 rows"
+    )
     _raises(lambda: retrieval_metrics(img, txt, chunk_size=0), "chunk_size must be an integer from 1")
     _raises(lambda: retrieval_metrics(img, txt, ks=(0, 5)), "positive integers")
     _raises(lambda: retrieval_metrics(img, txt, logit_scale=-1.0), "logit_scale must be a positive")

@@ -47,6 +47,12 @@ Without ties this is exactly the reference's rank. With ties the reference's
 deterministic and, for exact duplicates of the ground truth placed before it,
 pessimistic.
 
+Exact ties need bit-identical scores. Identical rows get identical scores
+within one block and, in practice, across blocks of the same shape. Scores a
+few ulps apart can order differently than in a full-matrix matmul, as they can
+between two BLAS libraries; the benchmark checks the chunked ranks against the
+reference's argsort ranks on the same data.
+
 Duplicates and groups
 ---------------------
 The reference counts duplicates (the same image with several captions, or the
@@ -88,6 +94,7 @@ __all__ = [
     "MEAN_RECALL_KS",
     "DEFAULT_CHUNK_SIZE",
     "DIRECTIONS",
+    "DEFAULT_LOSS_BATCH_SIZE",
     "RetrievalResult",
     "rank_of_targets",
     "rank_metrics",
