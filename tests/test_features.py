@@ -1,6 +1,5 @@
 """Feature extraction equals direct encoding, in CSV order, and the cache serves repeats."""
 import os
-import time
 
 import numpy as np
 import pytest

@@ -1,8 +1,6 @@
 """Every model family loads through the code path a user runs, offline, with strict keys."""
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file

@@ -14,7 +14,6 @@ from torchvision import transforms as T
 
 from panderm.data.benchmarks import get_benchmark
 from panderm.data.templates import SKIN_TEMPLATES
-from panderm.errors import DataError, PandermError
 
 REPO = Path(__file__).resolve().parents[1]
 ZS = REPO / "data" / "sample" / "zero-shot-classification"

@@ -15,12 +15,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..errors import ModelError

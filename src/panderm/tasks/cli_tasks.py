@@ -4,13 +4,29 @@ from __future__ import annotations
 import argparse
 
 
-def _zeroshot(args) -> None:
+def _encoder_and_run_dir(args, preprocess=None):
+    """Load the model (after the data was validated), then claim the run folder."""
     from ..cli_support import resolve_device
+    from ..models import load_encoder
+    from ..report import prepare_run_dir
+
+    encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device),
+                           allow_random_init=args.allow_random_init, preprocess=preprocess)
+    return encoder, prepare_run_dir(args.out, args.overwrite)
+
+
+def _print_results(encoder, table: str, out) -> None:
+    if encoder.random_init:
+        print("RANDOM WEIGHTS: these numbers come from an untrained model")
+    print(table)
+    print(f"wrote {out / 'results.json'}")
+
+
+def _zeroshot(args) -> None:
     from ..data.benchmarks import get_benchmark, load_classnames
     from ..data.templates import SKIN_TEMPLATES, load_templates
     from ..errors import PandermError
-    from ..models import load_encoder
-    from ..report import format_table, prepare_run_dir, provenance
+    from ..report import format_table, provenance
     from . import zeroshot
 
     if not args.benchmark and not args.csv:
@@ -28,31 +44,22 @@ def _zeroshot(args) -> None:
             raise PandermError("--csv needs --classnames FILE or 'a,b,c'")
         datasets.append(zeroshot.build_dataset(args.csv, load_classnames(args.classnames), image_col=args.image_col,
                                                label_col=args.label_col, root=args.root, flag_hints=hints))
-    encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device),
-                           allow_random_init=args.allow_random_init)
-    out = prepare_run_dir(args.out, args.overwrite)
+    encoder, out = _encoder_and_run_dir(args)
     results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
                            precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
                            n_bootstrap=args.bootstrap, seed=args.seed)
     zeroshot.write_report(results, out, provenance(encoder, [d.table.csv_path for d in datasets], seed=args.seed),
                           encoder.random_init)
-    if encoder.random_init:
-        print("RANDOM WEIGHTS: these numbers come from an untrained model")
-    print(format_table(zeroshot.results_table(results)))
-    print(f"wrote {out / 'results.json'}")
+    _print_results(encoder, format_table(zeroshot.results_table(results)), out)
 
 
 def _retrieval(args) -> None:
-    from ..cli_support import resolve_device
-    from ..models import load_encoder
-    from ..report import format_table, prepare_run_dir, provenance
+    from ..report import format_table, provenance
     from . import retrieval_run
     from .retrieval_data import load_pairs
 
     pairs = load_pairs(args.csv, args.image_col, args.caption_col, root=args.root, group_by=args.group_by)
-    encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device),
-                           allow_random_init=args.allow_random_init)
-    out = prepare_run_dir(args.out, args.overwrite)
+    encoder, out = _encoder_and_run_dir(args)
     result, ci, img, txt = retrieval_run.evaluate(
         encoder, pairs, group_mode=args.duplicates, n_bootstrap=args.bootstrap, seed=args.seed,
         batch_size=args.batch_size, num_workers=args.workers, precision=args.precision, cache=not args.no_cache,
@@ -60,25 +67,17 @@ def _retrieval(args) -> None:
     retrieval_run.write_report(pairs, result, ci, img, txt, out,
                                provenance(encoder, [args.csv], seed=args.seed, extra={"duplicates": args.duplicates}),
                                encoder.random_init)
-    if encoder.random_init:
-        print("RANDOM WEIGHTS: these numbers come from an untrained model")
-    print(format_table(retrieval_run.results_rows(result, ci), floatfmt=".4f"))
-    print(f"wrote {out / 'results.json'}")
+    _print_results(encoder, format_table(retrieval_run.results_rows(result, ci)), out)
 
 
 def _linear_probe(args) -> None:
-    from ..cli_support import resolve_device
-    from ..models import REFERENCE_LP_PREPROCESS, load_encoder
-    from ..report import format_table, prepare_run_dir, provenance
+    from ..models import REFERENCE_LP_PREPROCESS
+    from ..report import format_table, provenance
     from . import linear_probe_run as lp
 
     splits = lp.load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root)
-    device = resolve_device(args.device)
-    encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=device,
-                           allow_random_init=args.allow_random_init,
-                           preprocess=REFERENCE_LP_PREPROCESS if args.reference_preprocess else None)
+    encoder, out = _encoder_and_run_dir(args, REFERENCE_LP_PREPROCESS if args.reference_preprocess else None)
     kind, norm = lp.reference_feature(encoder) if args.kind == "auto" else (args.kind, args.normalize)
-    out = prepare_run_dir(args.out, args.overwrite)
     seeds = list(range(args.seeds))
     result = lp.run(encoder, splits, kind, norm, percent_data=args.percent_data, seeds=seeds, shots=args.shots,
                     tune_c=args.tune_c, C=args.C, n_bootstrap=args.bootstrap, device="cpu",
@@ -86,11 +85,8 @@ def _linear_probe(args) -> None:
                                     cache=not args.no_cache, cache_dir=args.cache_dir))
     lp.write_report(result, splits, out, provenance(encoder, [args.csv], seed=seeds,
                                                     extra={"kind": kind, "normalized": norm}), encoder.random_init)
-    if encoder.random_init:
-        print("RANDOM WEIGHTS: these numbers come from an untrained model")
     print(f"features: {kind}{' (L2-normalised)' if norm else ''}, {result['n_features']}-d; K={result['n_classes']}")
-    print(format_table(lp.summary_rows(result)))
-    print(f"wrote {out / 'results.json'}")
+    _print_results(encoder, format_table(lp.summary_rows(result)), out)
 
 
 def register(sub, add_model_args) -> None:

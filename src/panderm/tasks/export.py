@@ -1,7 +1,6 @@
 """Feature export: a CSV of images → float32 [N, D] `.npy` + a JSON sidecar."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
