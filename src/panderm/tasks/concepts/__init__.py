@@ -1,0 +1,11 @@
+"""Automated concept discovery: a sparse autoencoder over image embeddings and a concept bottleneck model.
+
+* :mod:`panderm.tasks.concepts.sae`: the PanDerm-2 ReLU+L1 sparse autoencoder (tied pre-bias, unit-norm
+  decoder) with dead-latent resampling that runs, a TopK alternative with an auxiliary dead-latent loss,
+  per-epoch metrics, safetensors checkpoints and a reader for the reference ``autoencoder.pth``.
+* :mod:`panderm.tasks.concepts.cbm`: the L1 logistic-regression CBM over SAE codes (or raw embeddings),
+  global explanations (top concepts, Hungarian concept matching) and concept interventions.
+
+Everything works on numpy arrays; reading CSVs and wiring command-line flags happen elsewhere. The
+submodules are not imported here, so ``cbm`` can be used without importing torch.
+"""
