@@ -1,4 +1,5 @@
 """Every model family loads through the code path a user runs, offline, with strict keys."""
+import json
 import math
 
 import pytest
@@ -208,3 +209,25 @@ def test_fingerprint_changes_with_weights_and_preprocessing(tiny_openclip):
         b.model.visual.proj.add_(1e-3)
     b._fingerprint = None
     assert b.fingerprint != fp
+
+
+def test_monet_openai_format_state_dict_loads_into_open_clip(tmp_path, monkeypatch):
+    """MONET's weight_clip.pt is an OpenAI CLIP state dict; a reduced QuickGELU CLIP stands in for ViT-L/14."""
+    import open_clip
+    from open_clip.model import CLIP
+
+    from panderm.models import registry
+    from tiny_models import TINY_CLIP_CFG
+
+    cfg_file = tmp_path / "tiny-openai-quickgelu.json"
+    cfg_file.write_text(json.dumps({**TINY_CLIP_CFG, "quick_gelu": True}))
+    open_clip.add_model_config(cfg_file)
+    monkeypatch.setattr(registry, "MONET_OPENAI_CONFIG", "tiny-openai-quickgelu")
+    torch.manual_seed(11)
+    model = CLIP(**TINY_CLIP_CFG, quick_gelu=True).eval()
+    torch.save(model.state_dict(), tmp_path / "weight_clip.pt")
+    enc = load_encoder("MONET", checkpoint=str(tmp_path / "weight_clip.pt"))
+    assert enc.preprocess_spec.mean == (0.485, 0.456, 0.406)  # MONET's ImageNet normalisation
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(enc.encode_image(x), model.encode_image(x), atol=1e-5)

@@ -40,6 +40,8 @@ def _features(args) -> None:
         num_workers=args.workers, precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
         allow_random_init=args.allow_random_init, flag_hints={args.image_col: "--image-col"},
     )
+    if meta.get("rank") == "worker":
+        return
     source = "cache" if meta["from_cache"] else "encoded"
     print(format_table([{"model": meta["model"]["model_id"], "kind": meta["kind"], "N": meta["n"], "D": meta["d"],
                          "source": source, "seconds": meta["seconds"]}]))
@@ -106,7 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    return run_door(lambda: args.func(args), "panderm", debug=args.debug)
+
+    def run():
+        from .distributed import init_from_env
+
+        init_from_env()  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
+        args.func(args)
+
+    return run_door(run, "panderm", debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -39,9 +39,11 @@ def resolve_device(device: str | None) -> str:
     """'cuda' without a GPU falls back to CPU with a warning, as the reference does."""
     import torch
 
+    from .distributed import local_device
+
     if device is None or device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return local_device("cuda") if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         logging.getLogger("panderm").warning("CUDA is not available: running on CPU")
         return "cpu"
-    return device
+    return local_device(device)

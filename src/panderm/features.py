@@ -107,42 +107,87 @@ def _encode_batch(encoder: Encoder, x: torch.Tensor, kind: str) -> torch.Tensor:
     return out.float()
 
 
-def _run(encoder, paths, kind, target: Path, batch_size, num_workers, precision, draft, progress) -> None:
+def _loader(encoder, paths, batch_size, num_workers, draft, indices=None) -> DataLoader:
     device = encoder.device
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     # More workers than cores only adds contention (reference scripts ask for 16).
     workers = default_workers(device) if num_workers is None else min(num_workers, cpus)
     dataset = ImageDataset(paths, encoder.preprocess, encoder.preprocess_spec.size, draft)
-    loader = DataLoader(
+    return DataLoader(
         dataset,
         batch_size=batch_size,
+        sampler=indices,  # a list of indices is a valid sampler; None = in order
         shuffle=False,
         num_workers=workers,
         pin_memory=device.type == "cuda",
-        persistent_workers=False,
         prefetch_factor=4 if workers > 0 else None,
     )
-    dim = encoder.output_dim("tokens" if kind == "tokens" else kind)
-    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(paths), dim))
+
+
+def _encode_all(encoder, loader, kind, precision, progress, total, write) -> None:
+    """Run the loader through the model; `write(idx, feats)` stores each batch; decode errors are collected."""
+    device = encoder.device
     errors: list[str] = []
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(paths), desc=f"encoding ({kind})", unit="img", leave=False)
+        bar = tqdm(total=total, desc=f"encoding ({kind})", unit="img", leave=False)
     with torch.inference_mode(), _autocast(device, precision):
         for x, idx, err in loader:
             errors.extend(e for e in err if e)
             feats = _encode_batch(encoder, x.to(device, non_blocking=True), kind)
-            out[idx.numpy()] = feats.cpu().numpy()
+            write(idx.numpy(), feats.cpu().numpy())
             if bar is not None:
                 bar.update(len(idx))
     if bar is not None:
         bar.close()
-    out.flush()
-    del out
     if errors:
         raise DataError(f"{len(errors)} image(s) could not be decoded: " + list_items(errors))
+
+
+def _run(encoder, paths, kind, target: Path, batch_size, num_workers, precision, draft, progress) -> None:
+    """Stream features into a memory-mapped .npy at `target` (one process)."""
+    dim = encoder.output_dim("tokens" if kind == "tokens" else kind)
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(paths), dim))
+
+    def write(idx, feats):
+        out[idx] = feats
+
+    _encode_all(encoder, _loader(encoder, paths, batch_size, num_workers, draft), kind, precision, progress,
+                len(paths), write)
+    out.flush()
+    del out
+
+
+def _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, draft, progress) -> np.ndarray:
+    """This rank's batches, then an all-gather: the full array on every rank."""
+    from .distributed import gather_rows, rank_world, shard_indices
+
+    rank, world = rank_world()
+    mine = shard_indices(len(paths), batch_size, rank, world)
+    idx_parts, row_parts = [], []
+
+    def write(idx, feats):
+        idx_parts.append(idx)
+        row_parts.append(feats)
+
+    error = None
+    try:
+        _encode_all(encoder, _loader(encoder, paths, batch_size, num_workers, draft, mine), kind, precision,
+                    progress and rank == 0, len(mine), write)
+    except DataError as exc:
+        error = str(exc)
+    dim = encoder.output_dim("tokens" if kind == "tokens" else kind)
+    idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
+    rows = np.concatenate(row_parts) if row_parts else np.zeros((0, dim), np.float32)
+    import torch.distributed as dist
+
+    errors = [None] * world
+    dist.all_gather_object(errors, error)  # every rank must fail together, or the others hang
+    if any(errors):
+        raise DataError("; ".join(e for e in errors if e))
+    return gather_rows(idx, rows, len(paths))
 
 
 def extract_features(
@@ -167,6 +212,11 @@ def extract_features(
     if len(paths) == 0:
         raise DataError("no images to encode")
     start = time.perf_counter()
+    from .distributed import rank_world
+
+    if rank_world()[1] > 1:
+        return _extract_distributed(encoder, paths, kind, batch_size, num_workers, precision, cache, cache_dir, draft,
+                                    progress, start)
     if not cache:
         with atomic_path(Path(cache_dir or cache_dir_default()) / "uncached.npy", suffix=".npy") as tmp:
             _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress)
@@ -190,6 +240,26 @@ def extract_features(
     with atomic_path(folder / f"{key}.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
     array = np.load(entry, mmap_mode="r", allow_pickle=False)
+    return FeatureResult(array, False, key, time.perf_counter() - start, kind)
+
+
+def _extract_distributed(encoder, paths, kind, batch_size, num_workers, precision, cache, cache_dir, draft,
+                         progress, start) -> FeatureResult:
+    """Every rank encodes its share; rank 0 alone writes the cache entry (shared file system assumed for hits)."""
+    from .distributed import barrier, is_main
+
+    key = cache_key(encoder, kind, paths) if cache else None
+    entry = Path(cache_dir or cache_dir_default()) / f"{key}.npy" if cache else None
+    if entry is not None and entry.is_file():
+        array = np.load(entry, mmap_mode="r", allow_pickle=False)
+        if array.shape[0] == len(paths):
+            return FeatureResult(array, True, key, time.perf_counter() - start, kind)
+    array = _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, draft, progress)
+    if entry is not None and is_main():
+        from .report import write_npy
+
+        write_npy(entry, array)
+    barrier()
     return FeatureResult(array, False, key, time.perf_counter() - start, kind)
 
 

@@ -52,6 +52,10 @@ ALIASES: dict[str, Alias] = {
 _ALIAS_LOOKUP = {k.lower(): v for k, v in ALIASES.items()}
 
 
+# MONET's OpenAI-format state dict (`weight_clip.pt`) is a CLIP ViT-L/14 with QuickGELU.
+MONET_OPENAI_CONFIG = "ViT-L-14-quickgelu"
+
+
 def resolve_alias(model_id: str) -> Alias:
     """The canonical id for an alias, or `model_id` itself."""
     alias = _ALIAS_LOOKUP.get(model_id.lower())
@@ -124,7 +128,7 @@ def _build(target: str, pretrained: str | None, checkpoint: str | None, allow_ra
 
         if checkpoint:
             # MONET's OpenAI-format state dict loads into open_clip's ViT-L/14 (QuickGELU).
-            encoder = load_openclip("ViT-L-14-quickgelu", pretrained=checkpoint)
+            encoder = load_openclip(MONET_OPENAI_CONFIG, pretrained=checkpoint)
         else:
             encoder = load_hf_clip(target[len("hf-clip:"):], monet_preprocess="monet" in target.lower())
         if "monet" in target.lower():

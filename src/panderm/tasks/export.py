@@ -62,6 +62,10 @@ def export_features(
                            preprocess=preprocess)
     result = extract_features(encoder, table.paths, kind, batch_size=batch_size, num_workers=num_workers,
                               precision=precision, cache=cache, cache_dir=cache_dir, progress=progress)
+    from ..distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 writes the files
+        return {"from_cache": result.from_cache, "rank": "worker"}
     write_array_streaming(result.array, out, normalize=normalize)
     meta = {
         "model": encoder.describe(),
