@@ -231,3 +231,21 @@ def test_monet_openai_format_state_dict_loads_into_open_clip(tmp_path, monkeypat
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(enc.encode_image(x), model.encode_image(x), atol=1e-5)
+
+
+def test_biomedclip_layout_timm_tower_and_bert_loads_offline(models_root, tiny_bert):
+    from panderm.tasks.linear_probe_run import reference_feature
+    from tiny_models import build_tiny_biomedclip, put_in_hf_cache
+
+    folder = build_tiny_biomedclip(models_root / "tiny-biomedclip", text_repo="test/tiny-pubmedbert")
+    put_in_hf_cache(folder, "test/tiny-biomedclip")
+    enc = load_encoder("hf-hub:test/tiny-biomedclip")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        img = enc.encode_image(x)
+        txt = enc.encode_text(enc.tokenize(["melanoma", "benign nevus"]))
+        direct = enc.model.visual(x)
+    assert img.shape == txt.shape == (2, 32)
+    assert torch.allclose(img, direct, atol=1e-5)
+    # The reference linear probe used BiomedCLIP's L2-normalised projected features.
+    assert reference_feature(enc) == ("embed", True)

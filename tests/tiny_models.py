@@ -152,3 +152,25 @@ def _write_clip_tokenizer(folder: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": "<|startoftext|>",
         "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}))
+
+
+def build_tiny_biomedclip(folder: Path, text_repo: str, seed: int = 9) -> Path:
+    """BiomedCLIP's layout: a timm ViT tower (pool '', linear proj) + an HF BERT text tower with CLS pooling."""
+    from open_clip.model import CustomTextCLIP
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model_cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"timm_model_name": "vit_tiny_patch16_224", "timm_model_pretrained": False, "timm_pool": "",
+                       "timm_proj": "linear", "image_size": 224},
+        "text_cfg": {"hf_model_name": text_repo, "hf_tokenizer_name": text_repo, "hf_proj_type": "mlp",
+                     "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 32},
+    }
+    text_cfg = {**model_cfg["text_cfg"], "hf_model_pretrained": False}
+    torch.manual_seed(seed)
+    model = CustomTextCLIP(embed_dim=32, vision_cfg=model_cfg["vision_cfg"], text_cfg=text_cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {
+        "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}))
+    return folder
