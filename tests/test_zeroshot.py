@@ -202,3 +202,17 @@ def test_python_api_matches_the_task(tiny_openclip):
     feats = model.encode_images(str(img), normalize=False)
     probs = zero_shot_probs(feats, class_embeddings(model.encoder, names))
     assert single["malignant"] == pytest.approx(float(probs[0, 1]), abs=1e-6)
+
+
+def test_same_run_twice_gives_identical_results(tiny_openclip, ham_csv, tmp_path):
+    """Reproducible: same inputs + seed → byte-identical metrics and CIs in results.json (CPU)."""
+    outs = []
+    for name in ("a", "b"):
+        r = _panderm("zeroshot", "--model", f"local-dir:{tiny_openclip}", "--csv", str(ham_csv), "--classnames",
+                     str(ham_csv.parent / "classes.csv"), "--label-col", "diag", "--out", str(tmp_path / name),
+                     "--bootstrap", "100", "--no-cache")
+        assert r.returncode == 0, r.stderr
+        outs.append(json.loads((tmp_path / name / "results.json").read_text())["datasets"])
+    assert json.dumps(outs[0], sort_keys=True) == json.dumps(outs[1], sort_keys=True)
+    assert (tmp_path / "a" / "ham10000_sample" / "predictions.csv").read_bytes() == \
+        (tmp_path / "b" / "ham10000_sample" / "predictions.csv").read_bytes()
