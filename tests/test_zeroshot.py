@@ -216,3 +216,28 @@ def test_same_run_twice_gives_identical_results(tiny_openclip, ham_csv, tmp_path
     assert json.dumps(outs[0], sort_keys=True) == json.dumps(outs[1], sort_keys=True)
     assert (tmp_path / "a" / "ham10000_sample" / "predictions.csv").read_bytes() == \
         (tmp_path / "b" / "ham10000_sample" / "predictions.csv").read_bytes()
+
+
+def test_zero_shot_then_linear_probe_features_reencode_nothing(tiny_panderm2, tmp_path):
+    """CAE towers: zero-shot needs `embed`, the reference probe `features`; one image pass serves both."""
+    from panderm.features import extract_features
+    from panderm.models import load_encoder
+    from panderm.tasks import zeroshot
+
+    enc = load_encoder(f"local-dir:{tiny_panderm2}")
+    enc.output_dim("features")
+    seen = []
+    original = enc._image
+    enc._image = lambda x, kind: (seen.append((kind, x.shape[0])), original(x, kind))[1]
+    ds = zeroshot.build_dataset(ZS / "pad-zero-shot-test.csv", benchmark=get_benchmark("PAD-6"), root=REPO)
+    result = zeroshot.evaluate(enc, ds, num_workers=0, cache_dir=tmp_path, n_bootstrap=0)
+    assert sum(n for _, n in seen) == 195 and {k for k, _ in seen} == {"features"}
+    seen.clear()
+    feats = extract_features(enc, ds.table.paths, "features", num_workers=0, cache_dir=tmp_path)
+    assert feats.from_cache and seen == []
+    # And the derived embeddings equal the tower's own forward pass.
+    direct = extract_features(enc, ds.table.paths[:5], "embed", num_workers=0, cache=False, cache_dir=tmp_path)
+    with torch.no_grad():
+        x = torch.stack([enc.preprocess(Image.open(p).convert("RGB")) for p in ds.table.paths[:5]])
+        np.testing.assert_allclose(direct.array, original(x, "embed").numpy(), atol=1e-5)
+    assert result.probs.shape == (195, 6)

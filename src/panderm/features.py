@@ -157,7 +157,6 @@ def _run(encoder, paths, kind, target: Path, batch_size, num_workers, precision,
     _encode_all(encoder, _loader(encoder, paths, batch_size, num_workers, draft), kind, precision, progress,
                 len(paths), write)
     out.flush()
-    del out
 
 
 def _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, draft, progress) -> np.ndarray:
@@ -212,6 +211,11 @@ def extract_features(
     if len(paths) == 0:
         raise DataError("no images to encode")
     start = time.perf_counter()
+    head = encoder.projection_head() if kind == "embed" else None
+    if head is not None:
+        return _embed_via_features(encoder, head, paths, start, batch_size=batch_size, num_workers=num_workers,
+                                   precision=precision, cache=cache, cache_dir=cache_dir, draft=draft,
+                                   progress=progress)
     from .distributed import rank_world
 
     if rank_world()[1] > 1:
@@ -241,6 +245,34 @@ def extract_features(
         tmp.write_text(json.dumps(meta, indent=2))
     array = np.load(entry, mmap_mode="r", allow_pickle=False)
     return FeatureResult(array, False, key, time.perf_counter() - start, kind)
+
+
+def _embed_via_features(encoder, head, paths, start, **kw) -> FeatureResult:
+    """`embed` = head(`features`): one cached image pass serves the linear probe and zero-shot alike."""
+    from .distributed import is_main
+
+    cache, cache_dir = kw["cache"], kw["cache_dir"]
+    key = cache_key(encoder, "embed", paths) if cache else None
+    entry = Path(cache_dir or cache_dir_default()) / f"{key}.npy" if cache else None
+    if entry is not None and entry.is_file():
+        array = np.load(entry, mmap_mode="r", allow_pickle=False)
+        if array.shape[0] == len(paths):
+            return FeatureResult(array, True, key, time.perf_counter() - start, "embed")
+    feats = extract_features(encoder, paths, "features", **kw)
+    if getattr(head, "__name__", "") == "_identity":
+        return FeatureResult(feats.array, feats.from_cache, feats.key, time.perf_counter() - start, "embed")
+    device = encoder.device
+    blocks = []
+    with torch.inference_mode():
+        for s in range(0, len(paths), 8192):
+            x = torch.from_numpy(np.array(feats.array[s:s + 8192], dtype=np.float32)).to(device)
+            blocks.append(head(x).float().cpu().numpy())
+    array = np.concatenate(blocks)
+    if entry is not None and is_main():
+        from .report import write_npy
+
+        write_npy(entry, array)
+    return FeatureResult(array, feats.from_cache, key, time.perf_counter() - start, "embed")
 
 
 def _extract_distributed(encoder, paths, kind, batch_size, num_workers, precision, cache, cache_dir, draft,

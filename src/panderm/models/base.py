@@ -119,6 +119,14 @@ class Encoder(nn.Module):
     def _image(self, x: torch.Tensor, kind: str) -> torch.Tensor:
         raise NotImplementedError
 
+    def projection_head(self):
+        """A callable with `embed == head(features)`, or None when `embed` is not a function of `features`.
+
+        It lets one cached extraction of `features` serve both the linear probe and
+        zero-shot / retrieval (which need `embed`) without re-encoding any image.
+        """
+        return None
+
     def _text(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -46,6 +46,9 @@ class HFCLIPEncoder(Encoder):
             return out.pooler_output
         return out.last_hidden_state
 
+    def projection_head(self):
+        return self.model.visual_projection
+
     def _text(self, ids):
         pad = self._hf_tokenizer.pad_token_id
         eos = self._hf_tokenizer.eos_token_id

@@ -269,6 +269,10 @@ def preprocess_from_config(files: ResolvedFiles, model: nn.Module) -> Preprocess
     return spec
 
 
+def _identity(f):
+    return f
+
+
 class OpenCLIPEncoder(Encoder):
     family = "open_clip"
 
@@ -309,6 +313,19 @@ class OpenCLIPEncoder(Encoder):
 
     def _text(self, ids):
         return self.model.encode_text(ids)
+
+    def projection_head(self):
+        visual = self.model.visual
+        if isinstance(visual, CAEVisionTower):
+            return visual.head
+        if isinstance(visual, TrunkWrapper):
+            return visual.trunk.head
+        if self._oc_vit:
+            if visual.proj is None:
+                return _identity
+            proj = visual.proj
+            return lambda f: f @ proj
+        return _identity  # other towers: `features` is `embed`
 
 
 def load_openclip(

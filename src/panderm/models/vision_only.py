@@ -19,6 +19,11 @@ V1_PREPROCESS = PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, i
 V1_SIZES = {"large": (1024, 24), "base": (768, 12)}
 
 
+def _identity(f):
+    # Vision-only backbones have no joint space: `embed` is `features`.
+    return f
+
+
 class PanDermV1Encoder(Encoder):
     """PanDerm v1 ViT-L/16 or ViT-B/16; the linear-probe feature is CLS after the final LayerNorm."""
 
@@ -33,6 +38,9 @@ class PanDermV1Encoder(Encoder):
         if kind == "tokens":
             return self.tower.tokens(x)
         return self.tower.features(x)
+
+    def projection_head(self):
+        return _identity
 
 
 def load_panderm_v1(size: str, checkpoint: str | None, allow_random_init: bool = False) -> PanDermV1Encoder:
@@ -74,6 +82,9 @@ class TimmEncoder(Encoder):
     def __init__(self, model: nn.Module, model_id: str, spec: PreprocessSpec, random_init: bool, checkpoint):
         super().__init__(model_id, spec, None, random_init=random_init, extra={"checkpoint": checkpoint})
         self.model = model
+
+    def projection_head(self):
+        return _identity
 
     def _image(self, x, kind):
         if kind == "tokens":
@@ -122,6 +133,9 @@ class TorchvisionEncoder(Encoder):
         spec = PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", resize_to=256)
         super().__init__(model_id, spec, None, random_init=random_init, extra={"checkpoint": checkpoint})
         self.model = model
+
+    def projection_head(self):
+        return _identity
 
     def _image(self, x, kind):
         return self.model(x)

@@ -148,3 +148,6 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--out", default="runs/zeroshot", help="run folder (results.json, predictions, plots)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=_zeroshot)
+    from .concepts.cli import register as register_concepts
+
+    register_concepts(sub, add_model_args)

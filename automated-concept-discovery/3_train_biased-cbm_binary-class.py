@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Reference door: PanDerm-2 `3_train_biased-cbm_binary-class.py` (CBM trained on train codes, tested on test codes).
+
+`SGDClassifier(log_loss, l1, alpha=0.001, random_state=42)` fit on `--train_embeddings` with the labels of
+`--train_csv` and scored on `--test_embeddings` / `--test_csv`; prints ROC-AUC, macro-F1 and accuracy (3 dp).
+The label is the CSVs' last column, as the reference takes it, unless `--label_col NAME`. `--output` gets
+`classifier_weights.npy`, `classifier_intercept.npy` and `biased_cbm.json`. Re-run it with the intervened test
+codes (from 4_intervention_CBM.py) and no `--output` to see the intervention's effect: with random_state 42 the
+classifier is the same. (The spec does not list this script's flags; these names are ours.)
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from panderm.cli_support import run_door, setup_logging  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train_csv", required=True)
+    p.add_argument("--test_csv", required=True)
+    p.add_argument("--train_embeddings", required=True, help="train SAE codes, train CSV row order")
+    p.add_argument("--test_embeddings", required=True, help="test SAE codes (or intervened codes), test CSV order")
+    p.add_argument("--output", default=None, help="folder for classifier_weights.npy / classifier_intercept.npy")
+    p.add_argument("--label_col", default=None, help="label column by name (default: the last column)")
+    p.add_argument("--random_state", type=int, default=42)
+    p.add_argument("--gpu", default=None, help="unused: the classifier runs on CPU")
+    p.add_argument("--debug", action="store_true")
+    args = p.parse_args(argv)
+    setup_logging()
+
+    def run():
+        from panderm.tasks.concepts.run import biased_cbm
+
+        r = biased_cbm(args.train_csv, args.test_csv, args.train_embeddings, args.test_embeddings, args.output,
+                       label_col=args.label_col, random_state=args.random_state, binary=True)
+        m = r["metrics"]
+        print(f"label column: {r['label_col']}")
+        print(f"ROC-AUC: {m['auroc']:.3f}")
+        print(f"F1: {m['macro_f1']:.3f}")
+        print(f"Accuracy: {m['accuracy']:.3f}")
+        if args.output:
+            print(f"saved {os.path.join(args.output, 'classifier_weights.npy')}")
+
+    return run_door(run, "3_train_biased-cbm_binary-class.py", debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""``panderm concepts``: automated concept discovery (SAE → CBM → explanation → intervention).
+
+Sub-actions ``train-sae``, ``activations``, ``cbm``, ``explain``, ``intervene``. Each handler only maps flags
+to :mod:`panderm.tasks.concepts.run`, prints a short table and writes ``results.json`` in its ``--out`` run
+folder. Unlike the reference doors in ``automated-concept-discovery/``, the SAE resamples dead latents by
+default (``--resample-every 10``; 0 is the reference) and labels are taken by column name.
+"""
+from __future__ import annotations
+
+import argparse
+
+_FMT = argparse.ArgumentDefaultsHelpFormatter
+
+
+def _claim(args):
+    from panderm.report import prepare_run_dir
+
+    return prepare_run_dir(args.out, args.overwrite)
+
+
+def _finish(out, data: dict, table_rows: list[dict], encoder=None, csv_files=(), seed=None, random_init=False) -> None:
+    from panderm.report import format_table, provenance, write_json
+
+    data = {**data, "provenance": provenance(encoder, csv_files, seed=seed)}
+    write_json(out / "results.json", data)
+    if random_init:
+        print("RANDOM WEIGHTS: the concept texts were encoded by an untrained model")
+    print(format_table(table_rows))
+    print(f"wrote {out / 'results.json'}")
+
+
+def _load_model(args):
+    from panderm.cli_support import resolve_device
+    from panderm.models import load_encoder
+
+    return load_encoder(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device),
+                        allow_random_init=args.allow_random_init)
+
+
+def _train_sae(args) -> None:
+    from panderm.cli_support import resolve_device
+    from panderm.tasks.concepts.run import train_sae_from_file
+
+    out = _claim(args)
+    cfg = dict(expansion=args.expansion, n_latents=args.n_latents, k=args.k, l1=args.l1, lr=args.lr,
+               batch_size=args.batch_size, epochs=args.epochs, resample_every=args.resample_every,
+               pre_bias_init=args.pre_bias_init, seed=args.seed, device=resolve_device(args.device))
+    s = train_sae_from_file(args.embeddings, out, cfg, reference_pth=not args.no_pth, progress=args.progress)
+    f = s["final"]
+    _finish(out, {"task": "concepts train-sae", **s}, [{
+        "N": s["n_samples"], "d_in": s["d_in"], "latents": s["n_latents"], "epochs": f["epoch"], "loss": f["loss"],
+        "fvu": f["fvu"], "L0": f["l0"], "dead": f["dead_fraction"]}], seed=args.seed)
+
+
+def _activations(args) -> None:
+    from panderm.cli_support import resolve_device
+    from panderm.tasks.concepts.run import extract_activations
+
+    out = _claim(args)
+    s = extract_activations(args.sae, args.embeddings, out / "activations.npy", args.batch_size,
+                            device=resolve_device(args.device))
+    _finish(out, {"task": "concepts activations", "sae": args.sae, "embeddings": args.embeddings, **s},
+            [{"N": s["shape"][0], "latents": s["n_latents"], "active": s["n_active"]}])
+
+
+def _cbm(args) -> None:
+    from panderm.tasks.concepts.run import run_cbm
+
+    out = _claim(args)
+    r = run_cbm(args.csv, args.embeddings, out, label_col=args.label_col, split_col=args.split_col,
+                baseline_npy=args.baseline, n_splits=args.n_splits, alpha=args.alpha, seed=args.seed,
+                label_flag="--label-col")
+    results = {name: {k: v for k, v in res.items() if k not in ("coef_mean", "intercept_mean", "per_split")}
+               for name, res in r["results"].items()}
+    rows = [{"features": row["features"], "F": row["n_features"], "splits": row["n_splits"],
+             "auroc": row["auroc_mean"], "macro_f1": row["macro_f1_mean"], "accuracy": row["accuracy_mean"],
+             "nonzero": row["n_nonzero_mean_coef"]} for row in r["table"].to_dict("records")]
+    _finish(out, {"task": "concepts cbm", "csv": args.csv, "label_col": r["label_col"], "results": results,
+                  "files": r["files"]}, rows, csv_files=[args.csv], seed=args.seed)
+
+
+def _explain(args) -> None:
+    from panderm.tasks.concepts.run import REFERENCE_CONCEPTS, explain
+
+    out = _claim(args)
+    encoder = _load_model(args)
+    concepts = args.concepts or REFERENCE_CONCEPTS
+    r = explain(args.sae, args.weights, out, concepts, model_id=args.model, encoder=encoder)
+    rows = [{"concept": m["word"], "latent": m["latent"], "cosine": m["cosine"],
+             "weight": m["weight"] if not isinstance(m["weight"], list) else str(m["weight"]), "rank": m["rank"]}
+            for m in r["matches"]]
+    _finish(out, {"task": "concepts explain", **r}, rows, encoder=encoder, random_init=encoder.random_init)
+
+
+def _intervene(args) -> None:
+    from panderm.errors import PandermError
+    from panderm.tasks.concepts.run import intervene_run
+
+    if args.method == "matching" and not args.concept:
+        raise PandermError("--method matching needs --concept TEXT (or use --method topk)")
+    out = _claim(args)
+    encoder = _load_model(args) if args.method == "matching" else None
+    r = intervene_run(args.train_csv, args.test_csv, args.train_codes, args.test_codes, args.sae, out,
+                      concept=args.concept, method=args.method, top_n=args.top_n, label_col=args.label_col,
+                      random_state=args.random_state, alpha=args.alpha, model_id=args.model, encoder=encoder,
+                      save_codes=args.save_codes)
+    table = r.pop("table")
+    print(f"zeroed latents {r['latents']}")
+    _finish(out, {"task": "concepts intervene", **r}, table.to_dict("records"), encoder=encoder,
+            csv_files=[args.train_csv, args.test_csv], seed=args.random_state,
+            random_init=bool(encoder is not None and encoder.random_init))
+
+
+def register(sub, add_model_args) -> None:
+    """Add ``panderm concepts {train-sae,activations,cbm,explain,intervene}`` to the subparsers ``sub``."""
+    top = sub.add_parser("concepts", help="automated concept discovery: SAE, concept bottleneck model, interventions",
+                         description="Automated concept discovery: sparse autoencoder, concept "
+                         "bottleneck model, global explanation, intervention.")
+    actions = top.add_subparsers(dest="concepts_action", required=True, metavar="ACTION")
+
+    p = actions.add_parser("train-sae", help="train a sparse autoencoder on an embeddings .npy", formatter_class=_FMT)
+    p.add_argument("--embeddings", required=True, help="[N, D] float .npy (e.g. from `panderm features --normalize`)")
+    p.add_argument("--expansion", type=int, default=8, help="latents = D * expansion")
+    p.add_argument("--n-latents", type=int, default=None, help="number of latents (overrides --expansion)")
+    p.add_argument("--k", type=int, default=None, help="TopK SAE with k active latents (default: ReLU + L1)")
+    p.add_argument("--l1", type=float, default=3e-5)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--batch-size", type=int, default=4096)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--resample-every", type=int, default=10, help="resample dead latents every N epochs (0: never, "
+                                                                   "the reference)")
+    p.add_argument("--pre-bias-init", default="zeros", choices=["zeros", "mean", "geometric_median"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-pth", action="store_true", help="skip the reference-layout autoencoder.pth")
+    p.add_argument("--progress", action="store_true", help="one line per epoch on stderr")
+    p.add_argument("--out", default="runs/concepts_sae", help="run folder (the SAE, codes, history, results.json)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_train_sae)
+
+    p = actions.add_parser("activations", help="SAE codes of an embeddings .npy", formatter_class=_FMT)
+    p.add_argument("--sae", required=True, help="SAE folder (train-sae --out) or a reference autoencoder.pth")
+    p.add_argument("--embeddings", required=True)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="runs/concepts_activations", help="run folder (activations.npy, results.json)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_activations)
+
+    p = actions.add_parser("cbm", help="L1 logistic-regression concept bottleneck model over SAE codes",
+                           formatter_class=_FMT)
+    p.add_argument("--csv", required=True, help="one row per embeddings row, same order")
+    p.add_argument("--embeddings", required=True, help="[N, F] SAE codes (or raw embeddings)")
+    p.add_argument("--label-col", default="label")
+    p.add_argument("--split-col", default=None, help="train/test column: one given split instead of random splits")
+    p.add_argument("--baseline", default=None, help="raw embeddings .npy: the same protocol as a baseline")
+    p.add_argument("--n-splits", type=int, default=50, help="stratified 80/20 splits (seed+i each)")
+    p.add_argument("--alpha", type=float, default=1e-3, help="L1 strength of the SGD classifier")
+    p.add_argument("--seed", type=int, default=0, help="0 reproduces the reference's splits")
+    p.add_argument("--out", default="runs/concepts_cbm")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cbm)
+
+    p = actions.add_parser("explain", help="match concept words to CBM latents via the text encoder",
+                           formatter_class=_FMT)
+    add_model_args(p)
+    p.add_argument("--sae", required=True)
+    p.add_argument("--weights", required=True, help="CBM weights .npy (mean_classifier_weights.npy)")
+    p.add_argument("--concepts", nargs="+", default=None, help="concept words (default: the reference's ten)")
+    p.add_argument("--out", default="runs/concepts_explain")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_explain)
+
+    p = actions.add_parser("intervene", help="biased CBM on train codes; zero a concept's latents in the test codes",
+                           formatter_class=_FMT)
+    add_model_args(p)
+    p.add_argument("--sae", required=True)
+    p.add_argument("--train-csv", required=True)
+    p.add_argument("--test-csv", required=True)
+    p.add_argument("--train-codes", required=True, help="SAE codes of the train CSV rows")
+    p.add_argument("--test-codes", required=True, help="SAE codes of the test CSV rows")
+    p.add_argument("--label-col", default="label")
+    p.add_argument("--concept", default=None, help="concept text, e.g. 'hair', 'purple ink', 'calibration scale'")
+    p.add_argument("--method", default="matching", choices=["matching", "topk"])
+    p.add_argument("--top-n", type=int, default=5)
+    p.add_argument("--random-state", type=int, default=42)
+    p.add_argument("--alpha", type=float, default=1e-3)
+    p.add_argument("--save-codes", action="store_true", help="also write the intervened test codes")
+    p.add_argument("--out", default="runs/concepts_intervene")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_intervene)
