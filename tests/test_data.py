@@ -157,3 +157,11 @@ def test_truncated_jpeg(tmp_path, ham_csv):
     path.write_bytes(src[: len(src) // 2])
     with pytest.raises(DataError, match="corrupt image .*t.jpg"):
         open_image(path)
+
+
+def test_errors_in_a_split_name_the_csv_line(tmp_path, img_dir):
+    d, names = img_dir
+    csv = write_csv(d / "s.csv", [f"{names[0]},0,train", f"{names[1]},1,test", f"{names[2]},9,test"],
+                    header="image_path,label,split")
+    with pytest.raises(DataError, match=r"outside 0..1 in row\(s\) 4 "):
+        load_table(csv, "image_path", label_col="label", num_classes=2, split="test")

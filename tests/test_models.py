@@ -249,3 +249,50 @@ def test_biomedclip_layout_timm_tower_and_bert_loads_offline(models_root, tiny_b
     assert torch.allclose(img, direct, atol=1e-5)
     # The reference linear probe used BiomedCLIP's L2-normalised projected features.
     assert reference_feature(enc) == ("embed", True)
+
+
+def test_review_fixes_model_loading(tiny_panderm2, tmp_path, monkeypatch):
+    from panderm.models import REFERENCE_LP_PREPROCESS
+    from panderm.models import openclip_family
+
+    # MONET with the reference's `--pretrained openai` is MONET (hf-clip), not plain OpenAI CLIP.
+    with pytest.raises(ModelError, match="hf-clip:chanwkim/monet"):
+        load_encoder("MONET", checkpoint="openai")
+    # OpenAI pretrained tags build the QuickGELU variant, as the reference's OpenAI loader did.
+    monkeypatch.setattr("open_clip.pretrained.download_pretrained", lambda cfg, **kw: str(tmp_path / "w.pt"))
+    files = openclip_family.resolve_config_name("ViT-B-16", "openai")
+    assert files.config["model_cfg"]["quick_gelu"] is True
+    # DermFM-Zero-Open's training-only knowledge_encoder.* keys are dropped, not a strict-load error.
+    sd = load_file(str(tiny_panderm2 / "open_clip_model.safetensors"))
+    sd["knowledge_encoder.proj.weight"] = torch.zeros(4, 4)
+    folder = tmp_path / "open"
+    folder.mkdir()
+    save_file(sd, str(folder / "open_clip_model.safetensors"))
+    (folder / "open_clip_config.json").write_text((tiny_panderm2 / "open_clip_config.json").read_text())
+    assert load_encoder(f"local-dir:{folder}").extra["vision_tower"] == "cae-paper"
+    # A timm ViT built at 518 px (DINOv2) runs under the reference's 224-px probe transform.
+    enc = load_encoder("timm:vit_small_patch14_dinov2", allow_random_init=True, preprocess=REFERENCE_LP_PREPROCESS)
+    with torch.no_grad():
+        assert enc.encode_image(torch.randn(1, 3, 224, 224), "features").shape == (1, 384)
+
+
+def test_effective_precision():
+    from panderm.features import effective_precision
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert effective_precision(cpu, "amp") == "fp32"
+    assert effective_precision(gpu, "amp") == "fp16"
+    assert effective_precision(gpu, "amp_bfloat16") == effective_precision(gpu, "pure_bf16") == "bf16"
+    assert effective_precision(gpu, "fp32") == "fp32"
+    with pytest.raises(ModelError, match="unknown precision 'fp23'"):
+        effective_precision(gpu, "fp23")
+
+
+def test_torchvision_checkpoint_without_classifier(tmp_path):
+    import torchvision
+
+    tv = torchvision.models.resnet18(weights=None)
+    sd = {k: v for k, v in tv.state_dict().items() if not k.startswith("fc.")}
+    torch.save(sd, tmp_path / "ssl.pth")
+    enc = load_encoder("torchvision:resnet18", checkpoint=str(tmp_path / "ssl.pth"))
+    assert enc.encode_image(torch.randn(1, 3, 64, 64)).shape == (1, 512)

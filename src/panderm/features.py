@@ -65,11 +65,24 @@ def default_workers(device: torch.device) -> int:
     return 1 if cpus > 1 else 0
 
 
-def _autocast(device: torch.device, precision: str):
+# The reference's spellings; `pure_*` (a whole-model cast there) run as autocast of the same dtype here.
+PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32", "pure_bf16", "pure_fp16")
+
+
+def effective_precision(device: torch.device, precision: str) -> str:
+    """What the numbers are computed in: fp32 on CPU; fp16 or bf16 autocast on CUDA unless fp32."""
+    if precision not in PRECISIONS:
+        raise ModelError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
     if device.type != "cuda" or precision == "fp32":
+        return "fp32"
+    return "bf16" if precision in ("bf16", "amp_bf16", "amp_bfloat16", "pure_bf16") else "fp16"
+
+
+def _autocast(device: torch.device, precision: str):
+    mode = effective_precision(device, precision)
+    if mode == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision in ("bf16", "amp_bf16") else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
 
 
 def cache_dir_default() -> Path:
@@ -78,10 +91,14 @@ def cache_dir_default() -> Path:
     return cache_root() / "features"
 
 
-def cache_key(encoder: Encoder, kind: str, paths: Sequence[os.PathLike]) -> str:
+def cache_key(encoder: Encoder, kind: str, paths: Sequence[os.PathLike], precision: str = "amp",
+              draft: int | None = None) -> str:
+    """Everything that changes the numbers: weights + preprocessing, kind, precision, decode size, every file."""
     h = hashlib.sha256()
     h.update(json.dumps({"v": CACHE_VERSION, "fp": encoder.fingerprint, "kind": kind,
-                         "pre": encoder.preprocess_spec.describe()}, sort_keys=True).encode())
+                         "pre": encoder.preprocess_spec.describe(),
+                         "prec": effective_precision(encoder.device, precision), "draft": draft},
+                        sort_keys=True).encode())
     for p in paths:
         try:
             st = os.stat(p)
@@ -222,12 +239,16 @@ def extract_features(
         return _extract_distributed(encoder, paths, kind, batch_size, num_workers, precision, cache, cache_dir, draft,
                                     progress, start)
     if not cache:
-        with atomic_path(Path(cache_dir or cache_dir_default()) / "uncached.npy", suffix=".npy") as tmp:
+        import tempfile
+
+        # --no-cache writes nothing to the cache folder: a private temp file, read back, then deleted.
+        with tempfile.TemporaryDirectory(prefix="panderm-") as tmpdir:
+            tmp = Path(tmpdir) / "features.npy"
             _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress)
-            array = np.load(tmp, allow_pickle=False)
+            array = np.array(np.load(tmp, mmap_mode="r", allow_pickle=False))
         return FeatureResult(array, False, None, time.perf_counter() - start, kind)
 
-    key = cache_key(encoder, kind, paths)
+    key = cache_key(encoder, kind, paths, precision, draft)
     folder = Path(cache_dir or cache_dir_default())
     entry = folder / f"{key}.npy"
     if entry.is_file():
@@ -249,12 +270,13 @@ def extract_features(
 
 def _embed_via_features(encoder, head, paths, start, **kw) -> FeatureResult:
     """`embed` = head(`features`): one cached image pass serves the linear probe and zero-shot alike."""
-    from .distributed import is_main
+    from .distributed import is_main, rank_world
 
     cache, cache_dir = kw["cache"], kw["cache_dir"]
-    key = cache_key(encoder, "embed", paths) if cache else None
+    key = cache_key(encoder, "embed", paths, kw["precision"], kw["draft"]) if cache else None
     entry = Path(cache_dir or cache_dir_default()) / f"{key}.npy" if cache else None
-    if entry is not None and entry.is_file():
+    # Under torchrun the hit decision is taken once, by rank 0, in the `features` extraction below.
+    if entry is not None and rank_world()[1] == 1 and entry.is_file():
         array = np.load(entry, mmap_mode="r", allow_pickle=False)
         if array.shape[0] == len(paths):
             return FeatureResult(array, True, key, time.perf_counter() - start, "embed")
@@ -280,12 +302,19 @@ def _extract_distributed(encoder, paths, kind, batch_size, num_workers, precisio
     """Every rank encodes its share; rank 0 alone writes the cache entry (shared file system assumed for hits)."""
     from .distributed import barrier, is_main
 
-    key = cache_key(encoder, kind, paths) if cache else None
+    import torch.distributed as dist
+
+    key = cache_key(encoder, kind, paths, precision, draft) if cache else None
     entry = Path(cache_dir or cache_dir_default()) / f"{key}.npy" if cache else None
-    if entry is not None and entry.is_file():
+    # Rank 0 decides whether the entry is usable and every rank follows, so no rank waits alone in a collective.
+    decision = [bool(entry is not None and is_main() and entry.is_file()
+                     and np.load(entry, mmap_mode="r", allow_pickle=False).shape[0] == len(paths))]
+    dist.broadcast_object_list(decision, src=0)
+    if decision[0]:
+        if not entry.is_file():
+            raise DataError(f"feature cache entry {entry} is on rank 0's disk only: use a shared --cache-dir or --no-cache")
         array = np.load(entry, mmap_mode="r", allow_pickle=False)
-        if array.shape[0] == len(paths):
-            return FeatureResult(array, True, key, time.perf_counter() - start, kind)
+        return FeatureResult(array, True, key, time.perf_counter() - start, kind)
     array = _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, draft, progress)
     if entry is not None and is_main():
         from .report import write_npy
@@ -309,7 +338,8 @@ def extract_text_features(
         raise DataError("no texts to encode")
     key = None
     if cache:
-        h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "fp": encoder.fingerprint, "kind": "text"}).encode())
+        h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "fp": encoder.fingerprint, "kind": "text",
+                                       "prec": effective_precision(encoder.device, precision)}).encode())
         for t in texts:
             h.update(t.encode("utf-8", "surrogatepass") + b"\0")
         key = h.hexdigest()[:32]

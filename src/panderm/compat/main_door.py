@@ -14,6 +14,7 @@ import logging
 
 from ..data.benchmarks import BENCHMARKS, load_classnames
 from ..errors import PandermError
+from ..features import PRECISIONS
 
 log = logging.getLogger("panderm")
 
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", default="")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--precision", default="amp")
+    p.add_argument("--precision", default="amp", choices=PRECISIONS)
     p.add_argument("--device", default="cuda")
     p.add_argument("--logs", default="./zero-shot-logs/")
     p.add_argument("--name", default=None)
@@ -61,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _preprocess_overrides(args, encoder):
-    spec = encoder.preprocess_spec
+    import dataclasses
+
+    spec = dataclasses.replace(encoder.preprocess_spec)  # a copy: specs can be shared module constants
     changed = False
     if args.image_mean:
         spec.mean, changed = tuple(args.image_mean) if len(args.image_mean) == 3 else (args.image_mean[0],) * 3, True

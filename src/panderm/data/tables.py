@@ -22,7 +22,10 @@ MAX_LISTED = 100
 
 
 def _rows(indices: Sequence[int], limit: int = 10) -> str:
-    """CSV row numbers as a person counts them (header = line 1, first data row = 2)."""
+    """CSV row numbers as a person counts them (header = line 1, first data row = 2).
+
+    `indices` are positions in the frame as read (callers that filter rows keep the original index).
+    """
     shown = ", ".join(str(int(i) + 2) for i in list(indices)[:limit])
     more = f" (+{len(indices) - limit} more)" if len(indices) > limit else ""
     return shown + more
@@ -82,22 +85,23 @@ def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] 
                  num_classes: int | None = None) -> np.ndarray:
     """Integer labels from ints, integral floats or class-name strings; range-checked."""
     values = frame[col]
+    ids = frame.index.to_numpy()  # CSV row ids (the frame may be a filtered split)
     empty = np.flatnonzero(values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy())
     if len(empty):
-        raise DataError(f"{path}: column {col!r} is empty in row(s) {_rows(empty)}")
+        raise DataError(f"{path}: column {col!r} is empty in row(s) {_rows(ids[empty])}")
     k = num_classes if num_classes is not None else (len(classnames) if classnames is not None else None)
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all():
         arr = numeric.to_numpy(dtype=float)
         frac = np.flatnonzero(arr != np.round(arr))
         if len(frac):
-            raise DataError(f"{path}: column {col!r} has non-integer labels in row(s) {_rows(frac)} (e.g. {arr[frac[0]]})")
+            raise DataError(f"{path}: column {col!r} has non-integer labels in row(s) {_rows(ids[frac])} (e.g. {arr[frac[0]]})")
         labels = arr.astype(np.int64)
     else:
         if classnames is None:
             bad = np.flatnonzero(numeric.isna().to_numpy())
             raise DataError(
-                f"{path}: column {col!r} holds text labels (row {_rows(bad, 1)}: {values.iloc[bad[0]]!r}); "
+                f"{path}: column {col!r} holds text labels (row {_rows(ids[bad], 1)}: {values.iloc[bad[0]]!r}); "
                 "give the class names so they can be mapped to indices"
             )
         lookup = {str(n).strip().lower(): i for i, n in enumerate(classnames)}
@@ -105,18 +109,18 @@ def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] 
         unknown = np.flatnonzero(mapped.isna().to_numpy())
         if len(unknown):
             names = sorted({str(values.iloc[i]) for i in unknown})
-            raise DataError(f"{path}: column {col!r} has label(s) not among the class names: {list_items(names, 10)} (row(s) {_rows(unknown)})")
+            raise DataError(f"{path}: column {col!r} has label(s) not among the class names: {list_items(names, 10)} (row(s) {_rows(ids[unknown])})")
         labels = mapped.to_numpy(dtype=np.int64)
     if k is not None:
         bad = np.flatnonzero((labels < 0) | (labels >= k))
         if len(bad):
             raise DataError(
-                f"{path}: column {col!r} has label(s) outside 0..{k - 1} in row(s) {_rows(bad)} "
+                f"{path}: column {col!r} has label(s) outside 0..{k - 1} in row(s) {_rows(ids[bad])} "
                 f"(e.g. {labels[bad[0]]}); {k} class names were given"
             )
     elif (labels < 0).any():
         bad = np.flatnonzero(labels < 0)
-        raise DataError(f"{path}: column {col!r} has negative label(s) in row(s) {_rows(bad)}")
+        raise DataError(f"{path}: column {col!r} has negative label(s) in row(s) {_rows(ids[bad])}")
     return labels
 
 
@@ -129,7 +133,7 @@ def resolve_paths(frame: pd.DataFrame, col: str, root: str | os.PathLike | None,
     raw = frame[col]
     empty = np.flatnonzero(raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy())
     if len(empty):
-        raise DataError(f"{path}: column {col!r} is empty in row(s) {_rows(empty)}")
+        raise DataError(f"{path}: column {col!r} is empty in row(s) {_rows(frame.index.to_numpy()[empty])}")
     out = []
     for value in raw.astype(str):
         value = value.strip()
@@ -239,7 +243,8 @@ def load_table(
     needed = [image_col] + ([label_col] if label_col else []) + ([split_col] if split else [])
     require_columns(frame, needed, csv, flag_hints)
     if split:
-        frame = frame[frame[split_col].astype(str).str.strip() == split].reset_index(drop=True)
+        # Keep the original index so errors name the CSV's own line numbers.
+        frame = frame[frame[split_col].astype(str).str.strip() == split]
         if len(frame) == 0:
             raise DataError(f"{csv}: no rows with {split_col} == {split!r}")
     if root is None and concat_prefix is None:
@@ -250,4 +255,5 @@ def load_table(
         labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes)
     if check:
         check_images(paths, label=str(csv))
-    return ImageTable(csv, frame, image_col, paths, labels, tuple(classnames) if classnames else None)
+    return ImageTable(csv, frame.reset_index(drop=True), image_col, paths, labels,
+                      tuple(classnames) if classnames else None)

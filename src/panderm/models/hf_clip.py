@@ -49,6 +49,10 @@ class HFCLIPEncoder(Encoder):
     def projection_head(self):
         return self.model.visual_projection
 
+    @property
+    def logit_scale(self) -> float:
+        return float(self.model.logit_scale.detach().exp())
+
     def _text(self, ids):
         pad = self._hf_tokenizer.pad_token_id
         eos = self._hf_tokenizer.eos_token_id

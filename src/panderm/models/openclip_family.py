@@ -94,8 +94,8 @@ def resolve_hf_hub(spec: str) -> ResolvedFiles:
         try:
             weights = _hub_download(repo, name, revision or None)
             break
-        except (FileNotFoundError, ModelError):
-            continue
+        except FileNotFoundError:
+            continue  # the repo has no file of that name: try the next one
     config = json.loads(config_path.read_text(encoding="utf-8"))
     return ResolvedFiles(f"hf-hub:{spec}", config, weights, None)
 
@@ -138,6 +138,9 @@ def resolve_config_name(name: str, pretrained: str | None) -> ResolvedFiles:
             if not cfg:
                 raise ModelError(f"{pretrained!r} is neither a file nor a pretrained tag of {name}")
             preprocess_cfg = {k: cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in cfg}
+            if cfg.get("quick_gelu"):
+                # OpenAI weights were trained with QuickGELU (open_clip only warns; the reference always used it).
+                model_cfg = {**model_cfg, "quick_gelu": True}
             try:
                 weights = Path(oc_pretrained.download_pretrained(cfg))
             except Exception as exc:
@@ -161,6 +164,12 @@ def _prepare_state_dict(sd: dict, model: nn.Module) -> dict:
     from open_clip.model import convert_to_custom_text_state_dict
 
     sd = dict(sd)
+    # DermFM-Zero-Open ships its frozen knowledge-distillation teacher; it is not part of the CLIP model.
+    dropped = [k for k in sd if k.startswith("knowledge_encoder.")]
+    for k in dropped:
+        del sd[k]
+    if dropped:
+        log.info("dropped %d knowledge_encoder.* keys (training-only teacher)", len(dropped))
     if "positional_embedding" in sd and not hasattr(model, "positional_embedding"):
         sd = convert_to_custom_text_state_dict(sd)
     # transformers >= 4.31 no longer stores position_ids as a buffer.
@@ -195,7 +204,10 @@ def build_openclip_model(files: ResolvedFiles, allow_random_init: bool = False) 
 
     vision_cfg = dict(model_cfg.pop("vision_cfg", {}))
     text_cfg = dict(model_cfg.pop("text_cfg", {}))
-    head_width = int(vision_cfg.get("head_width", 64))
+    # The CAE head count is not in any tensor shape: an explicit `heads` / `head_width` in vision_cfg wins,
+    # else 64 dims per head (both released sizes). The fork's placeholder ViT config says nothing about it.
+    cae_heads = vision_cfg.get("cae_heads") or vision_cfg.get("heads")
+    head_width = int(vision_cfg.get("cae_head_width") or vision_cfg.get("head_width") or 64)
     if layout:
         # Throwaway placeholder: the real tower is swapped in below.
         vision_cfg = {"image_size": 32, "layers": 1, "width": 32, "head_width": 32, "patch_size": 16}
@@ -228,7 +240,7 @@ def build_openclip_model(files: ResolvedFiles, allow_random_init: bool = False) 
     if layout:
         visual_sd = {k[len("visual."):]: v for k, v in (sd or {}).items() if k.startswith("visual.")}
         if visual_sd:
-            model.visual = build_cae_from_state_dict(visual_sd, layout, head_width=head_width, heads=vision_cfg.get("heads"))
+            model.visual = build_cae_from_state_dict(visual_sd, layout, head_width=head_width, heads=cae_heads)
         else:
             raise ModelError(f"{files.model_id}: a CAE tower needs weights to infer its shape")
     if sd is not None:

@@ -47,7 +47,8 @@ ALIASES: dict[str, Alias] = {
     "open_clip_vit_base_16": Alias("ViT-B-16-quickgelu", "openai"),
     "open_clip_PMC-OA": Alias("hf-hub:ryanyip7777/pmc_vit_l_14"),
     "dinov2": Alias("timm:vit_large_patch14_dinov2.lvd142m"),
-    "vit-base-16": Alias("timm:vit_base_patch16_clip_224.openai"),
+    # The reference probes this model's 512-d head output (its pretrained num_classes), not pooled features.
+    "vit-base-16": Alias("timm:vit_base_patch16_clip_224.openai+head"),
 }
 _ALIAS_LOOKUP = {k.lower(): v for k, v in ALIASES.items()}
 
@@ -126,9 +127,11 @@ def _build(target: str, pretrained: str | None, checkpoint: str | None, allow_ra
     if target.startswith("hf-clip:"):
         from .hf_clip import load_hf_clip
 
-        if checkpoint:
+        if checkpoint and Path(checkpoint).expanduser().is_file():
             # MONET's OpenAI-format state dict loads into open_clip's ViT-L/14 (QuickGELU).
             encoder = load_openclip(MONET_OPENAI_CONFIG, pretrained=checkpoint)
+        elif checkpoint and checkpoint != "openai":
+            raise ModelError(f"{original}: --checkpoint must be a weights file (or 'openai' as the reference), got {checkpoint!r}")
         else:
             encoder = load_hf_clip(target[len("hf-clip:"):], monet_preprocess="monet" in target.lower())
         if "monet" in target.lower():

@@ -95,12 +95,27 @@ class TimmEncoder(Encoder):
         return self.model(x)
 
 
-def load_timm(name: str, checkpoint: str | None, allow_random_init: bool = False) -> TimmEncoder:
+def _create_timm(name: str, pretrained: bool, keep_head: bool):
     import timm
 
+    kwargs = {} if keep_head else {"num_classes": 0}
+    try:
+        # ViTs accept any input size (position embeddings interpolated), so a model built at 518 px
+        # (DINOv2) still runs under the reference's 224-px linear-probe transform.
+        return timm.create_model(name, pretrained=pretrained, dynamic_img_size=True, **kwargs)
+    except TypeError:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+def load_timm(name: str, checkpoint: str | None, allow_random_init: bool = False) -> TimmEncoder:
+    """`timm:NAME` (pooled features, head removed) or `timm:NAME+head` (the pretrained head's output)."""
+    import timm
+
+    keep_head = name.endswith("+head")
+    name = name[: -len("+head")] if keep_head else name
     use_hub = checkpoint is None and not allow_random_init
     try:
-        model = timm.create_model(name, pretrained=use_hub, num_classes=0)
+        model = _create_timm(name, use_hub, keep_head)
     except RuntimeError as exc:
         raise ModelError(f"timm:{name}: {str(exc).splitlines()[0]}") from exc
     except Exception as exc:
@@ -110,7 +125,8 @@ def load_timm(name: str, checkpoint: str | None, allow_random_init: bool = False
     if checkpoint is not None:
         sd = read_state_dict(checkpoint)
         # Classifier heads of the source task are not part of a num_classes=0 backbone.
-        sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "fc.", "classifier."))}
+        if not keep_head:
+            sd = {k: v for k, v in sd.items() if not k.startswith(("head.", "fc.", "classifier."))}
         load_strict(model, sd, checkpoint)
     cfg = timm.data.resolve_data_config({}, model=model)
     size = int(cfg["input_size"][-1])
@@ -155,9 +171,9 @@ def load_torchvision(name: str, checkpoint: str | None, allow_random_init: bool 
         model = builder(weights=weights)
     except Exception as exc:
         raise ModelError(f"torchvision:{name}: cannot download weights (offline?); pass --checkpoint FILE") from exc
-    if checkpoint is not None:
-        sd = read_state_dict(checkpoint)
-        load_strict(model, sd, checkpoint)
     if hasattr(model, "fc"):
-        model.fc = nn.Identity()
+        model.fc = nn.Identity()  # before loading: self-supervised checkpoints have no ImageNet classifier
+    if checkpoint is not None:
+        sd = {k: v for k, v in read_state_dict(checkpoint).items() if not k.startswith("fc.")}
+        load_strict(model, sd, checkpoint)
     return TorchvisionEncoder(model.eval(), f"torchvision:{name}", checkpoint is None and allow_random_init, checkpoint)

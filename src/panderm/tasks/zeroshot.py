@@ -46,13 +46,16 @@ def class_embeddings(
     classes_per_batch: int = 10,
     cache: bool = True,
     precision: str = "amp",
+    cache_dir: str | os.PathLike | None = None,
 ) -> np.ndarray:
     """[K, D] float32 unit vectors: normalise each prompt, mean over templates, re-normalise."""
+    from ..features import effective_precision
+
     if len(classnames) == 0:
         raise DataError("no class names given")
-    key = hashlib.sha256(json.dumps({"fp": encoder.fingerprint, "c": list(classnames), "t": list(templates)}).encode()
-                         ).hexdigest()[:32]
-    entry = _text_cache_dir() / f"{key}.npy"
+    key = hashlib.sha256(json.dumps({"fp": encoder.fingerprint, "c": list(classnames), "t": list(templates),
+                                     "prec": effective_precision(encoder.device, precision)}).encode()).hexdigest()[:32]
+    entry = (Path(cache_dir) / "text" if cache_dir else _text_cache_dir()) / f"classes-{key}.npy"
     if cache and entry.is_file():
         return np.load(entry, allow_pickle=False)
     from ..features import _autocast
@@ -153,7 +156,8 @@ def evaluate(
 
     feats = extract_features(encoder, dataset.table.paths, "embed", batch_size=batch_size, num_workers=num_workers,
                              precision=precision, cache=cache, cache_dir=cache_dir)
-    weights = class_embeddings(encoder, dataset.classnames, templates, cache=cache, precision=precision)
+    weights = class_embeddings(encoder, dataset.classnames, templates, cache=cache, precision=precision,
+                               cache_dir=cache_dir)
     probs = zero_shot_probs(feats.array, weights)
     labels = dataset.table.labels
     names = dataset.report_metrics

@@ -1,0 +1,736 @@
+"""Full finetuning of a vision backbone + linear head (the PanDerm v1 recipe, ref-panderm1-derm1m.md §1.4, §1.6).
+
+Recipe (defaults = the reference script's values):
+AdamW (eps 1e-8, weight decay 0.05, none on 1-D params / biases / position and class
+embeddings), base lr 5e-4 with per-step linear warmup from 0 (10 epochs) then cosine to
+1e-6, layer-wise lr decay 0.65 (scale 0.65^(L+1-i) for layer id i: embeddings 0, block j
+-> j+1, norms / head L+1), timm Mixup 0.8 / CutMix 1.0 (prob 1, switch 0.5, batch mode,
+label smoothing 0.1) with SoftTargetCrossEntropy, optional class-weighted sampler
+(w_c = N / (K n_c)), best checkpoint by strict improvement of a val metric, optional
+5-view test-time augmentation, AMP on CUDA only.
+
+Pooling: PanDerm v1 (family ``panderm_v1``) uses the mean of the patch tokens (CLS
+excluded) after the last block, then ``fc_norm``, a LayerNorm initialised from the
+pretrained final ``norm`` (the reference renames ``norm.*`` -> ``fc_norm.*``); the tower's
+own ``norm`` is then unused and frozen. Every other family uses ``encode_image(x,
+"features")``. Parameters that get no gradient through that path (a CLIP text tower, a
+projection) are frozen and left out of the optimiser.
+
+Drop path: the CAE tower (cae_vit.py) has no stochastic depth, so for PanDerm v1 the
+wrapper runs the tower's blocks itself with per-sample drop path on both residual
+branches, rates linearly 0 -> ``drop_path`` over the blocks as the reference; in eval
+mode (or with rate 0) this is exactly ``tower.run_blocks``. timm ViTs get their
+``drop_path1/2`` modules replaced the same way; other backbones run without drop path
+(recorded in results.json as ``drop_path_applied: false``).
+
+Resume: ``last.pt`` holds the model, optimiser, schedule step, AMP scaler, epoch, best
+metric and the torch / numpy / python (and CUDA) RNG states; every train loader draws its
+order and worker seeds from a generator seeded by (seed, epoch). On CPU a resumed run
+ends with the same weights, bit for bit, as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from ..errors import DataError, ModelError, PandermError
+from ..models.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
+
+log = logging.getLogger(__name__)
+
+REFERENCE_STD = (0.228, 0.224, 0.225)  # the reference's std typo (§1.4)
+MONITORS = ("auto", "acc", "recall", "auroc")
+_MONITOR_METRIC = {"acc": "accuracy", "recall": "balanced_accuracy", "auroc": "auroc"}
+_NO_WD_NAMES = ("pos_embed", "cls_token", "positional_embedding", "class_embedding", "position_embedding")
+_BLOCK_RE = re.compile(r"(?:^|\.)(?:blocks|resblocks|layers|layer)\.(\d+)\.")
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 50
+    batch_size: int = 128
+    lr: float = 5e-4
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    layer_decay: float = 0.65
+    weight_decay: float = 0.05
+    drop_path: float = 0.2
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    smoothing: float = 0.1
+    weighted_sampler: bool = False
+    monitor: str = "auto"  # auto: val AUROC when K == 2, else val accuracy (the reference)
+    tta: bool = False
+    tta_views: int = 5
+    seed: int = 0
+    image_size: int | None = None  # None: the encoder's preprocess size
+    normalize: str = "reference"  # reference (std 0.228) | imagenet (0.229) | model (the encoder's own)
+    augment: bool = True  # False: train on the eval transform (smoke tests)
+    head_init_scale: float = 0.001
+    num_workers: int = 0
+    precision: str = "amp"  # amp | amp_bf16 | fp32; autocast on CUDA only
+    max_steps: int | None = None  # cap on optimiser steps per epoch (smoke tests)
+    stop_after_epoch: int | None = None  # end this invocation after that epoch's checkpoint (simulated kill)
+    bootstrap: int = 1000
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.monitor not in MONITORS:
+            raise PandermError(f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+        if self.normalize not in ("reference", "imagenet", "model"):
+            raise PandermError(f"--normalize must be reference, imagenet or model, got {self.normalize!r}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise PandermError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.warmup_epochs < 0:
+            raise PandermError("--warmup-epochs must be 0 or more")
+        if self.warmup_epochs > self.epochs:
+            log.warning("finetune: --warmup-epochs %d > --epochs %d: warming up over the whole run",
+                        self.warmup_epochs, self.epochs)
+            self.warmup_epochs = self.epochs
+        if not 0 < self.layer_decay <= 1:
+            raise PandermError("--layer-decay must be in (0, 1]")
+        if not 0 <= self.drop_path < 1:
+            raise PandermError("--drop-path must be in [0, 1)")
+
+
+# --------------------------------------------------------------------------- #
+# Model
+# --------------------------------------------------------------------------- #
+def _drop_path_rates(depth: int, rate: float) -> list[float]:
+    return [float(x) for x in torch.linspace(0, rate, depth)] if depth else []
+
+
+def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Per-sample stochastic depth (timm's drop_path with scale_by_keep)."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
+class FinetuneModel(nn.Module):
+    """Backbone (an `Encoder`) + pooling + linear head."""
+
+    def __init__(self, encoder: Encoder, n_classes: int, drop_path: float = 0.0, head_init_scale: float = 0.001,
+                 image_size: int | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.n_classes = n_classes
+        self.mean_pool = encoder.family == "panderm_v1"
+        self.drop_path_applied = False
+        self.drop_path_rates: list[float] = []
+        if self.mean_pool:
+            tower = encoder.tower
+            # Reference: norm.* -> fc_norm.*; the tower's own norm is then unused.
+            self.fc_norm = copy.deepcopy(tower.norm)
+            tower.norm.requires_grad_(False)
+            dim = tower.cfg.width
+            self.drop_path_rates = _drop_path_rates(len(tower.blocks), drop_path)
+            self.drop_path_applied = drop_path > 0
+        else:
+            self.fc_norm = nn.Identity()
+            dim = _feature_dim(encoder, image_size)
+            self.drop_path_applied = _timm_drop_path(encoder, drop_path)
+        self.head = nn.Linear(dim, n_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+        with torch.no_grad():
+            self.head.weight.mul_(head_init_scale)
+            self.head.bias.mul_(head_init_scale)
+
+    def _cae_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """`tower.run_blocks` with per-sample drop path on each residual branch."""
+        tower = self.encoder.tower
+        p = tower.cfg.patch_size
+        gh, gw = x.shape[-2] // p, x.shape[-1] // p
+        x = tower.patch_embed(x)
+        x = torch.cat([tower.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = x + tower._pos_embed_for(gh, gw).to(x.dtype)
+        for block, rate in zip(tower.blocks, self.drop_path_rates):
+            x = x + _drop_path(block.gamma_1 * block.attn(block.norm1(x)), rate, self.training)
+            x = x + _drop_path(block.gamma_2 * block.mlp(block.norm2(x)), rate, self.training)
+        return x
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mean_pool:
+            return self.fc_norm(self._cae_tokens(x)[:, 1:].mean(dim=1))
+        return self.encoder.encode_image(x, "features")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _feature_dim(encoder: Encoder, image_size: int | None) -> int:
+    size = image_size or encoder.preprocess_spec.size
+    with torch.no_grad():
+        out = encoder.encode_image(torch.zeros(1, 3, size, size, device=encoder.device), "features")
+    return int(out.shape[-1])
+
+
+def _timm_drop_path(encoder: Encoder, rate: float) -> bool:
+    """Give a timm ViT stochastic depth after construction (load_timm builds it without)."""
+    if rate <= 0:
+        return False
+    model = getattr(encoder, "model", None)
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, (nn.ModuleList, nn.Sequential)) or not len(blocks):
+        return False
+    if not all(hasattr(b, "drop_path1") and hasattr(b, "drop_path2") for b in blocks):
+        return False
+    from timm.layers import DropPath
+
+    for block, r in zip(blocks, _drop_path_rates(len(blocks), rate)):
+        block.drop_path1 = DropPath(r) if r > 0 else nn.Identity()
+        block.drop_path2 = DropPath(r) if r > 0 else nn.Identity()
+    return True
+
+
+def freeze_unused(model: FinetuneModel, image_size: int) -> list[str]:
+    """Freeze parameters that get no gradient from the classification path; return their names."""
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        x = torch.zeros(2, 3, image_size, image_size, device=next(model.parameters()).device)
+        model.zero_grad(set_to_none=True)
+        model(x).float().sum().backward()
+    frozen = []
+    for name, p in model.named_parameters():
+        if p.requires_grad and p.grad is None:
+            p.requires_grad_(False)
+            frozen.append(name)
+        p.grad = None
+    model.train(was_training)
+    return frozen
+
+
+# --------------------------------------------------------------------------- #
+# Layer-wise lr decay + AdamW groups
+# --------------------------------------------------------------------------- #
+def layer_ids(model: FinetuneModel) -> tuple[dict[str, int], int]:
+    """Layer id per trainable parameter and the number of blocks L.
+
+    Block j (a `blocks.N.` / `resblocks.N.` / `layers.N.` / `layer.N.` path) -> N + 1;
+    backbone parameters registered before the first block (patch/pos/cls embeddings,
+    stems) -> 0; everything after the blocks (final norms, fc_norm, head) -> L + 1. This
+    is the reference assignment for the CAE tower. A backbone with no recognisable
+    blocks (e.g. a ResNet) gets L = 0: every parameter has scale 1, no decay.
+    """
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    block_of = {}
+    for n in names:
+        if n.startswith("encoder."):
+            m = _BLOCK_RE.search(n)
+            if m:
+                block_of[n] = int(m.group(1))
+    depth = 1 + max(block_of.values()) if block_of else 0
+    ids, seen_block = {}, False
+    for n in names:
+        if n in block_of:
+            ids[n] = block_of[n] + 1
+            seen_block = True
+        elif n.startswith("encoder.") and not seen_block and depth:
+            ids[n] = 0
+        else:
+            ids[n] = depth + 1
+    return ids, depth
+
+
+def param_groups(model: FinetuneModel, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW groups keyed by (layer id, decay); each carries `lr_scale` = layer_decay^(L+1-id)."""
+    ids, depth = layer_ids(model)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_wd = p.ndim <= 1 or name.endswith(".bias") or name.split(".")[-1] in _NO_WD_NAMES
+        lid = ids[name]
+        key = (lid, not no_wd)
+        if key not in groups:
+            groups[key] = {"params": [], "param_names": [], "weight_decay": 0.0 if no_wd else weight_decay,
+                           "lr_scale": layer_decay ** (depth + 1 - lid), "layer_id": lid}
+        groups[key]["params"].append(p)
+        groups[key]["param_names"].append(name)
+    return [groups[k] for k in sorted(groups)]
+
+
+class WarmupCosine:
+    """Per-step schedule of the reference (`cosine_scheduler`): linspace(0, lr, W) then cosine to min_lr."""
+
+    def __init__(self, optimizer, base_lr: float, min_lr: float, total_steps: int, warmup_steps: int):
+        self.optimizer, self.base_lr, self.min_lr = optimizer, base_lr, min_lr
+        self.total_steps, self.warmup_steps = max(1, total_steps), min(warmup_steps, max(1, total_steps))
+        self.step_num = 0
+
+    def lr_at(self, i: int) -> float:
+        w = self.warmup_steps
+        if i < w:
+            return self.base_lr * (i / (w - 1) if w > 1 else 0.0)
+        n = self.total_steps - w
+        j = min(i - w, max(n - 1, 0))
+        return self.min_lr + 0.5 * (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * j / max(n, 1)))
+
+    def apply(self) -> float:
+        lr = self.lr_at(self.step_num)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        return lr
+
+    def step(self) -> None:
+        self.step_num += 1
+
+    def state_dict(self) -> dict:
+        return {"step_num": self.step_num, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_num = int(state["step_num"])
+
+
+# --------------------------------------------------------------------------- #
+# Data
+# --------------------------------------------------------------------------- #
+def norm_stats(cfg: FinetuneConfig, encoder: Encoder) -> tuple[tuple, tuple]:
+    if cfg.normalize == "model":
+        return tuple(encoder.preprocess_spec.mean), tuple(encoder.preprocess_spec.std)
+    return IMAGENET_MEAN, (REFERENCE_STD if cfg.normalize == "reference" else IMAGENET_STD)
+
+
+def default_image_size(encoder: Encoder) -> int:
+    """The tower's native input size for CAE towers (a reduced tower may take 32 px), else the preprocess crop."""
+    tower = getattr(encoder, "tower", None)
+    return int(getattr(tower, "image_size", None) or encoder.preprocess_spec.size)
+
+
+def _scaled(size: int, ref: int) -> int:
+    # The reference sizes are for a 224 crop: Resize 256 (eval / train), 246 (TTA).
+    return int(round(size * ref / 224))
+
+
+def build_transforms(size: int, mean, std, augment: bool = True):
+    """(train, eval) transforms of §1.4, scaled to `size` (224 → Resize 256)."""
+    from torchvision import transforms as T
+
+    resize = T.Resize(_scaled(size, 256), interpolation=T.InterpolationMode.BILINEAR)
+    norm = [T.ToTensor(), T.Normalize(mean, std)]
+    eval_t = T.Compose([resize, T.CenterCrop(size), *norm])
+    if not augment:
+        return eval_t, eval_t
+    train_t = T.Compose([resize, T.RandomResizedCrop(size, scale=(0.75, 1.0)), T.RandomHorizontalFlip(),
+                         T.RandomVerticalFlip(), T.RandomRotation(45), T.ColorJitter(hue=0.2), *norm])
+    return train_t, eval_t
+
+
+def tta_transforms(size: int):
+    """(loader transform, per-view transform) of the reference TTA.
+
+    The reference loader gives ToTensor at native size; Resize(246) is deterministic, so it
+    runs in the loader here (bilinear with antialias), letting images of any size batch.
+    """
+    from torchvision import transforms as T
+
+    loader = T.Compose([T.Resize(_scaled(size, 246), interpolation=T.InterpolationMode.BILINEAR),
+                        T.CenterCrop(_scaled(size, 246)), T.ToTensor()])
+    view = T.Compose([
+        T.CenterCrop(size), T.RandomHorizontalFlip(0.5), T.RandomVerticalFlip(0.5),
+        T.RandomApply([T.RandomRotation((0, 270))], p=0.3),
+        T.RandomApply([T.ColorJitter(hue=0.25, saturation=0.25)], p=0.3),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),  # the reference's TTA uses std 0.229
+    ])
+    return loader, view
+
+
+class ImageDataset(Dataset):
+    def __init__(self, paths, labels, transform):
+        self.paths, self.labels, self.transform = list(paths), np.asarray(labels, dtype=np.int64), transform
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        from ..data.images import open_image
+
+        return self.transform(open_image(self.paths[i])), int(self.labels[i])
+
+
+def _generator(seed: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-sample weights N / (K n_c) of the sample's class (the reference `--weights`)."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    w = len(labels) / (n_classes * np.maximum(counts, 1))
+    return w[labels]
+
+
+def check_splits(splits) -> int:
+    """K, after checking every class of val/test occurs in train."""
+    k = splits.n_classes
+    train = set(np.unique(splits.tables["train"].labels).tolist())
+    for name, table in splits.tables.items():
+        missing = sorted(set(np.unique(table.labels).tolist()) - train)
+        if missing:
+            raise DataError(f"{splits.csv}: class(es) {missing} occur in {name} but not in train; "
+                            "finetuning cannot learn them")
+    if len(train) < 2:
+        raise DataError(f"{splits.csv}: train holds a single class")
+    return k
+
+
+# --------------------------------------------------------------------------- #
+# RNG / checkpoints
+# --------------------------------------------------------------------------- #
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, payload: dict) -> Path:
+    from ..report import atomic_path
+
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_checkpoint(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"finetune checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
+        raise ModelError(f"{path}: not a readable finetune checkpoint ({str(exc).splitlines()[0]})") from exc
+
+
+# --------------------------------------------------------------------------- #
+# Train / evaluate
+# --------------------------------------------------------------------------- #
+def _autocast(device: torch.device, precision: str):
+    import contextlib
+
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision in ("amp_bf16", "bf16") else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def predict(model: FinetuneModel, loader, device, precision="fp32", tta_view=None, views: int = 5,
+            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax probabilities, labels); with `tta_view` the logits of `views` random views are averaged."""
+    import contextlib
+
+    model.eval()
+    probs, labels = [], []
+    rng = contextlib.nullcontext()
+    if tta_view is not None:  # TTA views are reproducible and leave the caller's RNG streams alone
+        rng = torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if device.type == "cuda" else [])
+    with rng:
+        if tta_view is not None:
+            torch.manual_seed(seed)
+        for x, y in loader:
+            x = x.to(device)
+            with _autocast(device, precision):
+                if tta_view is None:
+                    logits = model(x).float()
+                else:
+                    logits = torch.stack([
+                        model(torch.stack([tta_view(img) for img in x])).float() for _ in range(views)]).mean(0)
+            probs.append(torch.softmax(logits, dim=1).cpu().numpy())
+            labels.append(y.numpy())
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+_RESUME_FREE = ("stop_after_epoch", "tta", "tta_views", "bootstrap", "num_workers", "extra")
+
+
+def _warn_config_change(old: dict, new: dict) -> None:
+    changed = sorted(k for k in new if k not in _RESUME_FREE and k in old and old[k] != new[k])
+    if changed:
+        log.warning("finetune: resuming with changed settings %s; the run is no longer the one it continues",
+                    ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in changed))
+
+
+def _monitor_name(cfg: FinetuneConfig, n_classes: int) -> str:
+    if cfg.monitor == "auto":
+        return "auroc" if n_classes == 2 else "accuracy"
+    return _MONITOR_METRIC[cfg.monitor]
+
+
+def _metrics(labels, probs) -> dict:
+    from ..metrics import classification_metrics
+
+    return classification_metrics(labels, probs)
+
+
+class Finetuner:
+    """One finetuning run in `out_dir` (fresh, or resumed from `out_dir/last.pt`)."""
+
+    def __init__(self, encoder: Encoder, splits, cfg: FinetuneConfig, out_dir, device="cpu",
+                 on_epoch_end: Callable[[int, dict], None] | None = None):
+        cfg.check()
+        self.cfg, self.splits, self.out = cfg, splits, Path(out_dir)
+        self.device = torch.device(device)
+        self.n_classes = check_splits(splits)
+        self.encoder = encoder
+        self.size = cfg.image_size or default_image_size(encoder)
+        self.on_epoch_end = on_epoch_end
+        seed_everything(cfg.seed)
+        self.model = FinetuneModel(encoder, self.n_classes, cfg.drop_path, cfg.head_init_scale, self.size)
+        self.model.to(self.device)
+        self.frozen = freeze_unused(self.model, self.size)
+        if self.frozen:
+            log.info("finetune: %d parameter tensors get no gradient from the classifier and stay frozen",
+                     len(self.frozen))
+        mean, std = norm_stats(cfg, encoder)
+        self.train_t, self.eval_t = build_transforms(self.size, mean, std, cfg.augment)
+        self.monitor = _monitor_name(cfg, self.n_classes)
+        self.mixup_fn = None
+        if cfg.mixup > 0 or cfg.cutmix > 0:
+            from timm.data import Mixup
+
+            self.mixup_fn = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                                  switch_prob=cfg.mixup_switch_prob, mode="batch", label_smoothing=cfg.smoothing,
+                                  num_classes=self.n_classes)
+
+    # -- data ----------------------------------------------------------------------------
+    def _train_loader(self, epoch: int) -> DataLoader:
+        t = self.splits.tables["train"]
+        ds = ImageDataset(t.paths, t.labels, self.train_t)
+        bs = min(self.cfg.batch_size, len(ds))
+        if self.mixup_fn is not None and bs % 2:
+            bs -= 1  # timm's batch-mode mixup needs an even batch
+        if bs < 1:
+            raise DataError("the train split is too small for a batch")
+        g = _generator(self.cfg.seed * 100003 + epoch)
+        kw = dict(batch_size=bs, drop_last=True, num_workers=self.cfg.num_workers, generator=g,
+                  pin_memory=self.device.type == "cuda", persistent_workers=False)
+        if self.cfg.weighted_sampler:
+            sampler = WeightedRandomSampler(torch.as_tensor(class_weights(t.labels, self.n_classes)),
+                                            num_samples=len(ds), replacement=True, generator=g)
+            return DataLoader(ds, sampler=sampler, **kw)
+        return DataLoader(ds, shuffle=True, **kw)
+
+    def eval_loader(self, split: str, tta: bool = False) -> DataLoader:
+        t = self.splits.tables[split]
+        transform = tta_transforms(self.size)[0] if tta else self.eval_t
+        bs = max(1, int(1.5 * self.cfg.batch_size))
+        return DataLoader(ImageDataset(t.paths, t.labels, transform), batch_size=bs, shuffle=False,
+                          num_workers=self.cfg.num_workers, generator=_generator(0))
+
+    # -- training ------------------------------------------------------------------------
+    def _build_optim(self, steps_per_epoch: int):
+        groups = param_groups(self.model, self.cfg.weight_decay, self.cfg.layer_decay)
+        opt = torch.optim.AdamW(groups, lr=self.cfg.lr, eps=1e-8, betas=(0.9, 0.999))
+        sched = WarmupCosine(opt, self.cfg.lr, self.cfg.min_lr, self.cfg.epochs * steps_per_epoch,
+                             self.cfg.warmup_epochs * steps_per_epoch)
+        use_scaler = self.device.type == "cuda" and self.cfg.precision in ("amp", "fp16")
+        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        return opt, sched, scaler
+
+    def _steps_per_epoch(self) -> int:
+        n = len(self._train_loader(0))
+        return min(n, self.cfg.max_steps) if self.cfg.max_steps else n
+
+    def _loss(self, logits, y_soft, y):
+        if self.mixup_fn is not None:
+            from timm.loss import SoftTargetCrossEntropy
+
+            return SoftTargetCrossEntropy()(logits, y_soft)
+        return F.cross_entropy(logits, y, label_smoothing=self.cfg.smoothing)
+
+    def _meta(self) -> dict:
+        return {"n_classes": self.n_classes, "model_id": self.encoder.model_id, "family": self.encoder.family,
+                "image_size": self.size, "config": asdict(self.cfg),
+                "classnames": self.splits.tables["train"].classnames}
+
+    def fit(self, resume: bool = False) -> dict:
+        """Train (or continue), then test with the best checkpoint; returns the results dict."""
+        cfg, model, dev = self.cfg, self.model, self.device
+        steps = self._steps_per_epoch()
+        opt, sched, scaler = self._build_optim(steps)
+        start, best, best_epoch = 0, -math.inf, None
+        last = self.out / "last.pt"
+        if resume and last.is_file():
+            ck = load_checkpoint(last)
+            if ck["meta"]["n_classes"] != self.n_classes or ck["meta"]["model_id"] != self.encoder.model_id:
+                raise PandermError(f"{last} was written by another run (model {ck['meta']['model_id']}, "
+                                   f"K={ck['meta']['n_classes']}); use another --out or --overwrite")
+            _warn_config_change(ck["meta"].get("config", {}), asdict(cfg))
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            scaler.load_state_dict(ck["scaler"])
+            start, best, best_epoch = ck["epoch"] + 1, ck["best_metric"], ck["best_epoch"]
+            set_rng_state(ck["rng"])
+            log.info("finetune: resumed from %s after epoch %d", last, ck["epoch"])
+        elif resume:
+            log.info("finetune: no %s yet; starting a fresh run", last)
+        history = []
+        has_val = "val" in self.splits.tables
+        if not has_val:
+            log.warning("finetune: no val split; the last epoch is kept as 'best'")
+        for epoch in range(start, cfg.epochs):
+            model.train()
+            t0, losses = time.time(), []
+            for i, (x, y) in enumerate(self._train_loader(epoch)):
+                if i >= steps:
+                    break
+                sched.apply()
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                y_soft = None
+                if self.mixup_fn is not None:
+                    x, y_soft = self.mixup_fn(x, y)
+                with _autocast(dev, cfg.precision):
+                    logits = model(x)
+                loss = self._loss(logits.float(), y_soft, y)
+                if not torch.isfinite(loss):
+                    raise PandermError(f"finetune: loss is {loss.item()} at epoch {epoch} step {i}; lower --lr")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                losses.append(float(loss.item()))
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
+                      "step_losses": losses, "lr": sched.lr_at(max(sched.step_num - 1, 0)), "steps": len(losses)}
+            improved = False
+            if has_val:
+                probs, labels = predict(model, self.eval_loader("val"), dev, cfg.precision)
+                val = _metrics(labels, probs)
+                record["val"] = val
+                value = val[self.monitor]
+                value = -math.inf if value is None or math.isnan(value) else value
+                improved = value > best
+                if improved:
+                    best, best_epoch = value, epoch
+            else:
+                improved, best_epoch = True, epoch
+            record.update(monitor=self.monitor, best_metric=best, best_epoch=best_epoch,
+                          seconds=round(time.time() - t0, 3))
+            if improved:
+                save_checkpoint(self.out / "best.pt", {"model": model.state_dict(), "epoch": epoch,
+                                                       "best_metric": best, "meta": self._meta()})
+            save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                   "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
+                                   "best_metric": best, "best_epoch": best_epoch, "rng": rng_state(),
+                                   "meta": self._meta()})
+            from ..report import append_jsonl
+
+            append_jsonl(self.out / "log.jsonl", record)
+            history.append(record)
+            log.info("epoch %d: loss %.4f lr %.2e%s", epoch, record["train_loss"] or float("nan"), record["lr"],
+                     f" val {self.monitor} {record['val'][self.monitor]:.4f}" if has_val else "")
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(epoch, record)
+            if cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch and epoch < cfg.epochs - 1:
+                return {"stopped_after_epoch": epoch, "history": history}
+        return {"history": history, "best_epoch": best_epoch, "best_metric": best}
+
+    # -- test ----------------------------------------------------------------------------
+    def test(self, checkpoint=None, tta: bool | None = None) -> dict:
+        """Test-split metrics with `checkpoint` (default out/best.pt) loaded."""
+        ck = load_checkpoint(checkpoint or self.out / "best.pt")
+        meta = ck.get("meta", {})
+        if meta.get("n_classes") != self.n_classes:
+            raise PandermError(f"{checkpoint}: the checkpoint has {meta.get('n_classes')} classes, "
+                               f"the CSV {self.n_classes}")
+        if meta.get("model_id") != self.encoder.model_id:
+            log.warning("finetune: checkpoint was trained from %s, --model is %s", meta.get("model_id"),
+                        self.encoder.model_id)
+        try:
+            self.model.load_state_dict(ck["model"])
+        except RuntimeError as exc:
+            raise ModelError(f"{checkpoint}: does not fit --model {self.encoder.model_id}: "
+                             f"{str(exc).splitlines()[0]}") from exc
+        tta = self.cfg.tta if tta is None else tta
+        view = tta_transforms(self.size)[1] if tta else None
+        probs, labels = predict(self.model, self.eval_loader("test", tta), self.device, self.cfg.precision,
+                                tta_view=view, views=self.cfg.tta_views, seed=self.cfg.seed)
+        return {"epoch": ck.get("epoch"), "tta": tta, "probs": probs, "labels": labels,
+                "metrics": _metrics(labels, probs)}
+
+
+# --------------------------------------------------------------------------- #
+# Reports
+# --------------------------------------------------------------------------- #
+def predictions_frame(test_table, labels, probs):
+    import pandas as pd
+
+    frame = pd.DataFrame({"filename": test_table.frame[test_table.image_col].astype(str).to_numpy(),
+                          "true_label": labels, "predicted_label": probs.argmax(1)})
+    for k in range(probs.shape[1]):
+        frame[f"probability_class_{k}"] = probs[:, k]
+    return frame
+
+
+def write_report(ft: Finetuner, test: dict, out_dir, provenance: dict, fit_result: dict | None = None,
+                 name: str = "test") -> dict:
+    from ..metrics import bootstrap_ci
+    from ..report import confusion_matrix_figure, save_figure, write_csv, write_json
+
+    out_dir = Path(out_dir)
+    table = ft.splits.tables["test"]
+    write_csv(out_dir / "predictions" / f"{name}.csv", predictions_frame(table, test["labels"], test["probs"]))
+    names = list(table.classnames) if table.classnames else [str(k) for k in range(ft.n_classes)]
+    save_figure(out_dir / f"confusion_matrix_{name}.png",
+                confusion_matrix_figure(test["labels"], test["probs"].argmax(1), names, title=name))
+    ci = None
+    if ft.cfg.bootstrap:
+        ci = bootstrap_ci(test["labels"], test["probs"], n_resamples=ft.cfg.bootstrap, seed=42)
+    summary = {
+        "task": "finetune", "n_classes": ft.n_classes, "n_test": int(len(test["labels"])),
+        "checkpoint_epoch": test["epoch"], "tta": test["tta"], "monitor": ft.monitor,
+        "metrics": test["metrics"], "ci": ci,
+        "pooling": "mean patch tokens + fc_norm (init from final norm)" if ft.model.mean_pool else "encoder features",
+        "drop_path_applied": ft.model.drop_path_applied, "frozen_parameters": len(ft.frozen),
+        "image_size": ft.size, "config": asdict(ft.cfg), "provenance": provenance,
+    }
+    if fit_result is not None:
+        summary["best_epoch"] = fit_result.get("best_epoch")
+        summary["best_val_metric"] = fit_result.get("best_metric")
+    if ft.encoder.random_init:
+        summary["warning"] = "RANDOM WEIGHTS: the backbone started from an untrained model"
+    write_json(out_dir / ("results.json" if name == "test" else f"results_{name}.json"), summary)
+    return summary
+
+
+def read_log(out_dir) -> list[dict]:
+    path = Path(out_dir) / "log.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []

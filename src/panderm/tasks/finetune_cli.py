@@ -1,0 +1,115 @@
+"""`panderm finetune`: full finetuning of any vision backbone + linear head (PanDerm v1 recipe).
+
+Wire into the CLI with ``finetune_cli.register(sub, add_model_args)``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+_RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json")
+
+
+def config_from_args(args):
+    from .finetune import FinetuneConfig
+
+    precision = {"fp16": "amp", "bf16": "amp_bf16"}.get(args.precision, args.precision)
+    return FinetuneConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
+        warmup_epochs=args.warmup_epochs, layer_decay=args.layer_decay, weight_decay=args.weight_decay,
+        drop_path=args.drop_path, mixup=args.mixup, cutmix=args.cutmix, smoothing=args.smoothing,
+        weighted_sampler=args.weighted_sampler, monitor=args.monitor, tta=args.tta, seed=args.seed,
+        image_size=args.image_size, normalize=args.normalize, augment=not args.no_augment,
+        num_workers=args.workers if args.workers is not None else 0, precision=precision,
+        max_steps=args.max_steps, stop_after_epoch=args.stop_after_epoch, bootstrap=args.bootstrap)
+
+
+def _finetune(args) -> None:
+    import torch
+
+    from ..cli_support import resolve_device
+    from ..features import default_workers
+    from ..models import load_encoder
+    from ..report import format_table, prepare_run_dir, provenance
+    from . import finetune as ft
+    from .linear_probe_run import load_splits
+
+    splits = load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root)
+    ft.check_splits(splits)
+    device = resolve_device(args.device)
+    if args.workers is None:
+        args.workers = default_workers(torch.device(device))
+    cfg = config_from_args(args)
+    cfg.check()
+    out = Path(args.out)
+    resuming = args.resume and (out / "last.pt").is_file()
+    if not args.eval and not resuming:
+        prepare_run_dir(out, args.overwrite)
+        for name in _RUN_FILES:  # --overwrite: a fresh run must not append to an old log
+            (out / name).unlink(missing_ok=True)
+    encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=device,
+                           allow_random_init=args.allow_random_init)
+    tuner = ft.Finetuner(encoder, splits, cfg, out, device=device)
+    prov = provenance(encoder, [args.csv], seed=args.seed)
+    if args.eval:
+        out.mkdir(parents=True, exist_ok=True)
+        test = tuner.test(args.eval)
+        summary = ft.write_report(tuner, test, out, prov, name="eval")
+        written = out / "results_eval.json"
+    else:
+        fit = tuner.fit(resume=args.resume)
+        if "stopped_after_epoch" in fit:
+            print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with --resume")
+            return
+        test = tuner.test()
+        summary = ft.write_report(tuner, test, out, prov, fit_result=fit)
+        written = out / "results.json"
+    if encoder.random_init:
+        print("RANDOM WEIGHTS: the backbone started from an untrained model")
+    row = {"split": "test", "epoch": summary["checkpoint_epoch"], "tta": summary["tta"]}
+    row.update({k: summary["metrics"][k] for k in ("accuracy", "balanced_accuracy", "weighted_f1", "auroc")})
+    print(format_table([row]))
+    print(f"wrote {written}")
+
+
+def register(sub, add_model_args) -> None:
+    p = sub.add_parser("finetune", help="full finetuning of a vision backbone + linear head (PanDerm v1 recipe)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_model_args(p)
+    p.set_defaults(batch_size=128, precision="amp")
+    p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
+    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--label-col", default="label")
+    p.add_argument("--split-col", default="split")
+    p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
+    g = p.add_argument_group("recipe (defaults: the PanDerm v1 finetuning script)")
+    g.add_argument("--epochs", type=int, default=50)
+    g.add_argument("--lr", type=float, default=5e-4, help="base lr (no batch-size scaling)")
+    g.add_argument("--min-lr", type=float, default=1e-6)
+    g.add_argument("--warmup-epochs", type=int, default=10)
+    g.add_argument("--layer-decay", type=float, default=0.65, help="layer-wise lr decay (1: off)")
+    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--drop-path", type=float, default=0.2, help="stochastic depth (CAE towers and timm ViTs)")
+    g.add_argument("--mixup", type=float, default=0.8, help="mixup alpha (0 with --cutmix 0: off)")
+    g.add_argument("--cutmix", type=float, default=1.0, help="cutmix alpha")
+    g.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
+    g.add_argument("--weighted-sampler", action="store_true", help="class-balanced sampling, w_c = N/(K n_c)")
+    g.add_argument("--monitor", default="auto", choices=["auto", "acc", "recall", "auroc"],
+                   help="val metric choosing best.pt; auto: AUROC for 2 classes, else accuracy (the reference)")
+    g.add_argument("--tta", action="store_true", help="5-view test-time augmentation for the test split")
+    g.add_argument("--image-size", type=int, default=None, help="crop size (default: the model's input size)")
+    g.add_argument("--normalize", default="reference", choices=["reference", "imagenet", "model"],
+                   help="reference: ImageNet mean, std 0.228 (the reference); imagenet: std 0.229; "
+                        "model: the model's own mean/std")
+    g.add_argument("--no-augment", action="store_true", help="train on the eval transform")
+    p.add_argument("--eval", default=None, metavar="CHECKPOINT",
+                   help="only test a saved best.pt/last.pt (build it with the same --model/--checkpoint)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (starts fresh when absent)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for test CIs (0: off)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps per epoch (smoke tests)")
+    p.add_argument("--stop-after-epoch", type=int, default=None,
+                   help="end after this epoch's checkpoint, as if interrupted (tests --resume)")
+    p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, log.jsonl, results.json)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=_finetune)

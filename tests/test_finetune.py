@@ -1,0 +1,216 @@
+"""Full finetuning (PanDerm v1 recipe) on the tiny 32-px PanDerm v1 tower, CPU only."""
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from panderm.errors import DataError
+from panderm.models import load_encoder
+from panderm.tasks import finetune as ft
+from panderm.tasks import finetune_cli
+from panderm.tasks.linear_probe_run import load_splits
+
+N_CLASSES = 4
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory):
+    """16 train / 8 val / 8 test small PNGs, 4 classes (class-tinted noise)."""
+    root = tmp_path_factory.mktemp("ft-data")
+    rng = np.random.default_rng(0)
+    tints = rng.integers(0, 255, size=(N_CLASSES, 3))
+    rows = []
+    for split, per_class in (("train", 4), ("val", 2), ("test", 2)):
+        for c in range(N_CLASSES):
+            for i in range(per_class):
+                arr = np.clip(tints[c] + rng.normal(0, 60, size=(40, 44, 3)), 0, 255).astype(np.uint8)
+                name = f"img/{split}_{c}_{i}.png"
+                (root / "img").mkdir(exist_ok=True)
+                Image.fromarray(arr).save(root / name)
+                rows.append({"image_path": name, "label": c, "split": split})
+    csv = root / "data.csv"
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    return csv
+
+
+def _encoder(path):
+    return load_encoder("panderm-v1-base", checkpoint=str(path))
+
+
+def _cfg(**kw):
+    base = dict(epochs=4, batch_size=8, warmup_epochs=1, bootstrap=0, seed=3)
+    base.update(kw)
+    return ft.FinetuneConfig(**base)
+
+
+def test_image_size_defaults_to_the_tower(tiny_panderm_v1):
+    assert ft.default_image_size(_encoder(tiny_panderm_v1)) == 32
+
+
+def test_overfits_16_images(tiny_panderm_v1, tiny_csv, tmp_path):
+    splits = load_splits(tiny_csv)
+    del splits.tables["val"]  # no val split: best.pt is the last epoch
+    cfg = _cfg(epochs=16, batch_size=16, lr=1e-2, warmup_epochs=0, layer_decay=0.9, weight_decay=0.0,
+               drop_path=0.0, mixup=0.0, cutmix=0.0, smoothing=0.0, augment=False)
+    tuner = ft.Finetuner(_encoder(tiny_panderm_v1), splits, cfg, tmp_path)
+    result = tuner.fit()
+    losses = [s for rec in result["history"] for s in rec["step_losses"]]
+    assert len(losses) == 16  # one full batch of the 16 train images per epoch
+    assert losses[-1] < 0.1 * losses[0], losses
+
+
+def test_killed_run_resumes_to_identical_weights(tiny_panderm_v1, tiny_csv, tmp_path):
+    # Mixup/CutMix (numpy RNG), augmentation + drop path (torch RNG), weighted sampler (loader generator).
+    cfg = dict(epochs=3, batch_size=8, weighted_sampler=True, drop_path=0.2)
+    splits = load_splits(tiny_csv)
+    full = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(**cfg), tmp_path / "full")
+    full.fit()
+
+    def kill(epoch, record):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    part = tmp_path / "part"
+    with pytest.raises(KeyboardInterrupt):
+        ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(**cfg), part, on_epoch_end=kill).fit()
+    assert torch.load(part / "last.pt", weights_only=False)["epoch"] == 0
+    resumed = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(**cfg), part)
+    assert resumed.fit(resume=True)["history"][0]["epoch"] == 1
+
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=False)
+    b = torch.load(part / "last.pt", weights_only=False)
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    log_a, log_b = ft.read_log(tmp_path / "full"), ft.read_log(part)
+    assert [r["step_losses"] for r in log_a] == [r["step_losses"] for r in log_b]
+    # the weights did move
+    first = torch.load(tmp_path / "full" / "best.pt", weights_only=False)
+    assert first["meta"]["n_classes"] == N_CLASSES
+
+
+def test_layer_decay_groups_for_a_two_block_tower(tiny_panderm_v1, tiny_csv, tmp_path):
+    splits = load_splits(tiny_csv)
+    tuner = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(), tmp_path)
+    ids, depth = ft.layer_ids(tuner.model)
+    assert depth == 2
+    groups = ft.param_groups(tuner.model, 0.05, 0.65)
+    scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]}
+    wd = {n: g["weight_decay"] for g in groups for n in g["param_names"]}
+    assert scale["encoder.tower.patch_embed.proj.weight"] == pytest.approx(0.65 ** 3)
+    assert scale["encoder.tower.cls_token"] == pytest.approx(0.65 ** 3)
+    assert scale["encoder.tower.blocks.0.attn.qkv.weight"] == pytest.approx(0.65 ** 2)
+    assert scale["encoder.tower.blocks.1.mlp.fc2.weight"] == pytest.approx(0.65)
+    assert scale["fc_norm.weight"] == scale["head.weight"] == 1.0
+    # no weight decay on 1-D params, biases, cls_token; pos_embed (fixed) and the unused final norm are frozen
+    assert wd["head.weight"] == wd["encoder.tower.blocks.0.attn.qkv.weight"] == 0.05
+    assert wd["head.bias"] == wd["encoder.tower.cls_token"] == wd["encoder.tower.blocks.0.gamma_1"] == 0.0
+    assert "encoder.tower.pos_embed" not in scale and "encoder.tower.norm.weight" not in scale
+    # the schedule: linear warmup from 0, then cosine down to min_lr, lr scaled per group
+    opt = torch.optim.AdamW(groups, lr=1.0)
+    sched = ft.WarmupCosine(opt, 5e-4, 1e-6, total_steps=20, warmup_steps=5)
+    assert sched.apply() == 0.0
+    sched.step_num = 4
+    assert sched.apply() == pytest.approx(5e-4)
+    assert {round(g["lr"] / 5e-4, 6) for g in opt.param_groups} == {round(0.65 ** k, 6) for k in range(4)}
+    sched.step_num = 19
+    assert sched.apply() < 1e-5
+
+
+def test_v1_pooling_fc_norm_from_final_norm(tiny_panderm_v1, tiny_csv, tmp_path):
+    enc = _encoder(tiny_panderm_v1)
+    tuner = ft.Finetuner(enc, load_splits(tiny_csv), _cfg(), tmp_path)
+    model = tuner.model.eval()
+    assert model.mean_pool and model.fc_norm is not enc.tower.norm
+    assert torch.equal(model.fc_norm.weight, enc.tower.norm.weight)
+    assert torch.equal(model.fc_norm.bias, enc.tower.norm.bias)
+    assert model.drop_path_rates == pytest.approx([0.0, 0.2])
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        tokens = enc.tower.run_blocks(x)
+        assert torch.equal(model._cae_tokens(x), tokens)  # eval mode: exactly the tower's blocks
+        expected = model.head(enc.tower.norm(tokens[:, 1:].mean(dim=1)))
+        assert torch.allclose(model(x), expected, atol=1e-6)
+
+
+def _parser():
+    from panderm.cli import add_model_args
+
+    parser = argparse.ArgumentParser()
+    finetune_cli.register(parser.add_subparsers(), add_model_args)
+    return parser
+
+
+def _cli(*argv):
+    args = _parser().parse_args(["finetune", *map(str, argv)])
+    args.func(args)
+
+
+def test_eval_on_saved_checkpoint_reproduces_test_metrics(tiny_panderm_v1, tiny_csv, tmp_path, capsys):
+    common = ["--model", "panderm-v1-base", "--checkpoint", tiny_panderm_v1, "--csv", tiny_csv, "--device", "cpu",
+              "--workers", 0, "--bootstrap", 0, "--seed", 1]
+    _cli(*common, "--epochs", 2, "--batch-size", 8, "--warmup-epochs", 1, "--out", tmp_path / "run")
+    run = tmp_path / "run"
+    results = json.loads((run / "results.json").read_text())
+    assert (run / "predictions" / "test.csv").is_file() and (run / "confusion_matrix_test.png").is_file()
+    assert len(ft.read_log(run)) == 2 and results["pooling"].startswith("mean patch tokens")
+    _cli(*common, "--eval", run / "best.pt", "--out", tmp_path / "eval")
+    again = json.loads((tmp_path / "eval" / "results_eval.json").read_text())
+    assert again["checkpoint_epoch"] == results["checkpoint_epoch"]
+    for name, value in results["metrics"].items():
+        assert again["metrics"][name] == pytest.approx(value, nan_ok=True), name
+    pd.testing.assert_frame_equal(pd.read_csv(run / "predictions" / "test.csv"),
+                                  pd.read_csv(tmp_path / "eval" / "predictions" / "eval.csv"))
+    # 5-view TTA is seeded: two evaluations agree
+    _cli(*common, "--eval", run / "best.pt", "--tta", "--out", tmp_path / "tta1")
+    _cli(*common, "--eval", run / "best.pt", "--tta", "--out", tmp_path / "tta2")
+    t1, t2 = (pd.read_csv(tmp_path / d / "predictions" / "eval.csv") for d in ("tta1", "tta2"))
+    pd.testing.assert_frame_equal(t1, t2)
+    assert json.loads((tmp_path / "tta1" / "results_eval.json").read_text())["tta"] is True
+
+
+def test_bad_input_is_a_data_error(tiny_panderm_v1, tiny_csv, tmp_path):
+    frame = pd.read_csv(tiny_csv)
+    no_split = tmp_path / "nosplit.csv"
+    frame.drop(columns=["split"]).to_csv(no_split, index=False)
+    (tmp_path / "img").symlink_to(tiny_csv.parent / "img")
+    with pytest.raises(DataError, match="split"):
+        _cli("--model", "panderm-v1-base", "--checkpoint", tiny_panderm_v1, "--csv", no_split, "--out", tmp_path / "o")
+    missing = tmp_path / "missing.csv"
+    frame[~((frame["split"] == "train") & (frame["label"] == 3))].to_csv(missing, index=False)
+    with pytest.raises(DataError, match=r"\[3\].*not in train"):
+        _cli("--model", "panderm-v1-base", "--checkpoint", tiny_panderm_v1, "--csv", missing, "--out", tmp_path / "o")
+    assert not (tmp_path / "o").exists()  # data is validated before the run folder is claimed
+
+
+def test_generic_backbone_fallback_timm_vit():
+    import timm
+
+    from panderm.models.base import PreprocessSpec
+    from panderm.models.vision_only import TimmEncoder
+
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32, depth=3)
+    enc = TimmEncoder(vit.eval(), "timm:tiny", PreprocessSpec(size=32), True, None)
+    model = ft.FinetuneModel(enc, 3, drop_path=0.2, image_size=32)
+    assert model.drop_path_applied and not model.mean_pool
+    assert [type(b.drop_path1).__name__ for b in vit.blocks] == ["Identity", "DropPath", "DropPath"]
+    assert ft.freeze_unused(model, 32) == []
+    ids, depth = ft.layer_ids(model)
+    assert depth == 3
+    assert ids["encoder.model.patch_embed.proj.weight"] == ids["encoder.model.cls_token"] == 0
+    assert ids["encoder.model.blocks.2.attn.qkv.weight"] == 3
+    assert ids["encoder.model.norm.weight"] == ids["head.weight"] == 4
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
