@@ -151,3 +151,6 @@ def register(sub, add_model_args) -> None:
     from .concepts.cli import register as register_concepts
 
     register_concepts(sub, add_model_args)
+    from .finetune_cli import register as register_finetune
+
+    register_finetune(sub, add_model_args)
