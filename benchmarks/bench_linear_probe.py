@@ -23,7 +23,7 @@ from panderm.tasks.linear_probe import LogisticRegressionProbe  # noqa: E402
 
 def data(n: int, d: int, k: int, seed: int = 0):
     rng = np.random.default_rng(seed)
-    centers = rng.normal(size=(k, d)).astype(np.float32)
+    centers = 0.1 * rng.normal(size=(k, d)).astype(np.float32)  # overlapping classes: a real optimisation
     y = rng.integers(0, k, size=n)
     x = centers[y] + 3.0 * rng.normal(size=(n, d)).astype(np.float32)
     return x, y

@@ -189,3 +189,6 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--out", default="runs/concepts_intervene")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_intervene)
+    from .cli_extra import register_extra
+
+    register_extra(actions, add_model_args)

@@ -544,7 +544,8 @@ def train_sae(
     model.to(device)
     model.normalize_decoder_()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
-    data = torch.from_numpy(X)
+    # Data lives on the device once; batches are gathered there (no per-batch host copies on CUDA).
+    data = torch.from_numpy(X).to(device)
     total_var = max(_total_variance(X), 1e-30)
     if log_path is not None:
         with atomic_path(log_path) as tmp:
@@ -557,9 +558,9 @@ def train_sae(
     for epoch in range(1, cfg.epochs + 1):
         start_time = time.perf_counter()
         sums = _EpochSums(model.n_latents, device)
-        order = torch.randperm(n, generator=g)
+        order = torch.randperm(n, generator=g).to(device)  # drawn on CPU: the same permutation on every device
         for start in range(0, n, cfg.batch_size):
-            xb = data[order[start:start + cfg.batch_size]].to(device)
+            xb = data[order[start:start + cfg.batch_size]]
             sums.add(sae_train_step(model, optimizer, xb, cfg, aux_dead), xb.shape[0])
         freq = sums.fired / n
         window_fired += sums.fired
