@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tasks import cli_tasks
 
     cli_tasks.register(sub, add_model_args)
+    from .tasks.multimodal import cli as multimodal_cli
+
+    multimodal_cli.register(sub, add_model_args)
     return parser
 
 

@@ -101,8 +101,8 @@ def subsample_train(labels: Any, percent: float, seed: int = REFERENCE_RANDOM_ST
         int64 positions into ``labels``, in the order the reference would feed the rows to the probe.
     """
     y = _as_labels(labels)
-    if not (isinstance(percent, (int, float, np.integer, np.floating)) and math.isfinite(percent) and percent > 0):
-        raise DataError(f"percent_data must be a number > 0, got {percent!r}")
+    if not (isinstance(percent, (int, float, np.integer, np.floating)) and math.isfinite(percent) and 0 < percent <= 1):
+        raise DataError(f"percent_data must be in (0, 1], got {percent!r}")
     # Carry the original position through the pandas calls so we can return indices, not a frame.
     frame = pd.DataFrame({"label": y, "row": np.arange(len(y), dtype=np.int64)})
     shuffled = frame.sample(frac=1, random_state=seed).reset_index(drop=True)

@@ -138,7 +138,8 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_train_sae)
 
-    p = actions.add_parser("activations", help="SAE codes of an embeddings .npy", formatter_class=_FMT)
+    p = actions.add_parser("activations", aliases=["encode"], help="SAE codes of an embeddings .npy",
+                           formatter_class=_FMT)
     p.add_argument("--sae", required=True, help="SAE folder (train-sae --out) or a reference autoencoder.pth")
     p.add_argument("--embeddings", required=True)
     p.add_argument("--batch-size", type=int, default=512)

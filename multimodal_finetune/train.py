@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Reference door: PanDerm-2 `multimodal_finetune/train.py` flags (ref-panderm2.md §5.4).
+
+Defaults reproduce the reference: BGR input (`--rgb` to fix), paired augmentation,
+Adam with coupled weight decay, cosine per epoch. See `python train.py --help`.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from panderm.tasks.multimodal.cli import run_reference  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(run_reference("train"))

@@ -1,0 +1,210 @@
+"""`panderm multimodal train|test` and the reference doors' flag set (ref-panderm2.md §5.4).
+
+Wire into the CLI with ``multimodal.cli.register(sub, add_model_args)``. The doors
+`multimodal_finetune/train.py|test.py` use `reference_parser` / `run_reference`
+(reference flag names, BGR input on, per the reference); `panderm multimodal` uses RGB
+unless `--bgr`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+_RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "detailed_predictions.csv",
+              "evaluation_metrics.csv", "confusion_matrix.png")
+_MODEL_ALIASES = {"PanDerm-v2": "PanDerm2"}
+DATASETS = ("derm7pt", "milk11", "pad", "csv")
+
+
+def _load_table(dataset: str, path: str):
+    from .data import load_derm7pt, load_milk11, load_multimodal_csv, load_pad_ufes20
+
+    loaders = {"derm7pt": load_derm7pt, "milk11": load_milk11, "pad": load_pad_ufes20, "csv": load_multimodal_csv}
+    return loaders[dataset](path)
+
+
+def _add_recipe(p, ref: bool) -> None:
+    """Flags shared by both doors; `ref` picks the reference's underscore spellings."""
+    n = (lambda s: f"--{s}") if ref else (lambda s: "--" + s.replace("_", "-"))
+    p.add_argument(n("dataset"), default="pad", choices=DATASETS)
+    p.add_argument(n("data_path"), n("dir_release"), dest="data_path", required=not ref,
+                   default=None, help="dataset folder (derm7pt / milk11 / pad meta layout) or one CSV")
+    p.add_argument(n("class_num"), dest="class_num", type=int, default=None,
+                   help="number of classes (checked against the data)")
+    for flag in ("use_cli", "use_derm", "use_meta", "use_text_encoder", "use_visual_embedding_layer"):
+        p.add_argument(n(flag), dest=flag, action="store_true")
+    p.add_argument(n("hidden_dim"), dest="hidden_dim", type=int, default=768,
+                   help="accepted for compatibility: the width is the encoder's")
+    p.add_argument(n("meta_dim"), dest="meta_dim", type=int, default=128)
+    p.add_argument(n("num_head"), dest="num_head", type=int, default=8)
+    p.add_argument(n("att_depth"), dest="att_depth", type=int, default=4)
+    p.add_argument(n("meta_num_head"), dest="meta_num_head", type=int, default=8)
+    p.add_argument(n("meta_att_depth"), dest="meta_att_depth", type=int, default=2)
+    p.add_argument(n("fusion"), default="concatenate", help="'cross attention' or concatenate")
+    p.add_argument(n("meta_fusion_mode"), dest="meta_fusion_mode", default="concatenate")
+    p.add_argument(n("encoder_pool"), dest="encoder_pool", default="auto",
+                   help="auto (CLS for CAE towers, as the reference), cls, features; the reference's mean/cls "
+                        "both mean auto")
+    p.add_argument("--out" if ref else "--head", dest="head", default="linear", choices=["linear", "mlp"])
+    p.add_argument(n("freeze_encoders"), dest="freeze_encoders", action="store_true",
+                   help="train fusion + head only, on cached encoder features (not in the reference)")
+    p.add_argument(n("paired_augmentation_off"), dest="unpaired", action="store_true",
+                   help="independent augmentation per image (the reference shares one draw)")
+    p.add_argument(n("reference_std"), dest="reference_std", action="store_true", help="ImageNet std 0.228 typo")
+    p.add_argument(n("image_size"), dest="image_size", type=int, default=None)
+    if ref:  # `panderm` gets --batch-size / --workers from add_model_args
+        p.add_argument("--batch_size", dest="batch_size", type=int, default=64)
+        p.add_argument("--num_workers", dest="workers", type=int, default=0)
+    p.add_argument(n("seed"), type=int, default=122)
+    p.add_argument(n("bootstrap"), type=int, default=1000, help="bootstrap resamples for test CIs (0: off)")
+    p.add_argument(n("output_dir"), dest="output_dir", default="./result")
+    p.add_argument("--debug", action="store_true", help="keep tracebacks")
+
+
+def _add_train(p, ref: bool) -> None:
+    n = (lambda s: f"--{s}") if ref else (lambda s: "--" + s.replace("_", "-"))
+    p.add_argument(n("epochs"), type=int, default=50)
+    p.add_argument(n("accum_freq"), dest="accum_freq", type=int, default=1)
+    p.add_argument(n("learning_rate"), n("lr"), dest="learning_rate", type=float, default=1e-4)
+    p.add_argument(n("weight_decay"), dest="weight_decay", type=float, default=1e-4)
+    p.add_argument(n("adamw"), action="store_true", help="decoupled AdamW (the reference: Adam + L2)")
+    p.add_argument(n("monitor"), default="acc", choices=["acc", "loss", "f1", "auroc"])
+    p.add_argument(n("patience"), type=int, default=100)
+    p.add_argument(n("weight_sampler"), dest="weight_sampler", action="store_true")
+    p.add_argument(n("resume"), action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    p.add_argument(n("overwrite"), action="store_true", help="replace an existing run folder")
+    p.add_argument(n("max_steps"), dest="max_steps", type=int, default=None, help="optimiser steps per epoch cap")
+    p.add_argument(n("stop_after_epoch"), dest="stop_after_epoch", type=int, default=None)
+    p.add_argument(n("wandb"), action="store_true", help="log to wandb (off by default)")
+
+
+def _build(args, train: bool):
+    from ...cli_support import resolve_device
+    from ...errors import PandermError
+    from ...models import load_encoder
+    from .model import FusionConfig
+    from .train import MultimodalTrainer, TrainConfig
+
+    if not args.data_path:
+        raise PandermError("give the dataset with --data_path")
+    table = _load_table(args.dataset, args.data_path)
+    if args.class_num is not None and args.class_num != table.num_classes:
+        raise PandermError(f"--class_num {args.class_num} but {args.data_path} has {table.num_classes} classes")
+    use_meta = bool(args.use_meta)
+    fusion = FusionConfig(
+        num_classes=table.num_classes, use_cli=args.use_cli, use_derm=args.use_derm, use_meta=use_meta,
+        use_text_encoder=args.use_text_encoder, fusion=args.fusion, meta_fusion=args.meta_fusion_mode,
+        att_depth=args.att_depth, num_head=args.num_head, meta_att_depth=args.meta_att_depth,
+        meta_num_head=args.meta_num_head, meta_dim=args.meta_dim, out=args.head,
+        use_visual_embedding_layer=args.use_visual_embedding_layer,
+        pool=args.encoder_pool if args.encoder_pool in ("cls", "features") else "auto")
+    fusion.check()
+    cfg = TrainConfig(
+        epochs=getattr(args, "epochs", 1), batch_size=args.batch_size, accum_freq=getattr(args, "accum_freq", 1),
+        lr=getattr(args, "learning_rate", 1e-4), weight_decay=getattr(args, "weight_decay", 1e-4),
+        adamw=getattr(args, "adamw", False), monitor=getattr(args, "monitor", "acc"),
+        patience=getattr(args, "patience", 100), weighted_sampler=getattr(args, "weight_sampler", False),
+        seed=args.seed, precision="amp", num_workers=args.workers or 0, freeze_encoders=args.freeze_encoders,
+        bgr=args.bgr, paired_augmentation=not args.unpaired, reference_std=args.reference_std,
+        image_size=args.image_size, bootstrap=args.bootstrap, max_steps=getattr(args, "max_steps", None),
+        stop_after_epoch=getattr(args, "stop_after_epoch", None), wandb=getattr(args, "wandb", False))
+    cfg.check()
+    out = Path(args.output_dir)
+    if train:
+        from ...report import prepare_run_dir
+
+        if not (args.resume and (out / "last.pt").is_file()):
+            prepare_run_dir(out, args.overwrite)
+            for name in _RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+    model_id = _MODEL_ALIASES.get(args.model, args.model)
+    encoder = load_encoder(model_id, checkpoint=args.checkpoint, device=resolve_device(args.device),
+                           allow_random_init=args.allow_random_init)
+    trainer = MultimodalTrainer(encoder, table, fusion, cfg, out, device=encoder.device)
+    if args.hidden_dim != trainer.model.fusion.hidden_dim:
+        logging.getLogger(__name__).info("hidden_dim %d ignored: the encoder gives %d", args.hidden_dim,
+                                         trainer.model.fusion.hidden_dim)
+    return trainer, encoder
+
+
+def _print_metrics(m: dict) -> None:
+    print(f"Accuracy: {100 * m['accuracy']:.2f}%  F1: {m['f1_macro']:.4f}  AUROC: {m['auroc']:.4f}  "
+          f"AUPR: {m['aupr']:.4f}  BACC: {m['balanced_acc']:.4f}  Recall: {m['sensitivity']:.4f}")
+
+
+def run_train(args) -> None:
+    from ...report import provenance
+    from .train import write_test_outputs
+
+    trainer, encoder = _build(args, train=True)
+    fit = trainer.fit(resume=args.resume)
+    if "stopped_after_epoch" in fit:
+        print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with --resume")
+        return
+    test = trainer.test()
+    write_test_outputs(trainer, test, args.output_dir, provenance(encoder, seed=args.seed), fit_result=fit)
+    _print_metrics(test["metrics"])
+    print(f"wrote {args.output_dir}")
+
+
+def run_test(args) -> None:
+    from .train import write_test_outputs
+
+    trainer, _ = _build(args, train=False)
+    test = trainer.test(args.model_path)
+    write_test_outputs(trainer, test, args.output_dir, predictions_only=not args.full_report)
+    _print_metrics(test["metrics"])
+    print(f"wrote {Path(args.output_dir) / 'detailed_predictions.csv'}")
+
+
+def _add_ref_model(p) -> None:
+    p.add_argument("--model_name", dest="model", default="PanDerm-v2",
+                   help="PanDerm-v2 (= PanDerm2) or any panderm model id (local-dir:, hf-hub:, timm:, ...)")
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--allow_random_init", dest="allow_random_init", action="store_true")
+    p.add_argument("--device", default="auto")
+
+
+def reference_parser(mode: str) -> argparse.ArgumentParser:
+    """The doors' parser: the reference's flags; BGR input and paired augmentation on."""
+    p = argparse.ArgumentParser(prog=f"multimodal_finetune/{mode}.py",
+                                description=f"PanDerm-2 multimodal finetune ({mode}), reference flags")
+    _add_ref_model(p)
+    _add_recipe(p, ref=True)
+    p.add_argument("--rgb", dest="bgr", action="store_false", help="feed RGB (the reference fed cv2 BGR)")
+    p.set_defaults(bgr=True)
+    if mode == "train":
+        _add_train(p, ref=True)
+    else:
+        p.add_argument("--model_path", required=True, help="best.pt (or a reference state_dict .pth)")
+        p.add_argument("--full_report", action="store_true",
+                       help="also write evaluation_metrics.csv, confusion_matrix.png, results.json")
+    return p
+
+
+def run_reference(mode: str, argv=None) -> int:
+    from ...cli_support import run_door, setup_logging
+
+    args = reference_parser(mode).parse_args(argv)
+    setup_logging()
+    return run_door(lambda: (run_train if mode == "train" else run_test)(args), f"multimodal_finetune/{mode}.py",
+                    debug=args.debug)
+
+
+def register(sub, add_model_args) -> None:
+    p = sub.add_parser("multimodal", help="multimodal finetuning (clinical + dermoscopic images + metadata)")
+    msub = p.add_subparsers(dest="multimodal_cmd", required=True)
+    for mode in ("train", "test"):
+        q = msub.add_parser(mode, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                            help="train + test PanDermTFormer" if mode == "train" else "test a saved checkpoint")
+        add_model_args(q)
+        _add_recipe(q, ref=False)
+        q.add_argument("--bgr", action="store_true", help="feed BGR channels, as the reference's cv2 loading did")
+        if mode == "train":
+            _add_train(q, ref=False)
+            q.set_defaults(func=run_train)
+        else:
+            q.add_argument("--model-path", dest="model_path", required=True)
+            q.add_argument("--full-report", dest="full_report", action="store_true")
+            q.set_defaults(func=run_test)
