@@ -29,6 +29,9 @@ def main(argv=None) -> int:
     p.add_argument("--resample_every", type=int, default=0,
                    help="resample dead latents every N epochs (0: never, the reference)")
     p.add_argument("--seed", type=int, default=0)
+    # Run labels in the reference scripts (e.g. --data Derm1M --backbone DermFM-Zero); they change nothing.
+    p.add_argument("--data", default=None, help="accepted for compatibility: a run label, not used")
+    p.add_argument("--backbone", default=None, help="accepted for compatibility: a run label, not used")
     p.add_argument("--gpu", default=None, help="GPU index (default: GPU 0 when available, else CPU)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     p.add_argument("--debug", action="store_true")

@@ -15,6 +15,42 @@ _RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "detailed_predi
               "evaluation_metrics.csv", "confusion_matrix.png")
 _MODEL_ALIASES = {"PanDerm-v2": "PanDerm2"}
 DATASETS = ("derm7pt", "milk11", "pad", "csv")
+# the reference's dataset folders, relative to multimodal_finetune/ (where its scripts run)
+REFERENCE_DATA_DIRS = {"derm7pt": "../data/multimodal_finetune/derm7pt/",
+                       "milk11": "../data/multimodal_finetune/MILK-11/",
+                       "pad": "../data/multimodal_finetune/PAD/"}
+
+
+def str2bool(value) -> bool:
+    """`--cuda`, `--cuda true|false|1|0|yes|no`: a real boolean (the reference's `type=bool` made "False" True)."""
+    if isinstance(value, bool):
+        return value
+    v = str(value).strip().lower()
+    if v in ("1", "true", "t", "yes", "y", "on"):
+        return True
+    if v in ("0", "false", "f", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
+
+
+def find_best_checkpoint(folder) -> Path:
+    """`best.pt` in `folder`, else the reference's `best{acc|valloss|f1|auroc}_model_{epoch}.pth` (latest epoch)."""
+    import re
+
+    from ...errors import PandermError
+
+    folder = Path(folder)
+    if (folder / "best.pt").is_file():
+        return folder / "best.pt"
+    found = []
+    for f in folder.glob("best*_model_*.pth") if folder.is_dir() else ():
+        m = re.fullmatch(r"best(?:acc|valloss|f1|auroc)_model_(\d+)\.pth", f.name)
+        if m:
+            found.append((int(m.group(1)), f.stat().st_mtime, f))
+    if not found:
+        raise PandermError(f"no best checkpoint (best.pt or best*_model_<epoch>.pth) in {folder}; "
+                           "train first or give --model_path")
+    return max(found)[2]
 
 
 def _load_table(dataset: str, path: str):
@@ -28,8 +64,13 @@ def _add_recipe(p, ref: bool) -> None:
     """Flags shared by both doors; `ref` picks the reference's underscore spellings."""
     n = (lambda s: f"--{s}") if ref else (lambda s: "--" + s.replace("_", "-"))
     p.add_argument(n("dataset"), default="pad", choices=DATASETS)
-    p.add_argument(n("data_path"), n("dir_release"), dest="data_path", required=not ref,
-                   default=None, help="dataset folder (derm7pt / milk11 / pad meta layout) or one CSV")
+    if ref:
+        p.add_argument("--data_dir", "--data_path", "--dir_release", dest="data_path", default=None,
+                       help="dataset root (derm7pt / milk11 / pad meta layout) or one CSV; default the "
+                            "reference's ../data/multimodal_finetune/<derm7pt|MILK-11|PAD>/")
+    else:
+        p.add_argument("--data-path", "--data-dir", dest="data_path", required=True,
+                       help="dataset folder (derm7pt / milk11 / pad meta layout) or one CSV")
     p.add_argument(n("class_num"), dest="class_num", type=int, default=None,
                    help="number of classes (checked against the data)")
     for flag in ("use_cli", "use_derm", "use_meta", "use_text_encoder", "use_visual_embedding_layer"):
@@ -87,7 +128,9 @@ def _build(args, train: bool):
     from .train import MultimodalTrainer, TrainConfig
 
     if not args.data_path:
-        raise PandermError("give the dataset with --data_path")
+        if args.dataset not in REFERENCE_DATA_DIRS:
+            raise PandermError(f"give the dataset root with --data_dir (no default for --dataset {args.dataset})")
+        args.data_path = REFERENCE_DATA_DIRS[args.dataset]
     table = _load_table(args.dataset, args.data_path)
     if args.class_num is not None and args.class_num != table.num_classes:
         raise PandermError(f"--class_num {args.class_num} but {args.data_path} has {table.num_classes} classes")
@@ -119,7 +162,10 @@ def _build(args, train: bool):
             for name in _RUN_FILES:
                 (out / name).unlink(missing_ok=True)
     model_id = _MODEL_ALIASES.get(args.model, args.model)
-    encoder = load_encoder(model_id, checkpoint=args.checkpoint, device=resolve_device(args.device),
+    device = args.device
+    if getattr(args, "cuda", None) is not None:
+        device = "cuda" if args.cuda else "cpu"
+    encoder = load_encoder(model_id, checkpoint=args.checkpoint, device=resolve_device(device),
                            allow_random_init=args.allow_random_init)
     trainer = MultimodalTrainer(encoder, table, fusion, cfg, out, device=encoder.device)
     if args.hidden_dim != trainer.model.fusion.hidden_dim:
@@ -152,7 +198,9 @@ def run_test(args) -> None:
     from .train import write_test_outputs
 
     trainer, _ = _build(args, train=False)
-    test = trainer.test(args.model_path)
+    path = args.model_path or find_best_checkpoint(args.output_dir)
+    print(f"checkpoint: {path}")
+    test = trainer.test(path)
     write_test_outputs(trainer, test, args.output_dir, predictions_only=not args.full_report)
     _print_metrics(test["metrics"])
     print(f"wrote {Path(args.output_dir) / 'detailed_predictions.csv'}")
@@ -164,6 +212,9 @@ def _add_ref_model(p) -> None:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--allow_random_init", dest="allow_random_init", action="store_true")
     p.add_argument("--device", default="auto")
+    p.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
+                   help="--cuda / --cuda true: use the GPU (CPU with a warning if none); --cuda false: CPU. "
+                        "Overrides --device")
 
 
 def reference_parser(mode: str) -> argparse.ArgumentParser:
@@ -177,7 +228,9 @@ def reference_parser(mode: str) -> argparse.ArgumentParser:
     if mode == "train":
         _add_train(p, ref=True)
     else:
-        p.add_argument("--model_path", required=True, help="best.pt (or a reference state_dict .pth)")
+        p.add_argument("--model_path", default=None,
+                       help="best.pt (or a reference state_dict .pth); default: the best checkpoint in "
+                            "--output_dir (best.pt, else the newest best*_model_<epoch>.pth)")
         p.add_argument("--full_report", action="store_true",
                        help="also write evaluation_metrics.csv, confusion_matrix.png, results.json")
     return p
@@ -205,6 +258,7 @@ def register(sub, add_model_args) -> None:
             _add_train(q, ref=False)
             q.set_defaults(func=run_train)
         else:
-            q.add_argument("--model-path", dest="model_path", required=True)
+            q.add_argument("--model-path", dest="model_path", default=None,
+                           help="default: the best checkpoint in --output-dir")
             q.add_argument("--full-report", dest="full_report", action="store_true")
             q.set_defaults(func=run_test)

@@ -174,15 +174,53 @@ def _splits(series: pd.Series, path: Path | str, col: str) -> list[str]:
 
 
 def _finish(name: str, source: str, parts: list[pd.DataFrame], metas: list[pd.DataFrame],
-            meta_columns: Sequence[str], num_classes: int, classnames, check: bool) -> MultimodalTable:
+            meta_columns: Sequence[str], num_classes: int, classnames, check: bool,
+            source_rows: Sequence[int] | None = None) -> MultimodalTable:
     frame = pd.concat(parts, ignore_index=True)
     meta = pd.concat(metas, ignore_index=True)
     frame["label"] = frame["label"].astype(np.int64)
     if check:
         paths = list(dict.fromkeys(frame[CLINICAL].tolist() + frame[DERM].tolist()))
-        _check_images([Path(p) for p in paths], label=source)
+        try:
+            _check_images([Path(p) for p in paths], label=source)
+        except DataError as exc:
+            raise DataError(f"{exc}; {_bad_image_rows(frame, parts, source_rows)}") from None
     return MultimodalTable(name, source, frame, meta, tuple(meta_columns), num_classes,
                            tuple(classnames) if classnames else None)
+
+
+def _bad_image_rows(frame: pd.DataFrame, parts: list[pd.DataFrame], source_rows=None) -> str:
+    """Which case rows (and which modality) point at an unusable image, for the error message.
+
+    Rows are CSV row numbers as a person counts them (header = 1), as in the other errors: of the
+    one CSV, of that split's CSV (meta/ folder), or of meta.csv (Derm7pt, `source_rows`).
+    """
+    bad: dict[str, bool] = {}
+
+    def usable(p: str) -> bool:
+        if p not in bad:
+            path = Path(p)
+            bad[p] = not (path.is_file() and path.stat().st_size > 0)
+        return not bad[p]
+
+    found, offset = [], 0
+    for part in parts:
+        n = len(part)
+        for i in range(n):
+            row = frame.iloc[offset + i]
+            if source_rows is not None:
+                where = f"meta.csv row {_rows([source_rows[offset + i]])}"
+            else:
+                where = f"{row['split']}.csv row {_rows([i])}" if len(parts) > 1 else f"row {_rows([i])}"
+            for col, name in ((CLINICAL, "clinical"), (DERM, "dermoscopic")):
+                if col == DERM and row[DERM] == row[CLINICAL]:
+                    continue  # one image in both slots: report it once, as clinical
+                if not usable(str(row[col])):
+                    found.append(f"{where} ({name} image {row[col]})")
+        offset += n
+    if not found:
+        return "unreadable image(s) listed above"
+    return f"case {list_items(found, 10)}"
 
 
 def _case_frame(clinical: Sequence, derm: Sequence, labels: Sequence[int], splits: Sequence[str],
@@ -267,7 +305,7 @@ def load_derm7pt(dir_release: str | os.PathLike, *, check_images: bool = True) -
                         [prompts[i] for i in order])
     case_meta = meta.iloc[order].reset_index(drop=True)
     return _finish("derm7pt", str(root), [frame], [case_meta], DERM7PT_META_COLUMNS, len(DERM7PT_CLASSES),
-                   DERM7PT_CLASSES, check_images)
+                   DERM7PT_CLASSES, check_images, source_rows=order)
 
 
 # -- MILK-11 -----------------------------------------------------------------------------
