@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Reference reproduction: PanDerm-2 multimodal finetune, PAD-UFES-20 (clinical + metadata) (ref-panderm2.md §5.4):
+# train.py, then test.py on the best checkpoint (test.py finds it in the output folder). Runs from multimodal_finetune/, as the reference did.
+# Paths come from environment variables (relative paths are relative to multimodal_finetune/):
+#   DATA_ROOT   dataset roots           (default ../data/multimodal_finetune)
+#   OUTPUT_ROOT run folders             (default ../multimodal_finetune-result)
+#   MODEL_NAME  any model id            (default PanDerm-v2; also hf-hub:..., local-dir:...)
+#   EXTRA_ARGS  more flags for both     (e.g. "--freeze_encoders")
+#   TRAIN_ARGS  more flags for train.py (e.g. "--epochs 2"; they override the recipe)
+# No GPU ids are hard-coded: choose one with CUDA_VISIBLE_DEVICES.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../../multimodal_finetune"
+DATA_ROOT="${DATA_ROOT:-../data/multimodal_finetune}"
+OUTPUT_ROOT="${OUTPUT_ROOT:-../multimodal_finetune-result}"
+MODEL_NAME="${MODEL_NAME:-PanDerm-v2}"
+PY="${PYTHON:-python}"
+OUT="$OUTPUT_ROOT/PAD/PanDermv2"
+# shellcheck disable=SC2206
+EXTRA=(${EXTRA_ARGS:-})
+# shellcheck disable=SC2206
+TRAIN=(${TRAIN_ARGS:-})
+COMMON=(--model_name "$MODEL_NAME" --dataset pad --data_dir "$DATA_ROOT/PAD" --cuda true
+  --class_num 6 --batch_size 32 --hidden_dim 1024 --meta_dim 768 --num_head 8 --att_depth 4 \
+  --meta_num_head 8 --meta_att_depth 2 --fusion "cross attention" --meta_fusion_mode "cross attention" \
+  --encoder_pool mean --out mlp --use_cli --use_meta --use_text_encoder
+  --output_dir "$OUT" "${EXTRA[@]}")
+"$PY" train.py "${COMMON[@]}" --epochs 50 --accum_freq 2 --learning_rate 1e-5 --weight_decay 1e-4 --monitor acc --patience 100 "${TRAIN[@]}"
+"$PY" test.py "${COMMON[@]}"
