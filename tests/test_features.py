@@ -125,3 +125,30 @@ def test_shard_indices_cover_every_sample_once():
     parts = [shard_indices(23, 4, r, 3) for r in range(3)]
     assert sorted(sum(parts, [])) == list(range(23))
     assert parts[0][:4] == [0, 1, 2, 3] and parts[1][:4] == [4, 5, 6, 7] and parts[0][4:8] == [12, 13, 14, 15]
+
+
+def test_interrupted_extraction_resumes_where_it_stopped(tiny_openclip, ham_csv, tmp_path):
+    """Ctrl-C (or SIGTERM, mapped to it by the doors) mid-extraction: the rerun encodes only the missing rows."""
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    paths = load_table(ham_csv, "image_path").paths
+    reference = extract_features(enc, paths, "features", batch_size=8, num_workers=0, cache=False).array
+    enc.output_dim("features")
+    original = enc._image
+    calls = []
+
+    def flaky(x, kind):
+        calls.append(x.shape[0])
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original(x, kind)
+
+    enc._image = flaky
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(enc, paths, "features", batch_size=8, num_workers=0, cache_dir=tmp_path)
+    assert list(tmp_path.glob("*.partial.npy")) and not [p for p in tmp_path.glob("*.npy") if ".partial" not in p.name]
+    calls.clear()
+    enc._image = lambda x, kind: (calls.append(x.shape[0]), original(x, kind))[1]
+    res = extract_features(enc, paths, "features", batch_size=8, num_workers=0, cache_dir=tmp_path)
+    assert sum(calls) == 70 - 24  # three full batches were already done
+    assert np.array_equal(np.asarray(res.array), reference)
+    assert not list(tmp_path.glob("*.partial.*"))

@@ -22,6 +22,16 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False) -> int:
     `--debug` (or PANDERM_DEBUG=1) keeps the traceback.
     """
     debug = debug or os.environ.get("PANDERM_DEBUG") == "1"
+    import signal
+
+    def _terminate(signum, frame):
+        # SIGTERM (a scheduler's kill) unwinds like Ctrl-C: temp files are removed, progress records kept.
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. called from a notebook worker)
+        pass
     try:
         fn()
     except PandermError as exc:

@@ -152,9 +152,10 @@ def _encode_all(encoder, loader, kind, precision, progress, total, write) -> Non
         bar = tqdm(total=total, desc=f"encoding ({kind})", unit="img", leave=False)
     with torch.inference_mode(), _autocast(device, precision):
         for x, idx, err in loader:
-            errors.extend(e for e in err if e)
+            batch_errors = [e for e in err if e]
+            errors.extend(batch_errors)
             feats = _encode_batch(encoder, x.to(device, non_blocking=True), kind)
-            write(idx.numpy(), feats.cpu().numpy())
+            write(idx.numpy(), feats.cpu().numpy(), not batch_errors and not errors)
             if bar is not None:
                 bar.update(len(idx))
     if bar is not None:
@@ -168,12 +169,79 @@ def _run(encoder, paths, kind, target: Path, batch_size, num_workers, precision,
     dim = encoder.output_dim("tokens" if kind == "tokens" else kind)
     out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(paths), dim))
 
-    def write(idx, feats):
+    def write(idx, feats, ok):
         out[idx] = feats
 
     _encode_all(encoder, _loader(encoder, paths, batch_size, num_workers, draft), kind, precision, progress,
                 len(paths), write)
     out.flush()
+
+
+def _run_resumable(encoder, paths, kind, entry: Path, batch_size, num_workers, precision, draft, progress) -> None:
+    """Extract into `<key>.partial.npy`, recording progress after every batch, then rename it to `entry`.
+
+    A run stopped by Ctrl-C, SIGTERM or a crash leaves the partial file and its progress record; the next run
+    with the same cache key continues from the first unfinished row. A lock keeps two concurrent runs off the
+    same partial file (the second one extracts into a private temporary file instead).
+    """
+    import fcntl
+
+    partial = entry.with_name(entry.stem + ".partial.npy")
+    progress_file = entry.with_name(entry.stem + ".partial.json")
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    lock = open(entry.with_name(entry.stem + ".lock"), "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.close()
+        with atomic_path(entry, suffix=".npy") as tmp:
+            _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress)
+        return
+    try:
+        n = len(paths)
+        dim = encoder.output_dim("tokens" if kind == "tokens" else kind)
+        done = 0
+        if partial.is_file() and progress_file.is_file():
+            try:
+                record = json.loads(progress_file.read_text())
+                if record.get("n") == n and record.get("dim") == dim and 0 <= record.get("done", -1) <= n:
+                    done = int(record["done"])
+            except (ValueError, OSError):
+                done = 0
+        if done:
+            out = np.lib.format.open_memmap(partial, mode="r+")
+            log.info("resuming an interrupted extraction at row %d of %d", done, n)
+        else:
+            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float32, shape=(n, dim))
+        state = {"done": done}
+
+        def write(idx, feats, ok):
+            out[idx] = feats
+            if not ok:
+                return  # a batch with an undecodable image is never recorded as done
+            # Batches arrive in order, so everything before idx[-1] + 1 is final; flush before recording it.
+            out.flush()
+            state["done"] = int(idx[-1]) + 1
+            with atomic_path(progress_file) as tmp:
+                tmp.write_text(json.dumps({"n": n, "dim": dim, "done": state["done"]}))
+
+        if done < n:
+            loader = _loader(encoder, paths, batch_size, num_workers, draft, list(range(done, n)))
+            try:
+                _encode_all(encoder, loader, kind, precision, progress, n - done, write)
+            except DataError:
+                # Bad images are the input's fault, not an interruption: nothing partial is kept.
+                del out
+                partial.unlink(missing_ok=True)
+                progress_file.unlink(missing_ok=True)
+                raise
+        out.flush()
+        del out
+        os.replace(partial, entry)
+        progress_file.unlink(missing_ok=True)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
 
 
 def _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, draft, progress) -> np.ndarray:
@@ -184,7 +252,7 @@ def _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, d
     mine = shard_indices(len(paths), batch_size, rank, world)
     idx_parts, row_parts = [], []
 
-    def write(idx, feats):
+    def write(idx, feats, ok):
         idx_parts.append(idx)
         row_parts.append(feats)
 
@@ -259,8 +327,7 @@ def extract_features(
                 return FeatureResult(array, True, key, time.perf_counter() - start, kind)
         except (ValueError, OSError):
             log.warning("ignoring unreadable cache entry %s", entry)
-    with atomic_path(entry, suffix=".npy") as tmp:
-        _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress)
+    _run_resumable(encoder, paths, kind, entry, batch_size, num_workers, precision, draft, progress)
     meta = {"model": encoder.describe(), "kind": kind, "n": len(paths), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with atomic_path(folder / f"{key}.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
