@@ -1,45 +1,6 @@
 #!/usr/bin/env bash
-# Reference reproduction (ref-panderm2 §6.6): biased CBM on ISIC_ink_bias, then intervene on the concept
-# "purple ink" by zeroing its top-5 matched SAE latents in the test codes and re-scoring the same classifier.
-# Run from anywhere; paths are relative to the repository root. No GPU id is hard-coded (use
-# CUDA_VISIBLE_DEVICES). Needs data/automated-concept-discovery/ISIC_ink_bias/{train,test}.csv (column ImageID,
-# label = last column) and a trained SAE (SAE=path/to/autoencoder.pth or an SAE folder):
+# Reference reproduction: biased CBM on ISIC_ink_bias, then intervention on the concept "purple ink".
 #   SAE=../automated-concept-discovery-result/SAE-embeddings/autoencoder.pth IMAGES=data/isic/images \
 #     bash script/automated-concept-discovery/ISIC-intervention/PanDerm-v2-SAE-ink.sh
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
-MODEL="${MODEL:-hf-hub:redlessone/PanDerm2}"
-SAE="${SAE:?set SAE to the trained SAE (autoencoder.pth or a panderm SAE folder)}"
-IMAGES="${IMAGES:?set IMAGES to the folder the ImageID paths are relative to}"
-DATA="${DATA:-data/automated-concept-discovery/ISIC_ink_bias}"
-RESULT="${RESULT:-../automated-concept-discovery-result/ISIC_ink_bias/PanDermv2}"
-DEVICE="${DEVICE:-cuda}"
-CONCEPT="${CONCEPT:-purple ink}"
-TOP_N="${TOP_N:-5}"
-
-for split in train test; do
-  # 1. embeddings, 2. SAE codes (learned_activation.npy), per split
-  python src/export_visual_features.py --model_name "$MODEL" --csv_path "$DATA/$split.csv" --img_col ImageID \
-    --data_root "$IMAGES" --device "$DEVICE" --output_dir "$RESULT/$split"
-  python automated-concept-discovery/0_extract_sae_activations.py --checkpoint "$SAE" \
-    --embeddings "$RESULT/$split/all_embeddings.npy" --output "$RESULT/$split/learned_activation.npy"
-done
-
-# 3. biased CBM (random_state 42): train codes -> test codes; weights to before-intervention/
-echo "== before intervention"
-python automated-concept-discovery/3_train_biased-cbm_binary-class.py \
-  --train_csv "$DATA/train.csv" --test_csv "$DATA/test.csv" \
-  --train_embeddings "$RESULT/train/learned_activation.npy" \
-  --test_embeddings "$RESULT/test/learned_activation.npy" \
-  --output "$RESULT/before-intervention"
-
-# 4. zero the top-N latents matched to the concept text in the test codes
-python automated-concept-discovery/4_intervention_CBM.py --top_n "$TOP_N" --method matching --split test \
-  --concept "$CONCEPT" --sae_checkpoint "$SAE" --result_dir "$RESULT" --model "$MODEL" --device "$DEVICE"
-
-# 5. the same classifier on the unchanged train codes and the intervened test codes
-echo "== after intervention (concept: $CONCEPT)"
-python automated-concept-discovery/3_train_biased-cbm_binary-class.py \
-  --train_csv "$DATA/train.csv" --test_csv "$DATA/test.csv" \
-  --train_embeddings "$RESULT/train/learned_activation.npy" \
-  --test_embeddings "$RESULT/test/learned_activation_after_intervention.npy"
+BIAS=ink CONCEPT="${CONCEPT:-purple ink}" exec bash "$(dirname "${BASH_SOURCE[0]}")/_intervene.sh" "$@"
