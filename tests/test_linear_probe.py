@@ -10,6 +10,7 @@ import torch
 
 from panderm.errors import DataError, PandermError
 from panderm.tasks.linear_probe import (
+    CONVERGED_TOL,
     PROBE_METRICS,
     LogisticRegressionProbe,
     default_c,
@@ -179,6 +180,67 @@ def test_probe_solution_is_stationary(C):
     W_sq = torch.tensor(probe.coef_ * 1.5, dtype=torch.float64, requires_grad=True)
     probe_loss(W_sq, b.detach(), torch.tensor(X, dtype=torch.float64), torch.tensor(y), C).backward()
     assert float(W_sq.grad.norm()) > 1e-2
+
+
+def _float64_gradient(probe, X, y, C):
+    """max |∇| of the reference objective at the probe's (W, b), in float64 NumPy (independent of torch)."""
+    X64, W, b = X.astype(np.float64), probe.coef_.astype(np.float64), probe.intercept_.astype(np.float64)
+    z = X64 @ W.T + b
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    g_w = p.T @ X64 / len(y) + (0.5 / C) * W / np.linalg.norm(W)
+    g_b = p.sum(0) / len(y)
+    return max(np.abs(g_w).max(), np.abs(g_b).max())
+
+
+@pytest.mark.parametrize("shape", [(120, 48, 6, 0.35), (40, 64, 8, 1.0), (30, 128, 10, 0.5)])
+def test_fast_stopping_rule_lands_on_the_reference_solution(shape):
+    """Same objective, same start, same L-BFGS: `tol` can only end the run earlier. Either the rule fired
+    (max |∇| ≤ tol, checked again in float64 NumPy) or the run stopped where the reference stops, with the
+    reference's weights. Loss equals the reference's to 1e-5 and probabilities to 1e-3."""
+    n, d, k, spread = shape
+    X, y = blobs(n, d, k, spread=spread, seed=4)
+    C = default_c(d, k)
+    ref = LogisticRegressionProbe().fit(X, y)
+    fast = LogisticRegressionProbe(tol=CONVERGED_TOL).fit(X, y)
+    assert fast.n_evals_ <= ref.n_evals_ and fast.n_iter_ <= ref.n_iter_
+    if fast.grad_max_ <= CONVERGED_TOL:
+        assert _float64_gradient(fast, X, y, C) <= 1.1 * CONVERGED_TOL
+    else:  # float32 stagnation came first, as for the reference
+        np.testing.assert_array_equal(fast.coef_, ref.coef_)
+    assert _float64_gradient(fast, X, y, C) == pytest.approx(fast.grad_max_, rel=1e-2)
+    assert fast.loss_ == pytest.approx(ref.loss_, abs=1e-5)
+    np.testing.assert_allclose(fast.predict_proba(X), ref.predict_proba(X), atol=1e-3)
+
+
+def test_loose_tolerance_stops_early_and_is_stationary_to_that_tolerance():
+    X, y = blobs(40, 64, 8, spread=1.0, seed=4)
+    C = default_c(64, 8)
+    ref = LogisticRegressionProbe().fit(X, y)
+    loose = LogisticRegressionProbe(tol=1e-4).fit(X, y)
+    assert loose.n_iter_ < ref.n_iter_
+    g = _float64_gradient(loose, X, y, C)
+    assert 1e-5 < g <= 1.1e-4 and loose.grad_max_ <= 1e-4
+    assert loose.loss_ >= ref.loss_
+    assert _float64_gradient(ref, X, y, C) < 1e-5
+
+
+def test_tol_must_be_positive():
+    for bad in (0, -1e-5, float("nan")):
+        with pytest.raises(PandermError, match="tol"):
+            LogisticRegressionProbe(tol=bad)
+
+
+def test_run_linear_probe_records_the_stopping_rule():
+    X, y = blobs(30, 8, 3, spread=1.0, seed=1)
+    res = run_linear_probe(X, y, X, y, n_bootstrap=0, tol=CONVERGED_TOL)
+    run = res["runs"][0]
+    idx = run["train_indices"]
+    direct = LogisticRegressionProbe(tol=CONVERGED_TOL).fit(X[idx], y[idx])
+    assert run["tol"] == CONVERGED_TOL
+    assert (run["n_iter"], run["n_evals"], run["grad_max"]) == (direct.n_iter_, direct.n_evals_, direct.grad_max_)
+    assert run_linear_probe(X, y, X, y, n_bootstrap=0)["runs"][0]["tol"] is None
 
 
 def test_probe_strong_regularisation_gives_exactly_zero_weights_optimum():

@@ -93,6 +93,18 @@ def test_cli_fractions_and_seeds(tiny_openclip, tmp_path):
     assert res["summary"]["0.3"]["accuracy"]["std"] == pytest.approx(np.std(accs))
     assert (out / "predictions" / "percent_0.3_seed0.csv").is_file()
     assert res["provenance"]["kind"] == "embed"  # stock open_clip: the reference probes projected features
+    # The CLI stops at the fast tolerance by default; --solver reference restores the reference's rule.
+    assert res["provenance"]["solver"] == "fast" and {run["tol"] for run in res["runs"]} == {1e-5}
+    ref_out = tmp_path / "ref"
+    r = subprocess.run([sys.executable, "-m", "panderm", "linear-probe", "--model", f"local-dir:{tiny_openclip}",
+                        "--csv", str(PAD), "--percent-data", "1.0", "--bootstrap", "0", "--solver", "reference",
+                        "--out", str(ref_out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    ref = json.loads((ref_out / "results.json").read_text())
+    assert ref["runs"][0]["tol"] is None and ref["provenance"]["solver"] == "reference"
+    fast_run = next(run for run in res["runs"] if run["percent"] == 1.0 and run["seed"] == 0)
+    assert fast_run["n_evals"] <= ref["runs"][0]["n_evals"]
+    assert fast_run["train_loss"] == pytest.approx(ref["runs"][0]["train_loss"], abs=1e-4)
 
 
 def test_missing_split_column_and_class_missing_from_train(tiny_openclip, tmp_path):

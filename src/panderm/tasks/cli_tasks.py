@@ -74,6 +74,7 @@ def _linear_probe(args) -> None:
     from ..models import REFERENCE_LP_PREPROCESS
     from ..report import format_table, provenance
     from . import linear_probe_run as lp
+    from .linear_probe import CONVERGED_TOL
 
     splits = lp.load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root)
     encoder, out = _encoder_and_run_dir(args, REFERENCE_LP_PREPROCESS if args.reference_preprocess else None)
@@ -81,10 +82,12 @@ def _linear_probe(args) -> None:
     seeds = list(range(args.seeds))
     result = lp.run(encoder, splits, kind, norm, percent_data=args.percent_data, seeds=seeds, shots=args.shots,
                     tune_c=args.tune_c, C=args.C, n_bootstrap=args.bootstrap, device="cpu",
+                    tol=None if args.solver == "reference" else CONVERGED_TOL,
                     extract_kw=dict(batch_size=args.batch_size, num_workers=args.workers, precision=args.precision,
                                     cache=not args.no_cache, cache_dir=args.cache_dir))
     lp.write_report(result, splits, out, provenance(encoder, [args.csv], seed=seeds,
-                                                    extra={"kind": kind, "normalized": norm}), encoder.random_init)
+                                                    extra={"kind": kind, "normalized": norm,
+                                                                 "solver": args.solver}), encoder.random_init)
     print(f"features: {kind}{' (L2-normalised)' if norm else ''}, {result['n_features']}-d; K={result['n_classes']}")
     _print_results(encoder, format_table(lp.summary_rows(result)), out)
 
@@ -103,6 +106,9 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--seeds", type=int, default=1, help="repeat subsampling with seeds 0..N-1 (seed 0 = reference)")
     p.add_argument("--tune-c", action="store_true", help="choose C on the val split (default: C = D*K/100)")
     p.add_argument("--C", type=float, default=None, help="fixed inverse regularisation strength")
+    p.add_argument("--solver", default="fast", choices=["fast", "reference"],
+                   help="fast (default): the reference's L-BFGS on the same objective, stopped at max|grad| <= 1e-5; "
+                        "reference: its stopping rule too (float32 stagnation; the linear_eval.py door's choice)")
     p.add_argument("--kind", default="auto", choices=["auto", "embed", "features"],
                    help="auto: the feature the reference used for this model family")
     p.add_argument("--normalize", action="store_true", help="L2-normalise features (with --kind embed/features)")

@@ -81,7 +81,7 @@ def split_features(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: 
 
 
 def run(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: bool, *, percent_data=(1.0,), seeds=(0,),
-        shots=None, tune_c=False, C=None, n_bootstrap=1000, extract_kw=None, device="cpu") -> dict:
+        shots=None, tune_c=False, C=None, n_bootstrap=1000, extract_kw=None, device="cpu", tol=None) -> dict:
     feats = split_features(encoder, splits, kind, normalize, **(extract_kw or {}))
     t = splits.tables
     has_val = "val" in t
@@ -91,7 +91,7 @@ def run(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: bool, *, pe
         feats["train"], t["train"].labels, feats["test"], t["test"].labels,
         feats.get("val"), t["val"].labels if has_val else None,
         percent_data=tuple(percent_data), seeds=tuple(seeds), tune_c=tune_c, C=C, n_bootstrap=n_bootstrap,
-        shots=tuple(shots) if shots else None, n_classes=splits.n_classes, device=device)
+        shots=tuple(shots) if shots else None, n_classes=splits.n_classes, device=device, tol=tol)
 
 
 def predictions_frame(result: dict, run_index: int, test: ImageTable, id_col: str = "filename") -> pd.DataFrame:
@@ -156,7 +156,8 @@ def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, r
                         confusion_matrix_figure(result["test_labels"], r["predictions"],
                                                 [str(k) for k in range(result["n_classes"])], title=tag))
         runs.append({k: r[k] for k in ("percent", "shots", "seed", "random_state", "n_train", "class_counts", "C",
-                                       "n_iter", "metrics", "ci", "warnings", "c_search")})
+                                       "n_iter", "n_evals", "grad_max", "tol", "train_loss", "metrics", "ci",
+                                       "warnings", "c_search")})
     summary = {"setting": result["setting"], "n_classes": result["n_classes"], "n_features": result["n_features"],
                "n_test": result["n_test"], "summary": result["summary"], "runs": runs, "provenance": provenance}
     if random_init:
