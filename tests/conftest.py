@@ -81,3 +81,13 @@ def tiny_hf_clip(models_root):
     folder = build_hf_clip(models_root / "tiny-hf-clip")
     put_in_hf_cache(folder, "test/tiny-monet")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dinov3(models_root):
+    """A DINOv3 backbone in the transformers hub layout, as a folder AND as hf-vision:test/tiny-dinov3."""
+    from tiny_models import build_tiny_dinov3
+
+    folder = build_tiny_dinov3(models_root / "tiny-dinov3")
+    put_in_hf_cache(folder, "test/tiny-dinov3")
+    return folder

@@ -174,3 +174,25 @@ def build_tiny_biomedclip(folder: Path, text_repo: str, seed: int = 9) -> Path:
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {
         "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}))
     return folder
+
+
+# What facebook/dinov3-* repositories publish as preprocessor_config.json (square resize, bilinear, ImageNet).
+DINOV3_PROCESSOR = {
+    "image_processor_type": "DINOv3ViTImageProcessorFast", "do_resize": True, "size": {"height": 32, "width": 32},
+    "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+    "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
+}
+
+
+def build_tiny_dinov3(folder: Path, seed: int = 11) -> Path:
+    """A transformers DINOv3ViTModel (register tokens, RoPE, LayerScale) saved as the hub stores it."""
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                          image_size=32, patch_size=8, num_register_tokens=2)
+    model = DINOv3ViTModel(cfg)
+    randomize_(model, seed)
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(DINOV3_PROCESSOR, indent=2))
+    return folder

@@ -5,6 +5,7 @@
 - `hf-hub:ORG/NAME[@REV]` and `local-dir:PATH` (open_clip layout),
 - an open_clip config name plus a weights file or tag (`checkpoint=`),
 - `hf-clip:ORG/NAME` (transformers CLIPModel layout, e.g. MONET),
+- `hf-vision:ORG/NAME` or `hf-vision:FOLDER` (a transformers vision backbone, e.g. DINOv3; pooler output),
 - `timm:NAME`, `torchvision:NAME`, `panderm-v1-large|base` (needs `checkpoint=`),
 - `demo` (a tiny random-weight open_clip model built on the fly; outputs say so).
 """
@@ -39,6 +40,9 @@ ALIASES: dict[str, Alias] = {
     "PanDerm-B": Alias("panderm-v1-base", note="PanDerm v1 ViT-B/16 (--checkpoint .pth)"),
     "DINOv2-L": Alias("timm:vit_large_patch14_dinov2.lvd142m"),
     "DINOv2-B": Alias("timm:vit_base_patch14_dinov2.lvd142m"),
+    "DINOv3-L16": Alias("hf-vision:facebook/dinov3-vitl16-pretrain-lvd1689m", note="gated on the HF hub; 1024-d CLS"),
+    "DINOv3-B16": Alias("hf-vision:facebook/dinov3-vitb16-pretrain-lvd1689m", note="gated on the HF hub; 768-d CLS"),
+    "DINOv3-7B": Alias("hf-vision:facebook/dinov3-vit7b16-pretrain-lvd1689m", note="gated on the HF hub; 4096-d CLS"),
     "ResNet50": Alias("torchvision:resnet50"),
     # Reference linear-probe spellings (linear_probe/models/builder.py).
     "PanDerm": Alias("panderm-v1-large"),
@@ -139,6 +143,12 @@ def _build(target: str, pretrained: str | None, checkpoint: str | None, allow_ra
 
             encoder.set_preprocess(PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD))
         return encoder
+    if target.startswith("hf-vision:"):
+        from .hf_vision import load_hf_vision
+
+        if checkpoint is not None:
+            raise ModelError(f"{original}: weights come from the repository or folder; --checkpoint is not used")
+        return load_hf_vision(target[len("hf-vision:"):])
     if target.startswith("timm:"):
         from .vision_only import load_timm
 

@@ -1,0 +1,102 @@
+"""Vision backbones in the Hugging Face transformers layout (`hf-vision:ORG/NAME` or a folder), e.g. DINOv3.
+
+The reference loads DINOv3 with ``transformers.AutoModel.from_pretrained(...)`` and probes
+``model(x)['pooler_output']`` (the CLS token after the final norm: 1024-d for ViT-L/16, 4096-d for
+ViT-7B/16). Any AutoModel vision backbone with a ``pixel_values`` input works the same way (DINOv2,
+DINO ViT, ...). The model's own preprocessing comes from its ``preprocessor_config.json``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ModelError
+from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, PreprocessSpec
+
+# PIL resampling codes as image processors store them.
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}
+
+
+def _identity(f):
+    # No joint space: `embed` is `features`.
+    return f
+
+
+class HFVisionEncoder(Encoder):
+    family = "hf_vision"
+
+    def __init__(self, model, model_id: str, spec: PreprocessSpec):
+        super().__init__(model_id, spec, None, random_init=False)
+        self.model = model
+
+    def projection_head(self):
+        return _identity
+
+    def _image(self, x, kind):
+        out = self.model(pixel_values=x)
+        if kind == "tokens":
+            return out.last_hidden_state
+        pooled = getattr(out, "pooler_output", None)
+        # Backbones without a pooler: the first token after the final norm, which is what DINO poolers return.
+        return pooled if pooled is not None else out.last_hidden_state[:, 0]
+
+
+def preprocess_from_config(cfg: dict, default_size: int) -> PreprocessSpec:
+    """The evaluation transform an image-processor config describes (resize, crop, mean/std, resampling)."""
+    size = cfg.get("size") or {}
+    crop = cfg.get("crop_size") or {}
+    mean = tuple(float(v) for v in cfg.get("image_mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in cfg.get("image_std", IMAGENET_STD))
+    interpolation = _RESAMPLE.get(cfg.get("resample"), "bicubic")
+    if isinstance(size, int):
+        size = {"shortest_edge": size}
+    if "shortest_edge" in size:
+        short = int(size["shortest_edge"])
+        out = int(crop.get("height", short)) if cfg.get("do_center_crop", True) else short
+        return PreprocessSpec(size=out, mean=mean, std=std, interpolation=interpolation, resize_to=short)
+    if "height" in size and "width" in size:
+        if int(size["height"]) != int(size["width"]):
+            raise ModelError(f"non-square input size {size} is not supported")
+        return PreprocessSpec(size=int(size["height"]), mean=mean, std=std, interpolation=interpolation,
+                              resize_mode="squash")
+    return PreprocessSpec(size=default_size, mean=mean, std=std, interpolation=interpolation, resize_mode="squash")
+
+
+def _read_processor_config(repo: str) -> dict:
+    folder = Path(repo).expanduser()
+    if folder.is_dir():
+        path = folder / "preprocessor_config.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return json.loads(Path(hf_hub_download(repo, "preprocessor_config.json")).read_text())
+    except EntryNotFoundError:
+        return {}
+
+
+def _load_error(repo: str, exc: Exception) -> ModelError:
+    text = str(exc)
+    if "gated" in text.lower() or "401" in text or "403" in text:
+        return ModelError(f"hf-vision:{repo} is a gated repository: accept its licence on huggingface.co, log in "
+                          "(`hf auth login`), or pass a local folder (hf-vision:/path/to/folder)")
+    return ModelError(f"hf-vision:{repo}: {text.splitlines()[0] if text else type(exc).__name__}")
+
+
+def load_hf_vision(repo: str) -> HFVisionEncoder:
+    from transformers import AutoModel
+
+    try:
+        model, info = AutoModel.from_pretrained(repo, output_loading_info=True)
+        processor_cfg = _read_processor_config(repo)
+    except (OSError, ValueError) as exc:
+        raise _load_error(repo, exc) from exc
+    missing, unexpected = list(info.get("missing_keys", [])), list(info.get("unexpected_keys", []))
+    if missing or unexpected:
+        # A checkpoint that leaves weights at random init would give plausible-looking but meaningless features.
+        raise ModelError(f"hf-vision:{repo}: weights do not match {type(model).__name__} "
+                         f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    default = int(getattr(model.config, "image_size", 224) or 224)
+    spec = preprocess_from_config(processor_cfg, default)
+    return HFVisionEncoder(model.eval(), f"hf-vision:{repo}", spec)
