@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from panderm.errors import DataError
+from panderm.errors import DataError, ModelError
 from panderm.models import load_encoder
 from panderm.tasks import finetune as ft
 from panderm.tasks import finetune_cli
@@ -214,3 +214,71 @@ def test_generic_backbone_fallback_timm_vit():
     assert ids["encoder.model.blocks.2.attn.qkv.weight"] == 3
     assert ids["encoder.model.norm.weight"] == ids["head.weight"] == 4
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_relative_position_index_matches_an_enumeration_of_offsets():
+    """Every patch pair maps to the row of its (dy, dx) offset; CLS rows/columns get the three extra rows."""
+    gh, gw = 2, 3
+    index = ft.relative_position_index(gh, gw)
+    n_offsets = (2 * gh - 1) * (2 * gw - 1)
+    pos = [(y, x) for y in range(gh) for x in range(gw)]
+    offsets = sorted({(a[0] - b[0], a[1] - b[1]) for a in pos for b in pos})
+    assert len(offsets) == n_offsets
+    row_of = {o: i for i, o in enumerate(offsets)}  # lexicographic (dy, dx) order = the table's row order
+    for i, a in enumerate(pos):
+        for j, b in enumerate(pos):
+            assert index[i + 1, j + 1] == row_of[(a[0] - b[0], a[1] - b[1])]
+    assert index[0, 1:].tolist() == [n_offsets] * 6 and index[1:, 0].tolist() == [n_offsets + 1] * 6
+    assert index[0, 0] == n_offsets + 2
+
+
+def test_rel_pos_bias_tables_start_at_zero_and_enter_the_attention_logits(tiny_panderm_v1, tiny_csv, tmp_path):
+    enc = _encoder(tiny_panderm_v1)
+    model = ft.Finetuner(enc, load_splits(tiny_csv), _cfg(), tmp_path).model.eval()
+    tables = [b.attn.relative_position_bias_table for b in enc.tower.blocks]
+    assert model.rel_pos_bias and all(t.shape == ((2 * 4 - 1) ** 2 + 3, b.attn.heads) and not t.any()
+                                      for t, b in zip(tables, enc.tower.blocks))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model._cae_tokens(x), enc.tower.run_blocks(x), atol=1e-5, rtol=0)
+        # A non-zero table: the block's attention equals softmax(QKᵀ/√d + B) V written out by hand.
+        g = torch.Generator().manual_seed(0)
+        tables[0].copy_(torch.randn(tables[0].shape, generator=g))
+        block = enc.tower.blocks[0]
+        h = block.norm1(torch.randn(2, 17, block.attn.qkv.in_features, generator=g))
+        bias = model._score_bias(block, 17)
+        b, n, d = h.shape
+        qkv = torch.nn.functional.linear(h, block.attn.qkv.weight, torch.cat(
+            [block.attn.q_bias, torch.zeros_like(block.attn.v_bias), block.attn.v_bias]))
+        q, k, v = qkv.reshape(b, n, 3, block.attn.heads, -1).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        for hd in range(block.attn.heads):
+            for i in range(n):
+                for j in range(n):
+                    assert bias[hd, i, j] == tables[0][model.rel_pos_index[i, j], hd]
+        manual = block.attn.proj((torch.softmax(scores + bias, -1) @ v).transpose(1, 2).reshape(b, n, d))
+        torch.testing.assert_close(block.attn(h, bias), manual, atol=1e-5, rtol=1e-5)
+    enc.tower.dynamic_size = True  # a tower that takes other sizes: the table still fits one grid only
+    with pytest.raises(ModelError, match="built for a 4x4 patch grid, got 36 patches"):
+        model(torch.randn(1, 3, 48, 48))
+
+
+def test_rel_pos_bias_tables_train_in_their_blocks_layer(tiny_panderm_v1, tiny_csv, tmp_path):
+    tuner = ft.Finetuner(_encoder(tiny_panderm_v1), load_splits(tiny_csv), _cfg(), tmp_path)
+    groups = ft.param_groups(tuner.model, 0.05, 0.65)
+    scale = {n: g["lr_scale"] for g in groups for n in g["param_names"]}
+    wd = {n: g["weight_decay"] for g in groups for n in g["param_names"]}
+    name = "encoder.tower.blocks.{}.attn.relative_position_bias_table"
+    assert scale[name.format(0)] == pytest.approx(0.65 ** 2) and scale[name.format(1)] == pytest.approx(0.65)
+    assert wd[name.format(0)] == 0.05  # a 2-D parameter: decayed like the other matrices
+    tuner.model.train()
+    tuner.model(torch.randn(2, 3, 32, 32)).sum().backward()
+    table = dict(tuner.model.named_parameters())[name.format(1)]
+    assert table.grad is not None and table.grad.abs().sum() > 0
+
+
+def test_disable_rel_pos_bias(tiny_panderm_v1, tiny_csv, tmp_path):
+    enc = _encoder(tiny_panderm_v1)
+    model = ft.Finetuner(enc, load_splits(tiny_csv), _cfg(rel_pos_bias=False), tmp_path).model
+    assert not model.rel_pos_bias
+    assert not any("relative_position" in n for n, _ in model.named_parameters())

@@ -104,12 +104,14 @@ class Attention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(width))
         self.proj = nn.Linear(width, width)
 
-    def forward(self, x):
+    def forward(self, x, score_bias: torch.Tensor | None = None):
+        """`score_bias` [heads, n, n] is added to the attention logits (finetuning's relative position bias)."""
         b, n, d = x.shape
         bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
+        mask = None if score_bias is None else score_bias.to(q.dtype).unsqueeze(0)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 

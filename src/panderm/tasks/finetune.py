@@ -16,6 +16,10 @@ own ``norm`` is then unused and frozen. Every other family uses ``encode_image(x
 "features")``. Parameters that get no gradient through that path (a CLIP text tower, a
 projection) are frozen and left out of the optimiser.
 
+Relative position bias: for PanDerm v1 the wrapper adds a zero-initialised BEiT-style table per block
+(``rel_pos_bias``, on by default as the reference's ``--rel_pos_bias``; released weights carry none, so the
+start equals the pretrained model). Other families have no such option.
+
 Drop path: the CAE tower (cae_vit.py) has no stochastic depth, so for PanDerm v1 the
 wrapper runs the tower's blocks itself with per-sample drop path on both residual
 branches, rates linearly 0 -> ``drop_path`` over the blocks as the reference; in eval
@@ -69,6 +73,7 @@ class FinetuneConfig:
     layer_decay: float = 0.65
     weight_decay: float = 0.05
     drop_path: float = 0.2
+    rel_pos_bias: bool = True  # PanDerm v1 / CAE towers: per-block relative position bias, as the reference
     mixup: float = 0.8
     cutmix: float = 1.0
     mixup_prob: float = 1.0
@@ -117,6 +122,25 @@ def _drop_path_rates(depth: int, rate: float) -> list[float]:
     return [float(x) for x in torch.linspace(0, rate, depth)] if depth else []
 
 
+def relative_position_index(grid_h: int, grid_w: int) -> torch.Tensor:
+    """[n+1, n+1] index into a BEiT-style relative position bias table of (2h-1)(2w-1)+3 rows (n = h·w).
+
+    Patch pair (i, j) → the row of their offset (Δy, Δx) = pos_i − pos_j, numbered (Δy+h−1)(2w−1) + (Δx+w−1);
+    the three extra rows are CLS→patch (first row of the matrix), patch→CLS (first column) and CLS→CLS.
+    """
+    ys, xs = torch.meshgrid(torch.arange(grid_h), torch.arange(grid_w), indexing="ij")
+    ys, xs = ys.flatten(), xs.flatten()
+    dy = ys[:, None] - ys[None, :] + grid_h - 1
+    dx = xs[:, None] - xs[None, :] + grid_w - 1
+    n_offsets = (2 * grid_h - 1) * (2 * grid_w - 1)
+    index = torch.empty(grid_h * grid_w + 1, grid_h * grid_w + 1, dtype=torch.long)
+    index[1:, 1:] = dy * (2 * grid_w - 1) + dx
+    index[0, :] = n_offsets
+    index[:, 0] = n_offsets + 1
+    index[0, 0] = n_offsets + 2
+    return index
+
+
 def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Per-sample stochastic depth (timm's drop_path with scale_by_keep)."""
     if p == 0.0 or not training:
@@ -130,12 +154,13 @@ class FinetuneModel(nn.Module):
     """Backbone (an `Encoder`) + pooling + linear head."""
 
     def __init__(self, encoder: Encoder, n_classes: int, drop_path: float = 0.0, head_init_scale: float = 0.001,
-                 image_size: int | None = None):
+                 image_size: int | None = None, rel_pos_bias: bool = True):
         super().__init__()
         self.encoder = encoder
         self.n_classes = n_classes
         self.mean_pool = encoder.family == "panderm_v1"
         self.drop_path_applied = False
+        self.rel_pos_bias = False
         self.drop_path_rates: list[float] = []
         if self.mean_pool:
             tower = encoder.tower
@@ -145,6 +170,8 @@ class FinetuneModel(nn.Module):
             dim = tower.cfg.width
             self.drop_path_rates = _drop_path_rates(len(tower.blocks), drop_path)
             self.drop_path_applied = drop_path > 0
+            if rel_pos_bias:
+                self._add_rel_pos_bias(tower, (image_size or tower.cfg.image_size) // tower.cfg.patch_size)
         else:
             self.fc_norm = nn.Identity()
             dim = _feature_dim(encoder, image_size)
@@ -156,8 +183,29 @@ class FinetuneModel(nn.Module):
             self.head.weight.mul_(head_init_scale)
             self.head.bias.mul_(head_init_scale)
 
+    def _add_rel_pos_bias(self, tower, grid: int) -> None:
+        """A zero-initialised relative position bias table per block (the reference finetunes with one: BEiT's
+        ``use_rel_pos_bias``). Zero tables leave the pretrained model's outputs unchanged at the start; each
+        table lives in its block (``blocks.N.attn.relative_position_bias_table``), so it gets that block's
+        layer-decay scale."""
+        self.rel_pos_bias = True
+        self.rel_pos_grid = grid
+        self.register_buffer("rel_pos_index", relative_position_index(grid, grid), persistent=False)
+        rows = (2 * grid - 1) ** 2 + 3
+        for block in tower.blocks:
+            block.attn.relative_position_bias_table = nn.Parameter(torch.zeros(rows, block.attn.heads))
+
+    def _score_bias(self, block, n_tokens: int) -> torch.Tensor | None:
+        if not self.rel_pos_bias:
+            return None
+        if n_tokens != self.rel_pos_index.shape[0]:
+            raise ModelError(f"the relative position bias was built for a {self.rel_pos_grid}x{self.rel_pos_grid} "
+                             f"patch grid, got {n_tokens - 1} patches; finetune and evaluate at one image size")
+        table = block.attn.relative_position_bias_table
+        return table[self.rel_pos_index.view(-1)].view(n_tokens, n_tokens, -1).permute(2, 0, 1)
+
     def _cae_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """`tower.run_blocks` with per-sample drop path on each residual branch."""
+        """`tower.run_blocks` with per-sample drop path on each residual branch (and the relative position bias)."""
         tower = self.encoder.tower
         p = tower.cfg.patch_size
         gh, gw = x.shape[-2] // p, x.shape[-1] // p
@@ -165,7 +213,8 @@ class FinetuneModel(nn.Module):
         x = torch.cat([tower.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + tower._pos_embed_for(gh, gw).to(x.dtype)
         for block, rate in zip(tower.blocks, self.drop_path_rates):
-            x = x + _drop_path(block.gamma_1 * block.attn(block.norm1(x)), rate, self.training)
+            bias = self._score_bias(block, x.shape[1])
+            x = x + _drop_path(block.gamma_1 * block.attn(block.norm1(x), bias), rate, self.training)
             x = x + _drop_path(block.gamma_2 * block.mlp(block.norm2(x)), rate, self.training)
         return x
 
@@ -512,7 +561,8 @@ class Finetuner:
         self.size = cfg.image_size or default_image_size(encoder)
         self.on_epoch_end = on_epoch_end
         seed_everything(cfg.seed)
-        self.model = FinetuneModel(encoder, self.n_classes, cfg.drop_path, cfg.head_init_scale, self.size)
+        self.model = FinetuneModel(encoder, self.n_classes, cfg.drop_path, cfg.head_init_scale, self.size,
+                                   rel_pos_bias=cfg.rel_pos_bias)
         self.model.to(self.device)
         self.frozen = freeze_unused(self.model, self.size)
         if self.frozen:
@@ -719,7 +769,8 @@ def write_report(ft: Finetuner, test: dict, out_dir, provenance: dict, fit_resul
         "checkpoint_epoch": test["epoch"], "tta": test["tta"], "monitor": ft.monitor,
         "metrics": test["metrics"], "ci": ci,
         "pooling": "mean patch tokens + fc_norm (init from final norm)" if ft.model.mean_pool else "encoder features",
-        "drop_path_applied": ft.model.drop_path_applied, "frozen_parameters": len(ft.frozen),
+        "drop_path_applied": ft.model.drop_path_applied, "rel_pos_bias": ft.model.rel_pos_bias,
+        "frozen_parameters": len(ft.frozen),
         "image_size": ft.size, "config": asdict(ft.cfg), "provenance": provenance,
     }
     if fit_result is not None:

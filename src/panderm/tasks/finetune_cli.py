@@ -17,7 +17,8 @@ def config_from_args(args):
     return FinetuneConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
         warmup_epochs=args.warmup_epochs, layer_decay=args.layer_decay, weight_decay=args.weight_decay,
-        drop_path=args.drop_path, mixup=args.mixup, cutmix=args.cutmix, smoothing=args.smoothing,
+        drop_path=args.drop_path, rel_pos_bias=not args.disable_rel_pos_bias, mixup=args.mixup, cutmix=args.cutmix,
+        smoothing=args.smoothing,
         weighted_sampler=args.weighted_sampler, monitor=args.monitor, tta=args.tta, seed=args.seed,
         image_size=args.image_size, normalize=args.normalize, augment=not args.no_augment,
         num_workers=args.workers if args.workers is not None else 0, precision=precision,
@@ -90,6 +91,8 @@ def register(sub, add_model_args) -> None:
     g.add_argument("--layer-decay", type=float, default=0.65, help="layer-wise lr decay (1: off)")
     g.add_argument("--weight-decay", type=float, default=0.05)
     g.add_argument("--drop-path", type=float, default=0.2, help="stochastic depth (CAE towers and timm ViTs)")
+    g.add_argument("--disable-rel-pos-bias", action="store_true",
+                   help="PanDerm v1: finetune without the per-block relative position bias the reference adds")
     g.add_argument("--mixup", type=float, default=0.8, help="mixup alpha (0 with --cutmix 0: off)")
     g.add_argument("--cutmix", type=float, default=1.0, help="cutmix alpha")
     g.add_argument("--smoothing", type=float, default=0.1, help="label smoothing")
