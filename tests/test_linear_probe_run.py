@@ -13,7 +13,6 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from torchvision import transforms as T
 
-from panderm.tasks.linear_probe import run_linear_probe
 from panderm.tasks.linear_probe_run import reference_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,15 +29,20 @@ def resnet_ckpt(tmp_path_factory):
     return path
 
 
-def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path):
+@pytest.mark.parametrize("percent", [1.0, 0.5])
+def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path, percent):
+    """The door's files and numbers equal the reference pipeline restated independently (tests/reference_lp.py)
+    on the real HAM10000 sample, for p = 1.0 and p = 0.5."""
+    import reference_lp
+
     csv = tmp_path / "pad-lp-ws0.csv"
     frame = pd.read_csv(HAM)
     frame.assign(filename=frame["image_path"]).to_csv(csv, index=False)
     out = tmp_path / "logs" / "open_clip_hf-hub:org" / "x"
     r = subprocess.run([sys.executable, "linear_probe/linear_eval.py", "--csv_path", str(csv), "--csv_filename",
                         "some/dir/ResNet_PAD_results.csv", "--image_key", "filename", "--root_path", str(HAM.parent),
-                        "--model", "torchvision:resnet18", "--checkpoint", str(resnet_ckpt), "--percent_data", "0.5",
-                        "--device", "cpu", "--num_workers", "0", "--output_dir", str(out)],
+                        "--model", "torchvision:resnet18", "--checkpoint", str(resnet_ckpt), "--percent_data",
+                        str(percent), "--device", "cpu", "--num_workers", "0", "--output_dir", str(out)],
                        capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     out = Path(reference_output_dir(str(out)))
@@ -47,10 +51,6 @@ def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path):
     assert list(preds.columns) == ["filename", "true_label", "predicted_label"] + [f"probability_class_{k}" for k in range(7)]
     summary = pd.read_csv(out / "ResNet_PAD_results.csv")
     assert list(summary.columns) == ["Dataset", "W_F1", "AUROC", "BACC", "ACC", "AUPR"]
-    y, p = preds["true_label"], preds["predicted_label"]
-    assert summary["ACC"][0] == pytest.approx(round(accuracy_score(y, p), 4))
-    assert summary["BACC"][0] == pytest.approx(round(balanced_accuracy_score(y, p), 4))
-    assert summary["W_F1"][0] == pytest.approx(round(f1_score(y, p, average="weighted"), 4))
     assert (out / "confusion_matrix_pad-lp-ws0.jpg").is_file()
 
     # Independent features: the reference transform written from the spec, on torchvision directly.
@@ -60,16 +60,25 @@ def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path):
     model.load_state_dict(torch.load(resnet_ckpt, weights_only=True))
     model.fc = torch.nn.Identity()
     model.eval()
-    feats = {}
-    with torch.no_grad():
-        for split in ("train", "test"):
-            rows = frame[frame["split"] == split]
-            x = torch.stack([tf(Image.open(HAM.parent / f).convert("RGB")) for f in rows["image_path"]])
-            feats[split] = (model(x).numpy(), rows["label"].to_numpy())
-    ref = run_linear_probe(feats["train"][0], feats["train"][1], feats["test"][0], feats["test"][1],
-                           percent_data=0.5, n_bootstrap=0, n_classes=7)
-    np.testing.assert_allclose(preds[[f"probability_class_{k}" for k in range(7)]].to_numpy(), ref["runs"][0]["probs"],
-                               atol=2e-4)
+
+    def encode(rows):
+        with torch.no_grad():
+            return model(torch.stack([tf(Image.open(HAM.parent / f).convert("RGB")) for f in rows["image_path"]])).numpy()
+
+    train = reference_lp.train_rows(frame, percent)
+    test = frame[frame["split"] == "test"]
+    probs = reference_lp.fit_predict(encode(train), train["label"].to_numpy(), encode(test))
+    np.testing.assert_allclose(preds[[f"probability_class_{k}" for k in range(7)]].to_numpy(), probs, atol=2e-4)
+    assert preds["filename"].tolist() == test["image_path"].tolist()
+    expected = reference_lp.summary(test["label"].to_numpy(), probs)
+    for name, value in expected.items():
+        assert summary[name][0] == pytest.approx(round(value, 4), abs=1e-4), name
+    y, p = preds["true_label"], preds["predicted_label"]
+    assert summary["ACC"][0] == pytest.approx(round(accuracy_score(y, p), 4))
+    assert summary["BACC"][0] == pytest.approx(round(balanced_accuracy_score(y, p), 4))
+    assert summary["W_F1"][0] == pytest.approx(round(f1_score(y, p, average="weighted"), 4))
+    if percent != 1.0:
+        return
 
     # A rerun keeps the header (the reference drops it).
     r2 = subprocess.run([sys.executable, "linear_probe/linear_eval.py", "--csv_path", str(csv), "--csv_filename",
