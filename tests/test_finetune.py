@@ -282,3 +282,57 @@ def test_disable_rel_pos_bias(tiny_panderm_v1, tiny_csv, tmp_path):
     model = ft.Finetuner(enc, load_splits(tiny_csv), _cfg(rel_pos_bias=False), tmp_path).model
     assert not model.rel_pos_bias
     assert not any("relative_position" in n for n, _ in model.named_parameters())
+
+
+def test_sharded_batch_sampler_splits_each_global_batch_into_equal_contiguous_shares():
+    order = list(range(10))
+    shares = [list(ft.ShardedBatchSampler(order, 4, r, 2)) for r in range(2)]
+    assert shares[0] == [[0, 1], [4, 5]] and shares[1] == [[2, 3], [6, 7]]  # 8, 9: the dropped last batch
+    assert len(ft.ShardedBatchSampler(order, 4, 0, 2)) == 2
+    with pytest.raises(ft.PandermError, match="multiple of the 3 processes"):
+        ft.ShardedBatchSampler(order, 8, 0, 3)
+
+
+def test_torchrun_two_processes_train_like_one(tiny_panderm_v1, tiny_csv, tmp_path):
+    """2 gloo ranks, global batch 8 split 4 + 4, DDP-averaged gradients: the same weights and test predictions as
+    one process with batch 8 (no random draws that differ per rank: no mixup, drop path or augmentation);
+    checkpoints and the log written once."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["finetune", "--model", "panderm-v1-base", "--checkpoint", str(tiny_panderm_v1), "--csv", str(tiny_csv),
+              "--epochs", "3", "--batch-size", "8", "--warmup-epochs", "1", "--lr", "5e-3", "--drop-path", "0",
+              "--mixup", "0", "--cutmix", "0", "--no-augment", "--bootstrap", "0", "--workers", "0",
+              "--device", "cpu", "--seed", "3"]
+    one = subprocess.run([sys.executable, "-m", "panderm", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                          "127.0.0.1", "--master_port", str(port), "-m", "panderm", *common,
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr
+    a = ft.load_checkpoint(tmp_path / "one" / "last.pt")["model"]
+    b = ft.load_checkpoint(tmp_path / "two" / "last.pt")["model"]
+    start = _encoder(tiny_panderm_v1).tower.state_dict()
+    assert a.keys() == b.keys()
+    assert not torch.allclose(a["encoder.tower.blocks.1.mlp.fc2.weight"], start["blocks.1.mlp.fc2.weight"])
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-5, rtol=1e-4, msg=k)
+    log_one = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
+    log_two = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    assert len(log_two) == 3 and [r["steps"] for r in log_two] == [r["steps"] for r in log_one] == [2, 2, 2]
+    np.testing.assert_allclose([s for r in log_two for s in r["step_losses"]],
+                               [s for r in log_one for s in r["step_losses"]], rtol=1e-4)
+    p1 = pd.read_csv(tmp_path / "one" / "predictions" / "test.csv")
+    p2 = pd.read_csv(tmp_path / "two" / "predictions" / "test.csv")
+    assert len(p2) == 8 and p2["filename"].tolist() == p1["filename"].tolist()  # every test image once, in order
+    np.testing.assert_allclose(p2.filter(like="probability").to_numpy(), p1.filter(like="probability").to_numpy(),
+                               atol=1e-5)
+    res = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert res["provenance"]["world_size"] == 2

@@ -27,6 +27,12 @@ mode (or with rate 0) this is exactly ``tower.run_blocks``. timm ViTs get their
 ``drop_path1/2`` modules replaced the same way; other backbones run without drop path
 (recorded in results.json as ``drop_path_applied: false``).
 
+Distributed (torchrun, gloo on CPU / NCCL on GPU): ``batch_size`` is the GLOBAL batch. Every rank draws the same
+sample order from the same seeded generator and takes its contiguous share of each global batch; DDP averages the
+gradients, so a step is the single-process step on the same images (with mixup, drop path or augmentation the
+random draws differ per rank: the same distribution, not the same numbers). Val / test batches are dealt
+round-robin and gathered back by index (no padded duplicates); rank 0 alone writes checkpoints and logs.
+
 Resume: ``last.pt`` holds the model, optimiser, schedule step, AMP scaler, epoch, best
 metric and the torch / numpy / python (and CUDA) RNG states; every train loader draws its
 order and worker seeds from a generator seeded by (seed, epoch). On CPU a resumed run
@@ -49,7 +55,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, WeightedRandomSampler
 
 from ..errors import DataError, ModelError, PandermError
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
@@ -418,6 +424,28 @@ class ImageDataset(Dataset):
         return self.transform(open_image(self.paths[i])), int(self.labels[i])
 
 
+class ShardedBatchSampler:
+    """This rank's contiguous share of every global batch drawn from `sampler` (drop_last, equal shares)."""
+
+    def __init__(self, sampler, global_batch: int, rank: int, world: int):
+        if global_batch % world:
+            raise PandermError(f"--batch-size {global_batch} (the global batch) must be a multiple of the "
+                               f"{world} processes")
+        self.sampler, self.global_batch, self.rank, self.world = sampler, global_batch, rank, world
+        self.local = global_batch // world
+
+    def __iter__(self):
+        batch = []
+        for index in self.sampler:
+            batch.append(int(index))
+            if len(batch) == self.global_batch:
+                yield batch[self.rank * self.local:(self.rank + 1) * self.local]
+                batch = []
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.global_batch
+
+
 def _generator(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
@@ -560,6 +588,9 @@ class Finetuner:
         self.encoder = encoder
         self.size = cfg.image_size or default_image_size(encoder)
         self.on_epoch_end = on_epoch_end
+        from ..distributed import rank_world
+
+        self.rank, self.world = rank_world()
         seed_everything(cfg.seed)
         self.model = FinetuneModel(encoder, self.n_classes, cfg.drop_path, cfg.head_init_scale, self.size,
                                    rel_pos_bias=cfg.rel_pos_bias)
@@ -584,25 +615,46 @@ class Finetuner:
         t = self.splits.tables["train"]
         ds = ImageDataset(t.paths, t.labels, self.train_t)
         bs = min(self.cfg.batch_size, len(ds))
-        if self.mixup_fn is not None and bs % 2:
-            bs -= 1  # timm's batch-mode mixup needs an even batch
+        step = 2 * self.world if self.mixup_fn is not None else self.world
+        bs -= bs % step  # timm's batch-mode mixup needs an even batch on every rank
         if bs < 1:
             raise DataError("the train split is too small for a batch")
         g = _generator(self.cfg.seed * 100003 + epoch)
-        kw = dict(batch_size=bs, drop_last=True, num_workers=self.cfg.num_workers, generator=g,
-                  pin_memory=self.device.type == "cuda", persistent_workers=False)
+        kw = dict(num_workers=self.cfg.num_workers, generator=g, pin_memory=self.device.type == "cuda",
+                  persistent_workers=False)
         if self.cfg.weighted_sampler:
             sampler = WeightedRandomSampler(torch.as_tensor(class_weights(t.labels, self.n_classes)),
                                             num_samples=len(ds), replacement=True, generator=g)
-            return DataLoader(ds, sampler=sampler, **kw)
-        return DataLoader(ds, shuffle=True, **kw)
+        else:
+            sampler = RandomSampler(ds, generator=g)
+        if self.world > 1:
+            # The loader draws its worker seed from `g` before the sampler runs, exactly as in one process.
+            return DataLoader(ds, batch_sampler=ShardedBatchSampler(sampler, bs, self.rank, self.world), **kw)
+        return DataLoader(ds, sampler=sampler, batch_size=bs, drop_last=True, **kw)
 
-    def eval_loader(self, split: str, tta: bool = False) -> DataLoader:
+    def eval_loader(self, split: str, tta: bool = False, indices=None) -> DataLoader:
         t = self.splits.tables[split]
         transform = tta_transforms(self.size)[0] if tta else self.eval_t
         bs = max(1, int(1.5 * self.cfg.batch_size))
-        return DataLoader(ImageDataset(t.paths, t.labels, transform), batch_size=bs, shuffle=False,
+        ds = ImageDataset(t.paths, t.labels, transform)
+        return DataLoader(ds if indices is None else Subset(ds, indices), batch_size=bs, shuffle=False,
                           num_workers=self.cfg.num_workers, generator=_generator(0))
+
+    def predict_split(self, split: str, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Softmax probabilities and labels for a whole split; under torchrun each rank predicts its round-robin
+        share of the batches and every rank gets all rows back, in order."""
+        view = tta_transforms(self.size)[1] if tta else None
+        kw = dict(tta_view=view, views=self.cfg.tta_views, seed=self.cfg.seed)
+        if self.world == 1:
+            return predict(self.model, self.eval_loader(split, tta), self.device, self.cfg.precision, **kw)
+        from ..distributed import gather_rows, shard_indices
+
+        labels = np.asarray(self.splits.tables[split].labels)
+        mine = shard_indices(len(labels), max(1, int(1.5 * self.cfg.batch_size)), self.rank, self.world)
+        probs = np.zeros((0, self.n_classes), dtype=np.float32)
+        if mine:
+            probs, _ = predict(self.model, self.eval_loader(split, tta, mine), self.device, self.cfg.precision, **kw)
+        return gather_rows(np.asarray(mine, dtype=np.int64), probs.astype(np.float32), len(labels)), labels
 
     # -- training ------------------------------------------------------------------------
     def _build_optim(self, steps_per_epoch: int):
@@ -653,6 +705,11 @@ class Finetuner:
         elif resume:
             log.info("finetune: no %s yet; starting a fresh run", last)
         history = []
+        train_model = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            train_model = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         has_val = "val" in self.splits.tables
         if not has_val:
             log.warning("finetune: no val split; the last epoch is kept as 'best'")
@@ -668,21 +725,25 @@ class Finetuner:
                 if self.mixup_fn is not None:
                     x, y_soft = self.mixup_fn(x, y)
                 with _autocast(dev, cfg.precision):
-                    logits = model(x)
+                    logits = train_model(x)
                 loss = self._loss(logits.float(), y_soft, y)
-                if not torch.isfinite(loss):
+                shown = loss.detach().clone()
+                if self.world > 1:  # equal shares: the mean of the ranks' means is the global batch's loss
+                    torch.distributed.all_reduce(shown)
+                    shown /= self.world
+                if not torch.isfinite(shown):
                     raise PandermError(f"finetune: loss is {loss.item()} at epoch {epoch} step {i}; lower --lr")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
-                losses.append(float(loss.item()))
+                losses.append(float(shown.item()))
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                       "step_losses": losses, "lr": sched.lr_at(max(sched.step_num - 1, 0)), "steps": len(losses)}
             improved = False
             if has_val:
-                probs, labels = predict(model, self.eval_loader("val"), dev, cfg.precision)
+                probs, labels = self.predict_split("val")
                 val = _metrics(labels, probs)
                 record["val"] = val
                 value = val[self.monitor]
@@ -694,16 +755,20 @@ class Finetuner:
                 improved, best_epoch = True, epoch
             record.update(monitor=self.monitor, best_metric=best, best_epoch=best_epoch,
                           seconds=round(time.time() - t0, 3))
-            if improved:
-                save_checkpoint(self.out / "best.pt", {"model": model.state_dict(), "epoch": epoch,
-                                                       "best_metric": best, "meta": self._meta()})
-            save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                   "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch,
-                                   "best_metric": best, "best_epoch": best_epoch, "rng": rng_state(),
-                                   "meta": self._meta()})
-            from ..report import append_jsonl
+            if self.rank == 0:
+                if improved:
+                    save_checkpoint(self.out / "best.pt", {"model": model.state_dict(), "epoch": epoch,
+                                                           "best_metric": best, "meta": self._meta()})
+                save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                       "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
+                                       "epoch": epoch, "best_metric": best, "best_epoch": best_epoch,
+                                       "rng": rng_state(), "meta": self._meta()})
+                from ..report import append_jsonl
 
-            append_jsonl(self.out / "log.jsonl", record)
+                append_jsonl(self.out / "log.jsonl", record)
+            from ..distributed import barrier
+
+            barrier()  # every rank sees this epoch's checkpoints before going on
             history.append(record)
             log.info("epoch %d: loss %.4f lr %.2e%s", epoch, record["train_loss"] or float("nan"), record["lr"],
                      f" val {self.monitor} {record['val'][self.monitor]:.4f}" if has_val else "")
@@ -730,9 +795,7 @@ class Finetuner:
             raise ModelError(f"{checkpoint}: does not fit --model {self.encoder.model_id}: "
                              f"{str(exc).splitlines()[0]}") from exc
         tta = self.cfg.tta if tta is None else tta
-        view = tta_transforms(self.size)[1] if tta else None
-        probs, labels = predict(self.model, self.eval_loader("test", tta), self.device, self.cfg.precision,
-                                tta_view=view, views=self.cfg.tta_views, seed=self.cfg.seed)
+        probs, labels = self.predict_split("test", tta)
         return {"epoch": ck.get("epoch"), "tta": tta, "probs": probs, "labels": labels,
                 "metrics": _metrics(labels, probs)}
 

@@ -37,32 +37,41 @@ def _finetune(args) -> None:
 
     splits = load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root)
     ft.check_splits(splits)
-    device = resolve_device(args.device)
+    from ..distributed import barrier, init_from_env, local_device
+
+    rank, world = init_from_env()  # torchrun: one process per device, gradients averaged by DDP
+    device = local_device(resolve_device(args.device))
     if args.workers is None:
         args.workers = default_workers(torch.device(device))
     cfg = config_from_args(args)
     cfg.check()
     out = Path(args.out)
     resuming = args.resume and (out / "last.pt").is_file()
-    if not args.eval and not resuming:
+    if not args.eval and not resuming and rank == 0:
         prepare_run_dir(out, args.overwrite)
         for name in _RUN_FILES:  # --overwrite: a fresh run must not append to an old log
             (out / name).unlink(missing_ok=True)
+    barrier()
     encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=device,
                            allow_random_init=args.allow_random_init)
     tuner = ft.Finetuner(encoder, splits, cfg, out, device=device)
-    prov = provenance(encoder, [args.csv], seed=args.seed)
+    prov = provenance(encoder, [args.csv], seed=args.seed, extra={"world_size": world})
     if args.eval:
         out.mkdir(parents=True, exist_ok=True)
         test = tuner.test(args.eval)
+        if rank:
+            return
         summary = ft.write_report(tuner, test, out, prov, name="eval")
         written = out / "results_eval.json"
     else:
         fit = tuner.fit(resume=args.resume)
         if "stopped_after_epoch" in fit:
-            print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with --resume")
+            if rank == 0:
+                print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with --resume")
             return
         test = tuner.test()
+        if rank:
+            return
         summary = ft.write_report(tuner, test, out, prov, fit_result=fit)
         written = out / "results.json"
     if encoder.random_init:
