@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import resolve_device, run_door, setup_logging  # noqa: E402
+from panderm.cli_support import add_allow_absolute_paths, resolve_device, run_door, setup_logging  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--model_preprocess", action="store_true", help="use the model's own preprocessing instead")
     p.add_argument("--debug", action="store_true")
+    add_allow_absolute_paths(p)
     args = p.parse_args(argv)
     setup_logging()
 
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
         from panderm.report import format_table
         from panderm.tasks import linear_probe_run as lp
 
-        splits = lp.load_splits(args.csv_path, args.image_key, "label", root=args.root_path or ".")
+        splits = lp.load_splits(args.csv_path, args.image_key, "label", root=args.root_path or ".",
+                                allow_outside_root=args.allow_outside_root)
         device = resolve_device(args.device)
         encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=device,
                                preprocess=None if args.model_preprocess else REFERENCE_LP_PREPROCESS)

@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from panderm.cli_support import resolve_device, run_door, setup_logging  # noqa: E402
+from panderm.cli_support import add_allow_absolute_paths, resolve_device, run_door, setup_logging  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -25,6 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--output_dir", default="./embeddings")
     p.add_argument("--debug", action="store_true")
+    add_allow_absolute_paths(p)
     args = p.parse_args(argv)
     setup_logging()
 
@@ -36,6 +37,7 @@ def main(argv=None) -> int:
             args.model_name, args.csv_path, args.img_col, out, root=args.data_root, kind="embed", normalize=True,
             checkpoint=args.checkpoint, device=resolve_device(args.device), batch_size=args.batch_size,
             num_workers=args.num_workers, flag_hints={args.img_col: "--img_col"},
+            allow_outside_root=args.allow_outside_root,
         )
         print(f"saved {out}")
 

@@ -1,5 +1,11 @@
-"""The same bad CSVs fed to every door: one clear line naming the file or column, non-zero exit, no traceback,
-no output left behind."""
+"""The bad-input matrix, as real processes: a handful of doors run as `python ...` on a bad CSV.
+
+The full matrix (every door x every bad input, in-process through the same `run_door`) is in
+tests/test_bad_input_doors.py; these runs check what only a real process shows: the exit status, the
+whole stderr (one line, no traceback) and `--debug` / PANDERM_DEBUG=1 keeping the traceback.
+"""
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,29 +16,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 HAM = REPO / "data" / "sample" / "ham10000_sample" / "ham10000_sample.csv"
 
-
-def doors(model, csv, out):
-    """(name, argv) for each door, pointed at `csv` and writing under `out`."""
-    emb = out / "emb.npy"
-    return [
-        ("panderm features", ["-m", "panderm", "features", "--model", model, "--csv", csv, "--out", str(out / "f.npy")]),
-        ("panderm zeroshot", ["-m", "panderm", "zeroshot", "--model", model, "--csv", csv, "--classnames", "a,b,c,d,e,f,g",
-                              "--out", str(out / "zs")]),
-        ("panderm retrieval", ["-m", "panderm", "retrieval", "--model", model, "--csv", csv, "--caption-col", "diag",
-                               "--out", str(out / "ret")]),
-        ("panderm linear-probe", ["-m", "panderm", "linear-probe", "--model", model, "--csv", csv, "--out", str(out / "lp")]),
-        ("src/main.py", ["src/main.py", "--zeroshot-eval2", csv, "--csv-img-key", "image_path", "--csv-label-key", "label",
-                         "--model", model, "--logs", str(out / "logs")]),
-        ("src/export_visual_features.py", ["src/export_visual_features.py", "--model_name", model, "--csv_path", csv,
-                                           "--img_col", "image_path", "--data_root", str(HAM.parent), "--device", "cpu",
-                                           "--output_dir", str(out / "exp")]),
-        ("linear_probe/linear_eval.py", ["linear_probe/linear_eval.py", "--csv_path", csv, "--image_key", "image_path",
-                                         "--model", model, "--device", "cpu", "--output_dir", str(out / "lpe")]),
-        ("1_train_clf_binary-class.py", ["automated-concept-discovery/1_train_clf_binary-class.py", "--csv", csv,
-                                         "--embeddings", str(emb), "--output", str(out / "cbm")]),
-    ]
-
-
 CASES = {
     "missing CSV": (None, "not found"),
     "empty CSV": ("", "is empty"),
@@ -41,8 +24,25 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_every_door_rejects_bad_csv(tiny_openclip, tmp_path, case):
+def door_argv(name, model, csv, out):
+    emb = out / "emb.npy"
+    return {
+        "panderm features": ["-m", "panderm", "features", "--model", model, "--csv", csv, "--out", str(out / "f.npy")],
+        "src/main.py": ["src/main.py", "--zeroshot-eval2", csv, "--csv-img-key", "image_path", "--csv-label-key",
+                        "label", "--model", model, "--logs", str(out / "logs")],
+        "linear_probe/linear_eval.py": ["linear_probe/linear_eval.py", "--csv_path", csv, "--image_key", "image_path",
+                                        "--model", model, "--device", "cpu", "--output_dir", str(out / "lpe")],
+        "1_train_clf_binary-class.py": ["automated-concept-discovery/1_train_clf_binary-class.py", "--csv", csv,
+                                        "--embeddings", str(emb), "--output", str(out / "cbm")],
+    }[name]
+
+
+# one case per door keeps this to four processes (~3 s each for the torch import)
+RUNS = [("panderm features", "no image column"), ("src/main.py", "header only"),
+        ("linear_probe/linear_eval.py", "empty CSV"), ("1_train_clf_binary-class.py", "missing CSV")]
+
+
+def _prepare(tmp_path, case):
     content, needle = CASES[case]
     csv = tmp_path / "bad.csv"
     if content is not None:
@@ -50,15 +50,35 @@ def test_every_door_rejects_bad_csv(tiny_openclip, tmp_path, case):
     out = tmp_path / "out"
     out.mkdir()
     np.save(out / "emb.npy", np.zeros((1, 4), np.float32))
+    return csv, out, needle
+
+
+@pytest.mark.parametrize("name,case", RUNS)
+def test_door_process_rejects_bad_csv(tiny_openclip, tmp_path, name, case):
+    csv, out, needle = _prepare(tmp_path, case)
     before = sorted(p.name for p in out.iterdir())
-    for name, argv in doors(f"local-dir:{tiny_openclip}", str(csv), out):
-        r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, cwd=REPO)
-        lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
-        assert r.returncode != 0, f"{name}: exit 0 on {case}"
-        assert "Traceback" not in r.stderr, f"{name}: traceback on {case}:\n{r.stderr}"
-        # The CBM door reads labels and embeddings only: a missing image column is no error there, but the
-        # one-column CSV still fails cleanly for its labels.
-        expected = "needs exactly 2" if (name.startswith("1_train_clf") and case == "no image column") else needle
-        assert lines and "error" in lines[-1].lower() and expected in lines[-1], f"{name} on {case}: {lines[-1:]}"
-        assert "bad.csv" in lines[-1] or "column" in lines[-1], f"{name} does not name the file: {lines[-1]}"
-        assert sorted(p.name for p in out.iterdir()) == before, f"{name} left output behind on {case}"
+    r = subprocess.run([sys.executable, *door_argv(name, f"local-dir:{tiny_openclip}", str(csv), out)],
+                       capture_output=True, text=True, cwd=REPO, env={**os.environ, "PANDERM_DEBUG": "0"})
+    lines = [line for line in r.stderr.strip().splitlines() if line.strip()]
+    assert r.returncode == 2, f"{name}: exit {r.returncode} on {case}\n{r.stderr}"
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(lines) == 1, f"{name}: more than one stderr line on {case}:\n{r.stderr}"
+    assert "error" in lines[0].lower() and needle in lines[0] and "bad.csv" in lines[0], lines[0]
+    assert sorted(p.name for p in out.iterdir()) == before, f"{name} left output behind on {case}"
+
+
+def test_debug_keeps_the_traceback(tiny_openclip, tmp_path):
+    csv, out, _ = _prepare(tmp_path, "header only")
+    argv = [sys.executable, *door_argv("panderm features", f"local-dir:{tiny_openclip}", str(csv), out)]
+    r = subprocess.run(argv[:3] + ["--debug"] + argv[3:], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode != 0
+    assert "Traceback" in r.stderr and "DataError: CSV has a header but no rows" in r.stderr
+
+
+def test_in_process_door_restores_the_sigterm_handler(tmp_path, capsys):
+    from panderm.cli import main
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["features", "--csv", str(tmp_path / "none.csv"), "--out", str(tmp_path / "f.npy")]) == 2
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert "CSV not found" in capsys.readouterr().err

@@ -103,7 +103,7 @@ def test_bad_inputs_fail_with_one_line(tiny_openclip, tiny_panderm2, ham_csv, tm
     _assert_clean_failure(panderm("features", "--csv", str(empty), "--out", str(out)), "CSV is empty", out=out)
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("image_path\n" + f"{ham_csv.parent / 'images' / 'ISIC_0024354.jpg'}\nmissing1.jpg\nmissing2.jpg\n")
-    _assert_clean_failure(panderm("features", "--csv", str(bad_csv), "--out", str(out)),
+    _assert_clean_failure(panderm("features", "--csv", str(bad_csv), "--out", str(out), "--allow-absolute-paths"),
                           "missing1.jpg [missing]", "missing2.jpg [missing]", out=out)
 
 

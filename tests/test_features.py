@@ -104,7 +104,7 @@ def test_torchrun_two_processes_give_identical_features(tiny_openclip, ham_csv, 
     import os
 
     # torchrun gives each rank one thread; the single process gets the same so the kernels sum in the same order.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     common = ["features", "--model", f"local-dir:{tiny_openclip}", "--csv", str(ham_csv), "--batch-size", "8",
               "--workers", "0", "--no-cache", "--device", "cpu"]
     one = subprocess.run([sys.executable, "-m", "panderm", *common, "--out", str(tmp_path / "one.npy")],
@@ -112,7 +112,7 @@ def test_torchrun_two_processes_give_identical_features(tiny_openclip, ham_csv, 
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "panderm", *common,
-                          "--out", str(tmp_path / "two.npy")], capture_output=True, text=True, env=env)
+                          "--out", str(tmp_path / "two.npy")], capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr
     a, b = np.load(tmp_path / "one.npy"), np.load(tmp_path / "two.npy")
     assert a.shape == b.shape == (70, 32)
@@ -152,3 +152,138 @@ def test_interrupted_extraction_resumes_where_it_stopped(tiny_openclip, ham_csv,
     assert sum(calls) == 70 - 24  # three full batches were already done
     assert np.array_equal(np.asarray(res.array), reference)
     assert not list(tmp_path.glob("*.partial.*"))
+
+
+# --------------------------------------------------------------------------- --compile, --batch-size auto
+
+
+def test_compiled_features_equal_eager_and_share_the_cache_key(tiny_openclip, table, tmp_path):
+    """torch.compile on CPU (inductor + the C++ compiler): same numbers within 1e-4, same cache entry."""
+    from panderm.features import _COMPILED_ATTR
+
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    paths = table.paths[:10]  # batches of 4, 4, 2: the last one is padded to the compiled shape
+    eager = extract_features(enc, paths, "features", batch_size=4, num_workers=0, cache=False).array
+    comp = extract_features(enc, paths, "features", batch_size=4, num_workers=0, cache_dir=tmp_path, compile=True)
+    assert not comp.from_cache and comp.array.shape == (10, 64)
+    np.testing.assert_allclose(comp.array, eager, atol=1e-4, rtol=0)
+    assert float(np.abs(comp.array).max()) > 0.1  # real features, not zeros
+    compiled_fn = getattr(enc, _COMPILED_ATTR)["features"]
+    assert hasattr(compiled_fn, "_torchdynamo_orig_callable")  # the compiled path really ran
+    assert comp.key == cache_key(enc, "features", paths)
+    again = extract_features(enc, paths, "features", batch_size=4, num_workers=0, cache_dir=tmp_path)
+    assert again.from_cache and np.array_equal(np.asarray(again.array), np.asarray(comp.array))
+    # built once per process: a second compiled run reuses the same compiled function
+    extract_features(enc, paths[:4], "features", batch_size=4, num_workers=0, cache=False, compile=True)
+    assert getattr(enc, _COMPILED_ATTR)["features"] is compiled_fn
+
+
+def test_compile_without_a_cpp_compiler_is_a_one_line_error(tiny_openclip, table, monkeypatch):
+    import shutil
+
+    from panderm.errors import ModelError
+
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    with pytest.raises(ModelError, match="--compile on CPU needs a C\\+\\+ compiler"):
+        extract_features(enc, table.paths[:2], "features", num_workers=0, cache=False, compile=True)
+
+
+def _fake_try(threshold, tried, frac=None):
+    def attempt(b):
+        tried.append(b)
+        if b > threshold:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {b} MiB")
+        return None if frac is None else frac(b)
+    return attempt
+
+
+def test_batch_size_search_halves_until_it_fits():
+    from panderm.features import search_batch_size
+
+    tried, released = [], []
+    assert search_batch_size(_fake_try(300, tried), on_oom=lambda: released.append(1)) == 256
+    assert tried == [1024, 512, 256] and len(released) == 2
+    tried = []
+    assert search_batch_size(_fake_try(5000, tried)) == 1024 and tried == [1024]
+    # a size that fits but leaves less than the headroom is passed over
+    tried = []
+    assert search_batch_size(_fake_try(300, tried, frac=lambda b: b / 300), headroom=0.2) == 128
+    assert tried == [1024, 512, 256, 128]
+    # never larger than the number of images: one batch then holds them all
+    tried = []
+    assert search_batch_size(_fake_try(1000, tried), limit=70) == 70 and tried == [70]
+    tried = []
+    assert search_batch_size(_fake_try(40, tried), limit=70) == 32 and tried == [70, 64, 32]
+    # the older spelling: a RuntimeError whose message says out of memory
+    def old_style(b):
+        if b > 8:
+            raise RuntimeError("CUDA error: out of memory")
+        return None
+    assert search_batch_size(old_style) == 8
+
+
+def test_batch_size_search_errors():
+    from panderm.errors import ModelError
+    from panderm.features import search_batch_size
+
+    with pytest.raises(ModelError, match="not even 1 image"):
+        search_batch_size(_fake_try(0, []))
+
+    def broken(b):
+        raise ValueError("a bug, not memory")
+    with pytest.raises(ValueError, match="a bug"):
+        search_batch_size(broken)
+
+
+def test_batch_size_auto_on_cpu_is_64_and_gives_the_same_features(tiny_openclip, table, caplog):
+    import logging
+
+    from panderm.errors import ModelError
+    from panderm.features import CPU_AUTO_BATCH, resolve_batch_size
+
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    with caplog.at_level(logging.INFO, logger="panderm.features"):
+        assert resolve_batch_size(enc, "auto") == CPU_AUTO_BATCH == 64
+    assert "--batch-size auto: 64 on cpu" in caplog.text
+    assert resolve_batch_size(enc, 12) == 12
+    for bad in (0, -3, "x", 2.5):
+        with pytest.raises(ModelError, match="positive integer or 'auto'"):
+            resolve_batch_size(enc, bad)
+    auto = extract_features(enc, table.paths[:70], "features", batch_size="auto", num_workers=0, cache=False).array
+    fixed = extract_features(enc, table.paths[:70], "features", batch_size=64, num_workers=0, cache=False).array
+    assert np.array_equal(auto, fixed)
+
+
+def test_loader_is_sized_from_the_cpu_count_and_bounds_prefetch(tiny_openclip, table, monkeypatch):
+    from panderm import features
+
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    loader = features._loader(enc, table.paths, 64, None, None)
+    assert loader.num_workers == 1 and loader.prefetch_factor == 4 and not loader.pin_memory  # CPU: model needs cores
+    assert features._loader(enc, table.paths, 64, 64, None).num_workers == 32  # never more than the cores
+    assert features._loader(enc, table.paths, 64, 0, None).prefetch_factor is None
+    assert features.default_workers(torch.device("cuda")) == 16
+    # 15 workers × 1024-image batches: one batch each in flight, not four (4 × 15 × 1024 × 0.6 MB pinned)
+    assert features._prefetch_factor(15, 1024) == 1 and features._prefetch_factor(15, 64) == 4
+    assert features._prefetch_factor(8, 256) == 2
+
+
+def test_cli_batch_size_auto_and_bad_values(tiny_openclip, ham_csv, tmp_path):
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "panderm", "features", "--model", f"local-dir:{tiny_openclip}", "--csv", str(ham_csv),
+            "--device", "cpu", "--workers", "0", "--no-cache", "--kind", "features"]
+    r = subprocess.run([*base, "--batch-size", "auto", "--out", str(tmp_path / "a.npy")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "--batch-size auto: 64 on cpu" in r.stderr
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    ref = extract_features(enc, load_table(ham_csv, "image_path").paths, "features", batch_size=64, num_workers=0,
+                           cache=False).array
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), ref, atol=1e-6)
+    bad = subprocess.run([*base, "--batch-size", "0", "--out", str(tmp_path / "b.npy")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "must be a positive integer or 'auto', got '0'" in bad.stderr
+    assert not (tmp_path / "b.npy").exists()

@@ -305,7 +305,8 @@ def test_torchrun_two_processes_train_like_one(tiny_panderm_v1, tiny_csv, tmp_pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # Loopback for gloo: resolving the host name can pick an interface the ranks cannot reach each other on.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     common = ["finetune", "--model", "panderm-v1-base", "--checkpoint", str(tiny_panderm_v1), "--csv", str(tiny_csv),
               "--epochs", "3", "--batch-size", "8", "--warmup-epochs", "1", "--lr", "5e-3", "--drop-path", "0",
               "--mixup", "0", "--cutmix", "0", "--no-augment", "--bootstrap", "0", "--workers", "0",
@@ -315,7 +316,7 @@ def test_torchrun_two_processes_train_like_one(tiny_panderm_v1, tiny_csv, tmp_pa
     assert one.returncode == 0, one.stderr
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
                           "127.0.0.1", "--master_port", str(port), "-m", "panderm", *common,
-                          "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+                          "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr
     a = ft.load_checkpoint(tmp_path / "one" / "last.pt")["model"]
     b = ft.load_checkpoint(tmp_path / "two" / "last.pt")["model"]

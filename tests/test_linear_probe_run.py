@@ -121,6 +121,6 @@ def test_missing_split_column_and_class_missing_from_train(tiny_openclip, tmp_pa
     bad = tmp_path / "nosplit.csv"
     frame.drop(columns=["split"]).assign(image_path=[str(PAD.parent / p) for p in frame["image_path"]]).to_csv(bad, index=False)
     r = subprocess.run([sys.executable, "-m", "panderm", "linear-probe", "--model", f"local-dir:{tiny_openclip}",
-                        "--csv", str(bad), "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO)
+                        "--csv", str(bad), "--allow-absolute-paths", "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode != 0 and "column 'split' not found" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()

@@ -24,7 +24,7 @@ RUN_FILES = sorted(["best.pt", "last.pt", "log.jsonl", "results.json", "detailed
                     "evaluation_metrics.csv", "confusion_matrix.png"])
 SMALL = ["--hidden_dim", "64", "--num_head", "2", "--meta_num_head", "2", "--att_depth", "1",
          "--meta_att_depth", "1", "--fusion", "cross attention", "--meta_fusion_mode", "cross attention",
-         "--out", "mlp", "--encoder_pool", "mean", "--cuda", "false", "--bootstrap", "0"]
+         "--out", "mlp", "--encoder_pool", "mean", "--cuda", "false", "--bootstrap", "0", "--allow_absolute_paths"]
 
 
 def _pad_rows(counts=(("train", 16), ("val", 8), ("test", 8))) -> pd.DataFrame:
@@ -137,7 +137,7 @@ def test_overfits_16_samples_and_best_checkpoint_reloads_exactly(tiny_panderm2, 
     rows = pd.concat([rows.assign(split="train"), rows.head(2).assign(split="val"), rows.assign(split="test")])
     csv = tmp_path / "pad16.csv"
     rows.to_csv(csv, index=False)
-    table = load_pad_ufes20(csv)
+    table = load_pad_ufes20(csv, allow_outside_root=True)
     fc = FusionConfig(num_classes=6, use_cli=True, use_derm=False, use_meta=True, use_text_encoder=True,
                       num_head=2, meta_num_head=2, att_depth=1, meta_att_depth=1, out="mlp")
     cfg = TrainConfig(epochs=12, batch_size=16, lr=3e-3, monitor="loss", bootstrap=0, precision="fp32")
@@ -186,7 +186,7 @@ def test_pad_bad_inputs_name_the_row(tmp_path, capsys):
     def door(frame):
         csv = tmp_path / "pad.csv"
         frame.to_csv(csv, index=False)
-        rc, cap = _door("train", ["--dataset", "pad", "--data_dir", csv, "--output_dir", tmp_path / "o"], capsys)
+        rc, cap = _door("train", ["--dataset", "pad", "--data_dir", csv, "--output_dir", tmp_path / "o", "--allow_absolute_paths"], capsys)
         assert rc != 0 and len(cap.err.strip().splitlines()) == 1, cap.err
         return cap.err
 
@@ -205,4 +205,4 @@ def test_missing_image_in_either_modality_names_the_row(tmp_path, missing, kind)
 
     root = _artificial_derm7pt(tmp_path / "d7", missing=missing)
     with pytest.raises(DataError, match=rf"gone\.jpg.*meta\.csv row 4 \({kind} image .*gone\.jpg\)"):
-        load_derm7pt(root)
+        load_derm7pt(root, allow_outside_root=True)

@@ -170,7 +170,7 @@ def test_door_train_and_test_smoke(tiny_panderm2, tmp_path):
     raw.to_csv(csv, index=False)
     out = tmp_path / "run"
     common = ["--model_name", f"local-dir:{tiny_panderm2}", "--dataset", "pad", "--data_path", str(csv),
-              "--class_num", "6", "--use_cli", "--use_meta", "--use_text_encoder", "--hidden_dim", "64",
+              "--class_num", "6", "--allow_absolute_paths", "--use_cli", "--use_meta", "--use_text_encoder", "--hidden_dim", "64",
               "--num_head", "2", "--meta_num_head", "2", "--att_depth", "1", "--meta_att_depth", "1",
               "--fusion", "cross attention", "--meta_fusion_mode", "cross attention", "--out", "linear",
               "--batch_size", "8", "--output_dir", str(out), "--freeze_encoders", "--bootstrap", "0"]

@@ -12,8 +12,11 @@ from .errors import PandermError
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     # Third-party chatter (HTTP retries, open_clip info) is noise in a CLI.
+    # open_clip logs through the root logger itself, hence root → WARNING; panderm's own loggers keep INFO
+    # (progress notes such as "resuming an interrupted extraction at row N").
     for name in ("httpx", "urllib3", "huggingface_hub", "open_clip", "timm", "root"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("panderm").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def run_door(fn: Callable[[], object], prog: str, debug: bool = False) -> int:
@@ -28,21 +31,50 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False) -> int:
         # SIGTERM (a scheduler's kill) unwinds like Ctrl-C: temp files are removed, progress records kept.
         raise KeyboardInterrupt
 
+    previous = None
     try:
-        signal.signal(signal.SIGTERM, _terminate)
+        previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread (e.g. called from a notebook worker)
         pass
+    from .report import discard_claimed, forget_claimed
+
+    forget_claimed()
     try:
         fn()
     except PandermError as exc:
         if debug:
             raise
+        discard_claimed()  # output folders this run created: a failed run leaves nothing behind
+        _close_progress_bars()
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        forget_claimed()  # keep checkpoints and progress records: --resume continues from them
+        _close_progress_bars()
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:  # a door called in-process (tests, notebooks) leaves the handler as it was
+            signal.signal(signal.SIGTERM, previous)
+    forget_claimed()
     return 0
+
+
+def _close_progress_bars() -> None:
+    """Close progress bars an exception left open, so the final message starts its own line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
+        try:
+            bar.close()
+        except Exception:  # a bar in a broken state must not hide the real message
+            pass
+
+
+def add_allow_absolute_paths(p) -> None:
+    """`--allow-absolute-paths` for every door that reads image paths from a CSV (both spellings)."""
+    p.add_argument("--allow-absolute-paths", "--allow_absolute_paths", dest="allow_outside_root", action="store_true",
+                   help="accept CSV image paths that are absolute or leave the root folder with '..' "
+                        "(by default they must stay under the root)")
 
 
 def resolve_device(device: str | None) -> str:

@@ -13,14 +13,16 @@ grow with the number of images.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -136,14 +138,163 @@ def _loader(encoder, paths, batch_size, num_workers, draft, indices=None) -> Dat
         sampler=indices,  # a list of indices is a valid sampler; None = in order
         shuffle=False,
         num_workers=workers,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers > 0 else None,
+        pin_memory=device.type == "cuda",  # page-locked batches: the copy in _encode_all is asynchronous
+        prefetch_factor=_prefetch_factor(workers, batch_size) if workers > 0 else None,
     )
 
 
-def _encode_all(encoder, loader, kind, precision, progress, total, write) -> None:
+# Decoded batches waiting in the workers' queues, in images (a 224 px float32 image is 0.6 MB): 4 batches per
+# worker at the usual batch sizes, fewer for large (auto-fitted) batches so pinned host memory stays bounded.
+PREFETCH_IMAGES = 4096
+
+
+def _prefetch_factor(workers: int, batch_size: int) -> int:
+    return max(1, min(4, PREFETCH_IMAGES // max(1, workers * batch_size)))
+
+
+# --------------------------------------------------------------------------- torch.compile
+_COMPILED_ATTR = "_panderm_compiled"
+
+
+def _check_compile_possible(device: torch.device) -> None:
+    """torch.compile's CPU backend writes and builds C++: say so in one line instead of a deep traceback."""
+    if device.type == "cpu" and not (os.environ.get("CXX") or any(shutil.which(c) for c in ("g++", "c++", "clang++"))):
+        raise ModelError("--compile on CPU needs a C++ compiler (torch inductor builds C++ kernels): "
+                         "install g++ (or set CXX) or run without --compile")
+
+
+def _batch_fn(encoder: Encoder, kind: str, compiled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x → float32 features; with `compiled`, a torch.compile'd version built once per encoder and kind.
+
+    Compilation does not change what is computed (same weights, same preprocessing): the cache key ignores it,
+    and tests/test_features.py checks compiled == eager within 1e-4.
+    """
+    def eager(x: torch.Tensor) -> torch.Tensor:
+        return _encode_batch(encoder, x, kind)
+
+    if not compiled:
+        return eager
+    cache = encoder.__dict__.setdefault(_COMPILED_ATTR, {})
+    if kind not in cache:
+        _check_compile_possible(encoder.device)
+        # Static shapes: the last, smaller batch is padded (see _encode_all), so one graph serves the whole run.
+        cache[kind] = torch.compile(eager, dynamic=False)
+        log.info("torch.compile: encoder forward (%s) compiled on first use", kind)
+    return cache[kind]
+
+
+def _call_compiled(fn, x: torch.Tensor, batch_size: int | None) -> torch.Tensor:
+    n = x.shape[0]
+    if batch_size and n < batch_size:  # pad to the compiled shape rather than compile a second graph
+        x = torch.cat([x, x.new_zeros((batch_size - n, *x.shape[1:]))])
+    from torch._dynamo.exc import TorchDynamoException
+
+    try:
+        return fn(x)[:n]
+    except TorchDynamoException as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ModelError(f"--compile failed ({type(exc).__name__}: {first}); run without --compile") from exc
+
+
+# --------------------------------------------------------------------------- --batch-size auto
+BATCH_LADDER = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
+CPU_AUTO_BATCH = 64  # CPU throughput barely depends on the batch size (docs/BENCHMARKS.md); memory is not probed
+AUTO_HEADROOM = 0.2  # the probe may use at most 80 % of the GPU memory that was free when it started
+
+
+def is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+def search_batch_size(try_batch: Callable[[int], float | None], ladder: Sequence[int] = BATCH_LADDER, *,
+                      limit: int | None = None, headroom: float = AUTO_HEADROOM,
+                      on_oom: Callable[[], None] | None = None) -> int:
+    """The largest ladder size `b` for which `try_batch(b)` neither runs out of memory nor reports using more
+    than `1 - headroom` of the memory (its return value: a fraction, or None when unknown).
+
+    Sizes above `limit` (the number of images) are replaced by `limit`: one batch then holds everything.
+    After an out-of-memory error `on_oom()` runs (empty the CUDA cache) outside the exception handler, so
+    the failed attempt's tensors are already released; any other error propagates.
+    """
+    sizes = sorted({min(int(b), int(limit)) if limit else int(b) for b in ladder if b >= 1}, reverse=True)
+    for b in sizes:
+        ran_out = False
+        try:
+            used = try_batch(b)
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is expected here
+            if not is_oom(exc):
+                raise
+            ran_out = True
+        if ran_out:
+            log.debug("batch size %d: out of memory", b)
+            if on_oom is not None:
+                on_oom()
+            continue
+        if used is None or used <= 1.0 - headroom:
+            return b
+        log.debug("batch size %d: uses %.0f%% of the free memory, above the %.0f%% limit", b, 100 * used,
+                  100 * (1 - headroom))
+    raise ModelError("no batch size fits in GPU memory (not even 1 image): free the GPU or pass a --batch-size")
+
+
+def resolve_batch_size(encoder: Encoder, batch_size: int | str, kind: str = "embed", precision: str = "amp",
+                       n: int | None = None) -> int:
+    """An int is returned as is; "auto" probes the GPU (once per encoder, kind and precision) or is 64 on CPU."""
+    if batch_size != "auto":
+        try:
+            value = int(batch_size)
+        except (TypeError, ValueError):
+            value = 0
+        if value < 1 or (isinstance(batch_size, float) and batch_size != value):
+            raise ModelError(f"batch size must be a positive integer or 'auto', got {batch_size!r}")
+        return value
+    device = encoder.device
+    if device.type != "cuda":
+        log.info("--batch-size auto: %d on %s (no memory probe off CUDA)", CPU_AUTO_BATCH, device.type)
+        return CPU_AUTO_BATCH
+    memo = encoder.__dict__.setdefault("_panderm_auto_batch", {})
+    key = (kind, effective_precision(device, precision))
+    if key not in memo:
+        memo[key] = _probe_cuda_batch(encoder, kind, precision)
+    chosen = memo[key] if n is None else min(memo[key], max(1, n))
+    log.info("--batch-size auto: %d (largest of %s that fits with %.0f%% headroom, %s, %d px input)", chosen,
+             "/".join(map(str, BATCH_LADDER[:4])) + "/...", 100 * AUTO_HEADROOM, key[1], encoder.preprocess_spec.size)
+    return chosen
+
+
+def _probe_cuda_batch(encoder: Encoder, kind: str, precision: str) -> int:
+    """Run the encoder on synthetic batches of its input size, largest first, under the chosen precision."""
+    device = encoder.device
+    size = encoder.preprocess_spec.size
+
+    def release():
+        gc.collect()
+        torch.cuda.empty_cache()
+
+    release()
+    free, _total = torch.cuda.mem_get_info(device)
+
+    def attempt(b: int) -> float:
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        with torch.inference_mode(), _autocast(device, precision):
+            x = torch.zeros(b, 3, size, size, device=device)
+            out = _encode_batch(encoder, x, kind)
+            del x, out
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / max(free, 1)
+
+    try:
+        return search_batch_size(attempt, on_oom=release)
+    finally:
+        release()
+
+
+def _encode_all(encoder, loader, kind, precision, progress, total, write, compiled: bool = False) -> None:
     """Run the loader through the model; `write(idx, feats)` stores each batch; decode errors are collected."""
     device = encoder.device
+    fn = _batch_fn(encoder, kind, compiled)
     errors: list[str] = []
     bar = None
     if progress:
@@ -154,7 +305,8 @@ def _encode_all(encoder, loader, kind, precision, progress, total, write) -> Non
         for x, idx, err in loader:
             batch_errors = [e for e in err if e]
             errors.extend(batch_errors)
-            feats = _encode_batch(encoder, x.to(device, non_blocking=True), kind)
+            x = x.to(device, non_blocking=True)  # pinned on CUDA: an async copy, kernels queue behind it
+            feats = _call_compiled(fn, x, loader.batch_size) if compiled else fn(x)
             write(idx.numpy(), feats.cpu().numpy(), not batch_errors and not errors)
             if bar is not None:
                 bar.update(len(idx))
@@ -164,8 +316,10 @@ def _encode_all(encoder, loader, kind, precision, progress, total, write) -> Non
         raise DataError(f"{len(errors)} image(s) could not be decoded: " + list_items(errors))
 
 
-def _run(encoder, paths, kind, target: Path, batch_size, num_workers, precision, draft, progress) -> None:
+def _run(encoder, paths, kind, target: Path, batch_size, num_workers, precision, draft, progress,
+         compiled: bool = False) -> None:
     """Stream features into a memory-mapped .npy at `target` (one process)."""
+    batch_size = resolve_batch_size(encoder, batch_size, kind, precision, len(paths))
     dim = encoder.output_dim("tokens" if kind == "tokens" else kind)
     out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(paths), dim))
 
@@ -173,11 +327,12 @@ def _run(encoder, paths, kind, target: Path, batch_size, num_workers, precision,
         out[idx] = feats
 
     _encode_all(encoder, _loader(encoder, paths, batch_size, num_workers, draft), kind, precision, progress,
-                len(paths), write)
+                len(paths), write, compiled)
     out.flush()
 
 
-def _run_resumable(encoder, paths, kind, entry: Path, batch_size, num_workers, precision, draft, progress) -> None:
+def _run_resumable(encoder, paths, kind, entry: Path, batch_size, num_workers, precision, draft, progress,
+                   compiled: bool = False) -> None:
     """Extract into `<key>.partial.npy`, recording progress after every batch, then rename it to `entry`.
 
     A run stopped by Ctrl-C, SIGTERM or a crash leaves the partial file and its progress record; the next run
@@ -195,7 +350,7 @@ def _run_resumable(encoder, paths, kind, entry: Path, batch_size, num_workers, p
     except OSError:
         lock.close()
         with atomic_path(entry, suffix=".npy") as tmp:
-            _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress)
+            _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress, compiled)
         return
     try:
         n = len(paths)
@@ -226,9 +381,10 @@ def _run_resumable(encoder, paths, kind, entry: Path, batch_size, num_workers, p
                 tmp.write_text(json.dumps({"n": n, "dim": dim, "done": state["done"]}))
 
         if done < n:
+            batch_size = resolve_batch_size(encoder, batch_size, kind, precision, n - done)
             loader = _loader(encoder, paths, batch_size, num_workers, draft, list(range(done, n)))
             try:
-                _encode_all(encoder, loader, kind, precision, progress, n - done, write)
+                _encode_all(encoder, loader, kind, precision, progress, n - done, write, compiled)
             except DataError:
                 # Bad images are the input's fault, not an interruption: nothing partial is kept.
                 del out
@@ -244,11 +400,19 @@ def _run_resumable(encoder, paths, kind, entry: Path, batch_size, num_workers, p
         lock.close()
 
 
-def _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, draft, progress) -> np.ndarray:
+def _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, draft, progress,
+                     compiled: bool = False) -> np.ndarray:
     """This rank's batches, then an all-gather: the full array on every rank."""
+    import torch.distributed as dist
+
     from .distributed import gather_rows, rank_world, shard_indices
 
     rank, world = rank_world()
+    if batch_size == "auto":  # every rank must deal the same batches: the smallest size any GPU can hold
+        sizes = [None] * world
+        dist.all_gather_object(sizes, resolve_batch_size(encoder, "auto", kind, precision, len(paths)))
+        batch_size = min(sizes)
+    batch_size = resolve_batch_size(encoder, batch_size, kind, precision)
     mine = shard_indices(len(paths), batch_size, rank, world)
     idx_parts, row_parts = [], []
 
@@ -259,14 +423,12 @@ def _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, d
     error = None
     try:
         _encode_all(encoder, _loader(encoder, paths, batch_size, num_workers, draft, mine), kind, precision,
-                    progress and rank == 0, len(mine), write)
+                    progress and rank == 0, len(mine), write, compiled)
     except DataError as exc:
         error = str(exc)
     dim = encoder.output_dim("tokens" if kind == "tokens" else kind)
     idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
     rows = np.concatenate(row_parts) if row_parts else np.zeros((0, dim), np.float32)
-    import torch.distributed as dist
-
     errors = [None] * world
     dist.all_gather_object(errors, error)  # every rank must fail together, or the others hang
     if any(errors):
@@ -279,40 +441,47 @@ def extract_features(
     paths: Sequence[os.PathLike],
     kind: str = "embed",
     *,
-    batch_size: int = 64,
+    batch_size: int | str = 64,
     num_workers: int | None = None,
     precision: str = "amp",
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     draft: int | None = None,
     progress: bool = False,
+    compile: bool = False,
 ) -> FeatureResult:
     """Encode `paths` in order; returns float32 [N, D] (raw, not normalised).
 
-    `kind="tokens"` returns the CLS row of the token sequence.
+    `kind="tokens"` returns the CLS row of the token sequence. `batch_size="auto"` picks the largest batch that
+    fits in GPU memory (64 on CPU), probed only when images are actually encoded. `compile=True` runs the
+    encoder through `torch.compile` (built once per process and encoder; same numbers, same cache key).
     """
     if kind not in ("embed", "features", "tokens"):
         raise ModelError(f"unknown kind {kind!r} (embed, features, tokens)")
     if len(paths) == 0:
         raise DataError("no images to encode")
+    if batch_size != "auto":
+        batch_size = resolve_batch_size(encoder, batch_size)  # a bad value fails before any work
+    if compile:
+        _check_compile_possible(encoder.device)
     start = time.perf_counter()
     head = encoder.projection_head() if kind == "embed" else None
     if head is not None:
         return _embed_via_features(encoder, head, paths, start, batch_size=batch_size, num_workers=num_workers,
                                    precision=precision, cache=cache, cache_dir=cache_dir, draft=draft,
-                                   progress=progress)
+                                   progress=progress, compile=compile)
     from .distributed import rank_world
 
     if rank_world()[1] > 1:
         return _extract_distributed(encoder, paths, kind, batch_size, num_workers, precision, cache, cache_dir, draft,
-                                    progress, start)
+                                    progress, start, compile)
     if not cache:
         import tempfile
 
         # --no-cache writes nothing to the cache folder: a private temp file, read back, then deleted.
         with tempfile.TemporaryDirectory(prefix="panderm-") as tmpdir:
             tmp = Path(tmpdir) / "features.npy"
-            _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress)
+            _run(encoder, paths, kind, tmp, batch_size, num_workers, precision, draft, progress, compile)
             array = np.array(np.load(tmp, mmap_mode="r", allow_pickle=False))
         return FeatureResult(array, False, None, time.perf_counter() - start, kind)
 
@@ -327,7 +496,7 @@ def extract_features(
                 return FeatureResult(array, True, key, time.perf_counter() - start, kind)
         except (ValueError, OSError):
             log.warning("ignoring unreadable cache entry %s", entry)
-    _run_resumable(encoder, paths, kind, entry, batch_size, num_workers, precision, draft, progress)
+    _run_resumable(encoder, paths, kind, entry, batch_size, num_workers, precision, draft, progress, compile)
     meta = {"model": encoder.describe(), "kind": kind, "n": len(paths), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
     with atomic_path(folder / f"{key}.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
@@ -365,7 +534,7 @@ def _embed_via_features(encoder, head, paths, start, **kw) -> FeatureResult:
 
 
 def _extract_distributed(encoder, paths, kind, batch_size, num_workers, precision, cache, cache_dir, draft,
-                         progress, start) -> FeatureResult:
+                         progress, start, compiled: bool = False) -> FeatureResult:
     """Every rank encodes its share; rank 0 alone writes the cache entry (shared file system assumed for hits)."""
     from .distributed import barrier, is_main
 
@@ -382,7 +551,7 @@ def _extract_distributed(encoder, paths, kind, batch_size, num_workers, precisio
             raise DataError(f"feature cache entry {entry} is on rank 0's disk only: use a shared --cache-dir or --no-cache")
         array = np.load(entry, mmap_mode="r", allow_pickle=False)
         return FeatureResult(array, True, key, time.perf_counter() - start, kind)
-    array = _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, draft, progress)
+    array = _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, draft, progress, compiled)
     if entry is not None and is_main():
         from .report import write_npy
 

@@ -114,6 +114,44 @@ def format_table(rows: list[dict], columns: list[str] | None = None, floatfmt: s
     return "\n".join([line, sep, *body])
 
 
+# Folders created by the current door run (`claim_dir`): removed again when the run fails on bad input, so a
+# failed run leaves no half-filled output folder behind. An interrupted run (Ctrl-C, SIGTERM) keeps them:
+# they hold what --resume continues from.
+_CLAIMED: list[Path] = []
+
+
+def claim_dir(path: str | os.PathLike) -> Path:
+    """`mkdir -p path`, remembering the top-most folder this call created (see `discard_claimed`)."""
+    path = Path(path)
+    top = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        top = p
+    path.mkdir(parents=True, exist_ok=True)
+    if top is not None:
+        _CLAIMED.append(top)
+    return path
+
+
+def forget_claimed() -> None:
+    """Keep the folders created so far (the run finished, or was interrupted and may resume)."""
+    _CLAIMED.clear()
+
+
+def discard_claimed() -> list[Path]:
+    """Remove the folders `claim_dir` created during this run (everything in them was written by it)."""
+    import shutil
+
+    removed = []
+    for top in reversed(_CLAIMED):
+        if top.is_dir():
+            shutil.rmtree(top, ignore_errors=True)
+            removed.append(top)
+    _CLAIMED.clear()
+    return removed
+
+
 def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Create a run folder; an existing non-empty one is an error unless `overwrite`."""
     from .errors import PandermError
@@ -123,8 +161,7 @@ def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise PandermError(f"output path exists and is not a folder: {path}")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise PandermError(f"output folder {path} already holds a run; pass --overwrite or choose another --out")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return claim_dir(path)
 
 
 def confusion_matrix_figure(y_true, y_pred, classnames, title: str = ""):
@@ -156,8 +193,14 @@ def confusion_matrix_figure(y_true, y_pred, classnames, title: str = ""):
     return fig
 
 
-def provenance(encoder=None, csv_files=(), seed=None, extra: dict | None = None) -> dict:
-    """What a reader needs to rerun a result: command line, versions, model, data hashes, seed, device."""
+def provenance(encoder=None, csv_files=(), seed=None, extra: dict | None = None, device=None, inputs=(),
+               model: dict | None = None) -> dict:
+    """What a reader needs to rerun a result: command line, versions, model, data hashes, seed, device.
+
+    `inputs` are other files the result depends on (embeddings, SAE checkpoints): their sha256 goes under
+    `input_sha256`. Without an encoder, `model` describes what stands in for it (e.g. an SAE) and `device`
+    says where the work ran.
+    """
     import platform
     import sys
     from importlib import metadata
@@ -170,15 +213,29 @@ def provenance(encoder=None, csv_files=(), seed=None, extra: dict | None = None)
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             pass
-    out = {"command": " ".join(sys.argv), "versions": versions, "seed": seed}
+    import shlex
+
+    from .data.tables import file_sha256
+
+    out = {"command": shlex.join(sys.argv), "versions": versions, "seed": seed}
     if encoder is not None:
         out["model"] = encoder.describe()
         out["device"] = str(encoder.device)
-    hashes = {}
-    for csv in csv_files:
-        from .data.tables import file_sha256
-
-        hashes[str(csv)] = file_sha256(csv)
-    out["csv_sha256"] = hashes
+    elif model is not None:
+        out["model"] = model
+    if device is not None:
+        out["device"] = str(device)
+    out["csv_sha256"] = {str(csv): file_sha256(csv) for csv in csv_files}
+    hashed = {}
+    for f in inputs:
+        f = Path(f)
+        if f.is_file():
+            hashed[str(f)] = file_sha256(f)
+        elif f.is_dir():  # a checkpoint folder: every file in it
+            for g in sorted(f.rglob("*")):
+                if g.is_file():
+                    hashed[str(g)] = file_sha256(g)
+    if hashed:
+        out["input_sha256"] = hashed
     out.update(extra or {})
     return out

@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv-caption-key", default="title")
     p.add_argument("--csv-separator", default="\t", help="accepted and ignored, as in the reference")
     p.add_argument("--parent-path", default="", help="string prefix joined to every image path")
+    from ..cli_support import add_allow_absolute_paths
+
+    add_allow_absolute_paths(p)
     p.add_argument("--val-data", default=None, help="retrieval CSV (image, caption)")
     p.add_argument("--train-data", default=None)
     p.add_argument("--dataset-type", default="auto")
@@ -106,20 +109,21 @@ def run(args) -> None:
         bench = _EVAL_FLAGS[flag]
         datasets.append(zeroshot.build_dataset(csv, benchmark=bench, image_col=args.csv_img_key,
                                                label_col=args.csv_label_key, concat_prefix=args.parent_path,
-                                               flag_hints=hints))
+                                               flag_hints=hints, allow_outside_root=args.allow_outside_root))
     if args.zeroshot_eval_custom:
         if not args.classnames:
             raise PandermError("--zeroshot_eval_custom needs --classnames FILE or 'a,b,c'")
         datasets.append(zeroshot.build_dataset(args.zeroshot_eval_custom, load_classnames(args.classnames),
                                                image_col=args.csv_img_key, label_col=args.csv_label_key,
                                                concat_prefix=args.parent_path, name="customized_dataset",
-                                               flag_hints=hints))
+                                               flag_hints=hints, allow_outside_root=args.allow_outside_root))
     retrieval_table = None
     if args.val_data:
         from ..tasks.retrieval_data import load_pairs
 
         retrieval_table = load_pairs(args.val_data, args.csv_img_key, args.csv_caption_key,
-                                     concat_prefix=args.parent_path, group_by=args.group_by)
+                                     concat_prefix=args.parent_path, group_by=args.group_by,
+                                     allow_outside_root=args.allow_outside_root)
 
     name = args.name or experiment_name(args.model, args.lr, args.batch_size, args.workers, args.precision)
     logs = ReferenceLogs(args.logs, name, vars(args))

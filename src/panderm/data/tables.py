@@ -124,27 +124,75 @@ def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] 
     return labels
 
 
-def resolve_paths(frame: pd.DataFrame, col: str, root: str | os.PathLike | None, path, concat_prefix: str | None = None) -> list[Path]:
-    """Absolute image paths.
+OUTSIDE_ROOT_HINT = "pass --allow-absolute-paths to accept it"
 
-    `root` joins like os.path.join (absolute CSV entries stay absolute).
-    `concat_prefix` reproduces the reference's `--parent-path`, a plain string prefix.
+
+def _confinement_base(root, concat_prefix) -> str:
+    """The folder CSV image paths must stay under: `root`, or the folder part of `concat_prefix` ('' = cwd)."""
+    if concat_prefix is not None:
+        folder = os.path.dirname(os.path.expanduser(concat_prefix)) if concat_prefix else ""
+        return os.path.normpath(os.path.abspath(folder or "."))
+    return os.path.normpath(os.path.abspath(os.path.expanduser(str(root if root is not None else "."))))
+
+
+def _escapes(base: str, candidate: str) -> bool:
+    target = os.path.normpath(candidate)
+    return not (target == base or target.startswith(base.rstrip(os.sep) + os.sep))
+
+
+def resolve_paths(frame: pd.DataFrame, col: str, root: str | os.PathLike | None, path, concat_prefix: str | None = None,
+                  allow_outside_root: bool = False) -> list[Path]:
+    """Absolute image paths, confined to the root folder.
+
+    `root` joins like os.path.join; `concat_prefix` reproduces the reference's `--parent-path`, a plain string
+    prefix (paths are then confined to the prefix's folder, the working directory for ''). An absolute CSV
+    value, or one whose `..` parts leave that folder, is a DataError naming the row and column unless
+    `allow_outside_root` (the check is on the path as written: symlinks inside the root are followed).
     """
     raw = frame[col]
+    ids = frame.index.to_numpy()
     empty = np.flatnonzero(raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy())
     if len(empty):
-        raise DataError(f"{path}: column {col!r} is empty in row(s) {_rows(frame.index.to_numpy()[empty])}")
-    out = []
-    for value in raw.astype(str):
+        raise DataError(f"{path}: column {col!r} is empty in row(s) {_rows(ids[empty])}")
+    base = _confinement_base(root, concat_prefix)
+    out, outside = [], []
+    for i, value in enumerate(raw.astype(str)):
         value = value.strip()
         if concat_prefix is not None:
+            candidate = os.path.abspath(os.path.expanduser(concat_prefix + value))
             p = Path(concat_prefix + value)
-        elif root is not None:
-            p = Path(root) / value
         else:
-            p = Path(value)
+            candidate = os.path.join(base, os.path.expanduser(value))
+            p = Path(root) / value if root is not None else Path(value)
+        if not allow_outside_root and _escapes(base, candidate):
+            outside.append(i)
         out.append(p.expanduser().absolute())
+    if outside:
+        first = str(raw.iloc[outside[0]]).strip()
+        what = "is absolute, outside" if (os.path.isabs(os.path.expanduser(first)) and concat_prefix in (None, "")) \
+            else "leaves"
+        raise DataError(
+            f"{path}: column {col!r}, row(s) {_rows(ids[outside])}: image path {first!r} {what} the root folder "
+            f"{base}; image paths must stay under the root ({OUTSIDE_ROOT_HINT})"
+        )
     return out
+
+
+def warn_duplicates(frame: pd.DataFrame, columns: Sequence[str], path) -> list[int]:
+    """Log one warning line for rows repeating an earlier row's `columns` (kept: duplicates are not dropped)."""
+    import logging
+
+    cols = [c for c in columns if c in frame.columns]
+    if not cols or len(frame) < 2:
+        return []
+    dup = np.flatnonzero(frame.duplicated(subset=cols, keep="first").to_numpy())
+    if len(dup):
+        what = ("an earlier row exactly" if list(cols) == list(frame.columns)
+                else "an earlier row's " + " and ".join(repr(c) for c in cols))
+        logging.getLogger("panderm").warning(
+            f"warning: {path}: row(s) {_rows(frame.index.to_numpy()[dup])} repeat {what} "
+            f"({len(dup)} duplicate(s), kept)")
+    return [int(i) for i in frame.index.to_numpy()[dup]]
 
 
 def _probe(path: Path) -> str | None:
@@ -232,11 +280,14 @@ def load_table(
     flag_hints: dict[str, str] | None = None,
     sep: str = ",",
     encoding: str = "utf-8",
+    allow_outside_root: bool = False,
 ) -> ImageTable:
     """Read and validate a CSV dataset.
 
     Relative image paths resolve against `root`, which defaults to the CSV's folder
-    (the reference doors pass the working directory instead).
+    (the reference doors pass the working directory instead), and must stay under it unless
+    `allow_outside_root` (see `resolve_paths`). Exact duplicate rows (same image path and label) are
+    kept with one warning line.
     """
     csv = Path(csv)
     frame = read_csv(csv, sep=sep, encoding=encoding)
@@ -249,7 +300,8 @@ def load_table(
             raise DataError(f"{csv}: no rows with {split_col} == {split!r}")
     if root is None and concat_prefix is None:
         root = csv.parent
-    paths = resolve_paths(frame, image_col, root, csv, concat_prefix)
+    paths = resolve_paths(frame, image_col, root, csv, concat_prefix, allow_outside_root=allow_outside_root)
+    warn_duplicates(frame, [image_col, label_col] if label_col else list(frame.columns), csv)
     labels = None
     if label_col:
         labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes)

@@ -56,7 +56,10 @@ def load_panderm_v1(size: str, checkpoint: str | None, allow_random_init: bool =
         # Released files also hold decoder / regressor / teacher weights: keep the encoder only.
         sd = strip_prefix(sd, "encoder.")
     sd = {k: v for k, v in sd.items() if not k.startswith("head.")}
-    cfg = CAEConfig.from_state_dict(sd)
+    try:
+        cfg = CAEConfig.from_state_dict(sd)
+    except ModelError as exc:
+        raise ModelError(f"{checkpoint}: {exc}") from exc
     cfg = CAEConfig(cfg.width, cfg.depth, cfg.heads, cfg.patch_size, cfg.image_size, cfg.mlp_hidden, None)
     if (cfg.width, cfg.depth) != (width, depth) and not _is_reduced_test_tower(cfg):
         raise ModelError(

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..cli_support import add_allow_absolute_paths
+
 
 def _encoder_and_run_dir(args, preprocess=None):
     """Load the model (after the data was validated), then claim the run folder."""
@@ -38,12 +40,14 @@ def _zeroshot(args) -> None:
         bench = get_benchmark(name)
         csv = bench.csv_path(args.data_root)
         datasets.append(zeroshot.build_dataset(csv, benchmark=bench, image_col=args.image_col, label_col=args.label_col,
-                                               root=args.root or args.data_root, flag_hints=hints))
+                                               root=args.root or args.data_root, flag_hints=hints,
+                                               allow_outside_root=args.allow_outside_root))
     if args.csv:
         if not args.classnames:
             raise PandermError("--csv needs --classnames FILE or 'a,b,c'")
         datasets.append(zeroshot.build_dataset(args.csv, load_classnames(args.classnames), image_col=args.image_col,
-                                               label_col=args.label_col, root=args.root, flag_hints=hints))
+                                               label_col=args.label_col, root=args.root, flag_hints=hints,
+                                               allow_outside_root=args.allow_outside_root))
     encoder, out = _encoder_and_run_dir(args)
     results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
                            precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
@@ -58,7 +62,8 @@ def _retrieval(args) -> None:
     from . import retrieval_run
     from .retrieval_data import load_pairs
 
-    pairs = load_pairs(args.csv, args.image_col, args.caption_col, root=args.root, group_by=args.group_by)
+    pairs = load_pairs(args.csv, args.image_col, args.caption_col, root=args.root, group_by=args.group_by,
+                       allow_outside_root=args.allow_outside_root)
     encoder, out = _encoder_and_run_dir(args)
     result, ci, img, txt = retrieval_run.evaluate(
         encoder, pairs, group_mode=args.duplicates, n_bootstrap=args.bootstrap, seed=args.seed,
@@ -76,7 +81,8 @@ def _linear_probe(args) -> None:
     from . import linear_probe_run as lp
     from .linear_probe import CONVERGED_TOL
 
-    splits = lp.load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root)
+    splits = lp.load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root,
+                            allow_outside_root=args.allow_outside_root)
     encoder, out = _encoder_and_run_dir(args, REFERENCE_LP_PREPROCESS if args.reference_preprocess else None)
     kind, norm = lp.reference_feature(encoder) if args.kind == "auto" else (args.kind, args.normalize)
     seeds = list(range(args.seeds))
@@ -101,6 +107,7 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--label-col", default="label")
     p.add_argument("--split-col", default="split")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
+    add_allow_absolute_paths(p)
     p.add_argument("--percent-data", type=float, nargs="+", default=[1.0], help="training fractions")
     p.add_argument("--shots", type=int, nargs="+", default=None, help="K-shot per class instead of fractions")
     p.add_argument("--seeds", type=int, default=1, help="repeat subsampling with seeds 0..N-1 (seed 0 = reference)")
@@ -126,6 +133,7 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--image-col", default="image_path")
     p.add_argument("--caption-col", default="caption")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
+    add_allow_absolute_paths(p)
     p.add_argument("--group-by", default=None, help="column naming the image: its captions all count as hits")
     p.add_argument("--duplicates", default="auto", choices=["auto", "none"],
                    help="auto: identical image paths / captions are one item (hits, not competitors); "
@@ -148,6 +156,7 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--label-col", default="label", help="integer labels 0..K-1 or class-name strings")
     p.add_argument("--root", default=None,
                    help="folder image paths are relative to (default: the CSV's folder; '.' for --benchmark)")
+    add_allow_absolute_paths(p)
     p.add_argument("--templates", default=None, help="prompt templates file, one per line with {c}")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: off)")
     p.add_argument("--seed", type=int, default=42, help="bootstrap seed")

@@ -43,7 +43,7 @@ def export_features(
     normalize: bool = False,
     checkpoint: str | None = None,
     device: str = "cpu",
-    batch_size: int = 64,
+    batch_size: int | str = 64,
     num_workers: int | None = None,
     precision: str = "amp",
     cache: bool = True,
@@ -52,16 +52,19 @@ def export_features(
     preprocess: PreprocessSpec | None = None,
     progress: bool = True,
     flag_hints: dict | None = None,
+    allow_outside_root: bool = False,
+    compile: bool = False,
 ) -> dict:
     """Validate the CSV, load the model, encode (or read the cache), write `out` + `out.json`."""
     out = Path(out)
     if out.suffix != ".npy":
         out = out.with_suffix(out.suffix + ".npy") if out.suffix else out.with_suffix(".npy")
-    table = load_table(csv, image_col, root=root, flag_hints=flag_hints)
+    table = load_table(csv, image_col, root=root, flag_hints=flag_hints, allow_outside_root=allow_outside_root)
     encoder = load_encoder(model, checkpoint=checkpoint, device=device, allow_random_init=allow_random_init,
                            preprocess=preprocess)
     result = extract_features(encoder, table.paths, kind, batch_size=batch_size, num_workers=num_workers,
-                              precision=precision, cache=cache, cache_dir=cache_dir, progress=progress)
+                              precision=precision, cache=cache, cache_dir=cache_dir, progress=progress,
+                              compile=compile)
     from ..distributed import is_main
 
     if not is_main():  # under torchrun, rank 0 writes the files
@@ -80,6 +83,9 @@ def export_features(
         "cache_key": result.key,
         "seconds": round(result.seconds, 3),
     }
+    from ..report import provenance
+
+    meta["provenance"] = provenance(encoder, [csv])
     if encoder.random_init:
         meta["warning"] = "RANDOM WEIGHTS: these features come from an untrained model"
     write_json(out.with_suffix(".json"), meta)

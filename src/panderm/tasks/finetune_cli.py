@@ -35,7 +35,8 @@ def _finetune(args) -> None:
     from . import finetune as ft
     from .linear_probe_run import load_splits
 
-    splits = load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root)
+    splits = load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root,
+                         allow_outside_root=args.allow_outside_root)
     ft.check_splits(splits)
     from ..distributed import barrier, init_from_env, local_device
 
@@ -92,6 +93,9 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--label-col", default="label")
     p.add_argument("--split-col", default="split")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
+    from ..cli_support import add_allow_absolute_paths
+
+    add_allow_absolute_paths(p)
     g = p.add_argument_group("recipe (defaults: the PanDerm v1 finetuning script)")
     g.add_argument("--epochs", type=int, default=50)
     g.add_argument("--lr", type=float, default=5e-4, help="base lr (no batch-size scaling)")

@@ -50,11 +50,13 @@ class ProbeSplits:
 
 
 def load_splits(csv: str | os.PathLike, image_col: str = "image_path", label_col: str = "label",
-                split_col: str = "split", root=None, concat_prefix=None, classnames=None) -> ProbeSplits:
+                split_col: str = "split", root=None, concat_prefix=None, classnames=None,
+                allow_outside_root: bool = False) -> ProbeSplits:
     """Validate the CSV and cut it into train / val / test (val optional)."""
     hints = {image_col: "--image-col/--image_key", label_col: "--label-col", split_col: "--split-col"}
     table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
-                       concat_prefix=concat_prefix, flag_hints=hints)
+                       concat_prefix=concat_prefix, flag_hints=hints,
+                       allow_outside_root=allow_outside_root)
     if split_col not in table.frame.columns:
         raise DataError(f"{csv}: column {split_col!r} not found (values train/val/test); columns are: "
                         f"{', '.join(map(str, table.frame.columns))}")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..errors import PandermError
-from ..report import append_jsonl, atomic_path
+from ..report import append_jsonl, atomic_path, claim_dir
 
 
 def experiment_name(model: str, lr: float, batch_size: int, workers: int, precision: str) -> str:
@@ -26,7 +26,7 @@ class ReferenceLogs:
         self.run_dir = self.logs / name
         if (self.run_dir / "out.log").exists():
             raise PandermError(f"Experiment already exists: {self.run_dir} (use --name to choose another)")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        claim_dir(self.run_dir)  # removed again if the run fails on bad input
         with atomic_path(self.run_dir / "params.txt") as tmp:
             tmp.write_text("".join(f"{k}: {v}\n" for k, v in sorted(params.items())))
         self._handler = logging.FileHandler(self.run_dir / "out.log")

@@ -30,10 +30,12 @@ def load_pairs(
     concat_prefix: str | None = None,
     group_by: str | None = None,
     check_images: bool = True,
+    allow_outside_root: bool = False,
 ) -> RetrievalPairs:
     """One row = one (image, caption) pair. No `source` column is needed (the reference required one)."""
     hints = {image_col: "--image-col/--csv-img-key", caption_col: "--caption-col/--csv-caption-key"}
-    table = load_table(csv, image_col, root=root, concat_prefix=concat_prefix, check=False, flag_hints=hints)
+    table = load_table(csv, image_col, root=root, concat_prefix=concat_prefix, check=False, flag_hints=hints,
+                       allow_outside_root=allow_outside_root)
     frame = table.frame
     if caption_col not in frame.columns:
         raise DataError(f"{csv}: caption column {caption_col!r} not found (set it with --caption-col/--csv-caption-key); "

@@ -200,6 +200,7 @@ def build_dataset(
     name: str | None = None,
     check_images: bool = True,
     flag_hints: dict | None = None,
+    allow_outside_root: bool = False,
 ) -> ZeroShotDataset:
     """Validate a CSV against its class list (before any model is loaded)."""
     from ..data.tables import load_table
@@ -212,7 +213,8 @@ def build_dataset(
     if len(classnames) < 2:
         raise DataError(f"{csv}: zero-shot classification needs at least 2 class names, got {len(classnames)}")
     table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
-                       concat_prefix=concat_prefix, check=check_images, flag_hints=flag_hints)
+                       concat_prefix=concat_prefix, check=check_images, flag_hints=flag_hints,
+                       allow_outside_root=allow_outside_root)
     folder = benchmark.folder if benchmark is not None else "customized_dataset"
     return ZeroShotDataset(name or (benchmark.name if benchmark else Path(csv).stem), table, classnames, benchmark, folder)
 

@@ -18,10 +18,28 @@ def _claim(args):
     return prepare_run_dir(args.out, args.overwrite)
 
 
-def _finish(out, data: dict, table_rows: list[dict], encoder=None, csv_files=(), seed=None, random_init=False) -> None:
+def _files_model(model_id: str, files) -> dict:
+    """Provenance `model` for a step without an image/text encoder: an id and the sha256 of its weight files."""
+    import hashlib
+    from pathlib import Path
+
+    from panderm.data.tables import file_sha256
+
+    found = []
+    for f in map(Path, files):
+        found += sorted(g for g in f.rglob("*") if g.is_file()) if f.is_dir() else ([f] if f.is_file() else [])
+    digest = hashlib.sha256("".join(file_sha256(f) for f in found).encode()).hexdigest()[:16]
+    return {"model_id": model_id, "fingerprint": digest, "files": [str(f) for f in found]}
+
+
+def _finish(out, data: dict, table_rows: list[dict], encoder=None, csv_files=(), seed=None, random_init=False,
+            inputs=(), model=None, device=None) -> None:
     from panderm.report import format_table, provenance, write_json
 
-    data = {**data, "provenance": provenance(encoder, csv_files, seed=seed)}
+    if device is None and encoder is None:
+        device = "cpu"
+    data = {**data, "provenance": provenance(encoder, csv_files, seed=seed, inputs=inputs, model=model,
+                                             device=device)}
     write_json(out / "results.json", data)
     if random_init:
         print("RANDOM WEIGHTS: the concept texts were encoded by an untrained model")
@@ -47,9 +65,11 @@ def _train_sae(args) -> None:
                pre_bias_init=args.pre_bias_init, seed=args.seed, device=resolve_device(args.device))
     s = train_sae_from_file(args.embeddings, out, cfg, reference_pth=not args.no_pth, progress=args.progress)
     f = s["final"]
+    weights = [v for k, v in s["files"].items() if k in ("safetensors", "sae", "pth", "config")] or [out]
     _finish(out, {"task": "concepts train-sae", **s}, [{
         "N": s["n_samples"], "d_in": s["d_in"], "latents": s["n_latents"], "epochs": f["epoch"], "loss": f["loss"],
-        "fvu": f["fvu"], "L0": f["l0"], "dead": f["dead_fraction"]}], seed=args.seed)
+        "fvu": f["fvu"], "L0": f["l0"], "dead": f["dead_fraction"]}], seed=args.seed, inputs=[args.embeddings],
+        model=_files_model("sparse autoencoder (trained by this run)", weights), device=cfg["device"])
 
 
 def _activations(args) -> None:
@@ -57,10 +77,11 @@ def _activations(args) -> None:
     from panderm.tasks.concepts.run import extract_activations
 
     out = _claim(args)
-    s = extract_activations(args.sae, args.embeddings, out / "activations.npy", args.batch_size,
-                            device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    s = extract_activations(args.sae, args.embeddings, out / "activations.npy", args.batch_size, device=device)
     _finish(out, {"task": "concepts activations", "sae": args.sae, "embeddings": args.embeddings, **s},
-            [{"N": s["shape"][0], "latents": s["n_latents"], "active": s["n_active"]}])
+            [{"N": s["shape"][0], "latents": s["n_latents"], "active": s["n_active"]}],
+            inputs=[args.embeddings], model=_files_model(f"sae:{args.sae}", [args.sae]), device=device)
 
 
 def _cbm(args) -> None:
@@ -75,8 +96,11 @@ def _cbm(args) -> None:
     rows = [{"features": row["features"], "F": row["n_features"], "splits": row["n_splits"],
              "auroc": row["auroc_mean"], "macro_f1": row["macro_f1_mean"], "accuracy": row["accuracy_mean"],
              "nonzero": row["n_nonzero_mean_coef"]} for row in r["table"].to_dict("records")]
+    weights = [v for k, v in r["files"].items() if "weights" in k or "intercept" in k]
     _finish(out, {"task": "concepts cbm", "csv": args.csv, "label_col": r["label_col"], "results": results,
-                  "files": r["files"]}, rows, csv_files=[args.csv], seed=args.seed)
+                  "files": r["files"]}, rows, csv_files=[args.csv], seed=args.seed,
+            inputs=[args.embeddings] + ([args.baseline] if args.baseline else []),
+            model=_files_model("cbm: SGDClassifier(log_loss, l1) (trained by this run)", weights))
 
 
 def _explain(args) -> None:
@@ -89,7 +113,8 @@ def _explain(args) -> None:
     rows = [{"concept": m["word"], "latent": m["latent"], "cosine": m["cosine"],
              "weight": m["weight"] if not isinstance(m["weight"], list) else str(m["weight"]), "rank": m["rank"]}
             for m in r["matches"]]
-    _finish(out, {"task": "concepts explain", **r}, rows, encoder=encoder, random_init=encoder.random_init)
+    _finish(out, {"task": "concepts explain", **r}, rows, encoder=encoder, random_init=encoder.random_init,
+            inputs=[args.sae, args.weights])
 
 
 def _intervene(args) -> None:
@@ -108,7 +133,9 @@ def _intervene(args) -> None:
     print(f"zeroed latents {r['latents']}")
     _finish(out, {"task": "concepts intervene", **r}, table.to_dict("records"), encoder=encoder,
             csv_files=[args.train_csv, args.test_csv], seed=args.random_state,
-            random_init=bool(encoder is not None and encoder.random_init))
+            random_init=bool(encoder is not None and encoder.random_init),
+            inputs=[args.sae, args.train_codes, args.test_codes],
+            model=None if encoder is not None else _files_model(f"sae:{args.sae}", [args.sae]))
 
 
 def register(sub, add_model_args) -> None:

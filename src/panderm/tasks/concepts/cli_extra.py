@@ -18,11 +18,11 @@ def _retrieve(args) -> None:
     encoder = _load_model(args)
     r = retrieve_run(args.sae, args.codes, args.csv, args.text, out, image_col=args.image_col, root=args.root,
                      truth_col=args.truth_col, top_latents=args.top_latents, n_images=args.n_images,
-                     model_id=args.model, encoder=encoder)
+                     model_id=args.model, encoder=encoder, allow_outside_root=args.allow_outside_root)
     rows = [{"text": x["text"], "latent": x["latent"], "cosine": x["cosine"], "images": len(x["images"]),
              "grid": x["grid"]} for x in r["results"]]
     _finish(out, {"task": "concepts retrieve", **r}, rows, encoder=encoder, csv_files=[args.csv],
-            random_init=encoder.random_init)
+            random_init=encoder.random_init, inputs=[args.sae, args.codes])
 
 
 def _report(args) -> None:
@@ -35,12 +35,13 @@ def _report(args) -> None:
     vocab = load_vocabulary(args.vocabulary)
     s = build_report(args.sae, args.codes, args.csv, out, image_col=args.image_col, root=args.root,
                      weights_npy=args.weights, vocabulary=vocab, latents=args.latents, max_cards=args.max_cards,
-                     n_images=args.n_images, title=args.title, model_id=args.model, encoder=encoder)
+                     n_images=args.n_images, title=args.title, model_id=args.model, encoder=encoder,
+                     allow_outside_root=args.allow_outside_root)
     rows = [{"latent": c["latent"], "name": c["name"], "cosine": c["cosine"],
              "weight": c["weight"] if not isinstance(c["weight"], list) else str(c["weight"]),
              "fires_on": c["fires_on"]} for c in s["cards"][:20]]
     _finish(out, {"task": "concepts report", **s}, rows, encoder=encoder, csv_files=[args.csv],
-            random_init=encoder.random_init)
+            random_init=encoder.random_init, inputs=[args.sae, args.codes])
     print(f"open {s['report']} in a browser")
 
 
@@ -51,6 +52,9 @@ def _common(p) -> None:
     p.add_argument("--image-col", default="image_path")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
     p.add_argument("--n-images", type=int, default=5, help="top-activating images per latent")
+    from panderm.cli_support import add_allow_absolute_paths
+
+    add_allow_absolute_paths(p)
 
 
 def register_extra(sub, add_model_args) -> None:

@@ -132,6 +132,7 @@ def build_report(
     checkpoint: str | None = None,
     device: str = "cpu",
     allow_random_init: bool = False,
+    allow_outside_root: bool = False,
 ) -> dict[str, Any]:
     """Name the live latents, write ``concept_report.html`` and ``latent_names.{csv,json}``; return a summary.
 
@@ -153,7 +154,8 @@ def build_report(
 
     if int(n_images) < 1:
         raise DataError(f"--n-images must be >= 1, got {n_images}")
-    model, table, codes = _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root)
+    model, table, codes = _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root,
+                                                allow_outside_root=allow_outside_root)
     w = _weights(weights_npy, model.n_latents, sae_checkpoint) if weights_npy is not None else None
     vocab = list(vocabulary) if vocabulary is not None else load_vocabulary()
     live = live_latents(codes)

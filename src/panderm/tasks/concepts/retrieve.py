@@ -244,12 +244,13 @@ def _slug(text: str) -> str:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root, device="cpu"):
+def _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root, device="cpu", allow_outside_root=False):
     from panderm.data.tables import load_table
     from panderm.tasks.concepts.run import _load_sae, load_array
 
     model, _ = _load_sae(sae_checkpoint, device)
-    table = load_table(csv, image_col, root=root, flag_hints={image_col: "--image-col"})
+    table = load_table(csv, image_col, root=root, flag_hints={image_col: "--image-col"},
+                       allow_outside_root=allow_outside_root)
     codes = load_array(codes_npy, "SAE codes", n_rows=len(table.paths), rows_of=f"the CSV {csv}",
                        n_cols=model.n_latents, cols_of=f"the SAE {sae_checkpoint} (its number of latents)")
     return model, table, codes
@@ -283,6 +284,7 @@ def retrieve_run(
     checkpoint: str | None = None,
     device: str = "cpu",
     allow_random_init: bool = False,
+    allow_outside_root: bool = False,
 ) -> dict[str, Any]:
     """Concept retrieval from files: one grid PNG per text and ``retrieval.json``; returns the JSON content.
 
@@ -297,7 +299,8 @@ def retrieve_run(
     texts = [str(t) for t in texts]
     if not texts:
         raise DataError("give at least one concept text")
-    model, table, codes = _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root)
+    model, table, codes = _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root,
+                                                allow_outside_root=allow_outside_root)
     truth = _truth(csv, truth_col, len(table.paths))
     emb, encoder = encode_concepts(texts, model.d_in, model_id, encoder, checkpoint, device, allow_random_init)
     dirs = decoder_directions(model)

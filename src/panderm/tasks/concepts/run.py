@@ -93,8 +93,8 @@ def load_array(
         raise DataError(f"{path} is not a readable .npy array: {exc}") from None
     if not isinstance(arr, np.ndarray):  # an .npz archive
         raise DataError(f"{path} is an .npz archive; a single .npy array is expected")
-    if arr.dtype.kind not in "fiub":
-        raise DataError(f"{path} holds dtype {arr.dtype}; {name} must be numeric")
+    if arr.dtype.kind != "f":
+        raise DataError(f"{path} holds dtype {arr.dtype}; {name} must be floating point (float16/32/64)")
     dims = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if arr.ndim not in dims:
         want = " or ".join(f"{d}-D" for d in dims)
@@ -319,9 +319,12 @@ def run_cbm(
     arrays = {"features": load_array(embeddings_npy, "embeddings", n_rows=n, rows_of=f"the CSV {csv}")}
     if baseline_npy is not None:
         arrays["baseline"] = load_array(baseline_npy, "baseline embeddings", n_rows=n, rows_of=f"the CSV {csv}")
-    results = {name: evaluate_cbm(X, labels, n_splits=n_splits, test_size=test_size, alpha=alpha, seed=seed,
-                                  split=split)
-               for name, X in arrays.items()}
+    try:
+        results = {name: evaluate_cbm(X, labels, n_splits=n_splits, test_size=test_size, alpha=alpha, seed=seed,
+                                      split=split)
+                   for name, X in arrays.items()}
+    except DataError as exc:  # e.g. a class too small to split: say which file and column hold the labels
+        raise DataError(f"{csv}: label column {col!r}: {exc}") from None
     table = summary_table(results)
     files: dict[str, str] = {}
     if out_dir is not None:

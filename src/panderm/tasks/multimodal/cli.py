@@ -53,11 +53,11 @@ def find_best_checkpoint(folder) -> Path:
     return max(found)[2]
 
 
-def _load_table(dataset: str, path: str):
+def _load_table(dataset: str, path: str, allow_outside_root: bool = False):
     from .data import load_derm7pt, load_milk11, load_multimodal_csv, load_pad_ufes20
 
     loaders = {"derm7pt": load_derm7pt, "milk11": load_milk11, "pad": load_pad_ufes20, "csv": load_multimodal_csv}
-    return loaders[dataset](path)
+    return loaders[dataset](path, allow_outside_root=allow_outside_root)
 
 
 def _add_recipe(p, ref: bool) -> None:
@@ -71,6 +71,9 @@ def _add_recipe(p, ref: bool) -> None:
     else:
         p.add_argument("--data-path", "--data-dir", dest="data_path", required=True,
                        help="dataset folder (derm7pt / milk11 / pad meta layout) or one CSV")
+    from ...cli_support import add_allow_absolute_paths
+
+    add_allow_absolute_paths(p)
     p.add_argument(n("class_num"), dest="class_num", type=int, default=None,
                    help="number of classes (checked against the data)")
     for flag in ("use_cli", "use_derm", "use_meta", "use_text_encoder", "use_visual_embedding_layer"):
@@ -131,7 +134,7 @@ def _build(args, train: bool):
         if args.dataset not in REFERENCE_DATA_DIRS:
             raise PandermError(f"give the dataset root with --data_dir (no default for --dataset {args.dataset})")
         args.data_path = REFERENCE_DATA_DIRS[args.dataset]
-    table = _load_table(args.dataset, args.data_path)
+    table = _load_table(args.dataset, args.data_path, getattr(args, "allow_outside_root", False))
     if args.class_num is not None and args.class_num != table.num_classes:
         raise PandermError(f"--class_num {args.class_num} but {args.data_path} has {table.num_classes} classes")
     use_meta = bool(args.use_meta)
@@ -179,6 +182,15 @@ def _print_metrics(m: dict) -> None:
           f"AUPR: {m['aupr']:.4f}  BACC: {m['balanced_acc']:.4f}  Recall: {m['sensitivity']:.4f}")
 
 
+def data_files(path) -> list[Path]:
+    """The CSV files a multimodal dataset is read from (one CSV, or its meta/ folder), for provenance."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    folder = path / "meta" if (path / "meta").is_dir() else path
+    return sorted(folder.glob("*.csv")) if folder.is_dir() else []
+
+
 def run_train(args) -> None:
     from ...report import provenance
     from .train import write_test_outputs
@@ -189,7 +201,8 @@ def run_train(args) -> None:
         print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with --resume")
         return
     test = trainer.test()
-    write_test_outputs(trainer, test, args.output_dir, provenance(encoder, seed=args.seed), fit_result=fit)
+    write_test_outputs(trainer, test, args.output_dir, provenance(encoder, data_files(args.data_path), seed=args.seed),
+                       fit_result=fit)
     _print_metrics(test["metrics"])
     print(f"wrote {args.output_dir}")
 
@@ -197,11 +210,14 @@ def run_train(args) -> None:
 def run_test(args) -> None:
     from .train import write_test_outputs
 
-    trainer, _ = _build(args, train=False)
+    from ...report import provenance
+
+    trainer, encoder = _build(args, train=False)
     path = args.model_path or find_best_checkpoint(args.output_dir)
     print(f"checkpoint: {path}")
     test = trainer.test(path)
-    write_test_outputs(trainer, test, args.output_dir, predictions_only=not args.full_report)
+    prov = provenance(encoder, data_files(args.data_path), seed=args.seed, inputs=[path])
+    write_test_outputs(trainer, test, args.output_dir, prov, predictions_only=not args.full_report)
     _print_metrics(test["metrics"])
     print(f"wrote {Path(args.output_dir) / 'detailed_predictions.csv'}")
 

@@ -277,7 +277,8 @@ def _derm7pt_labels(meta: pd.DataFrame, rows: list[int], meta_csv: Path) -> list
     return [DERM7PT_GROUPS[diagnosis.iloc[i]] for i in rows]
 
 
-def load_derm7pt(dir_release: str | os.PathLike, *, check_images: bool = True) -> MultimodalTable:
+def load_derm7pt(dir_release: str | os.PathLike, *, check_images: bool = True,
+                 allow_outside_root: bool = False) -> MultimodalTable:
     """Derm7pt (clinical + dermoscopic + metadata) from the original release layout.
 
     Rows come in index-file order, train then val then test; a meta.csv row listed in two
@@ -299,8 +300,8 @@ def load_derm7pt(dir_release: str | os.PathLike, *, check_images: bool = True) -
     labels = _derm7pt_labels(meta, order, meta_csv)
     prompts = build_prompts(meta, derm7pt_prompt, str(meta_csv))  # CSV order: right row numbers
     images = root / "images"
-    clinical = resolve_paths(meta, "clinic", images, meta_csv)
-    derm = resolve_paths(meta, "derm", images, meta_csv)
+    clinical = resolve_paths(meta, "clinic", images, meta_csv, allow_outside_root=allow_outside_root)
+    derm = resolve_paths(meta, "derm", images, meta_csv, allow_outside_root=allow_outside_root)
     frame = _case_frame([clinical[i] for i in order], [derm[i] for i in order], labels, splits,
                         [prompts[i] for i in order])
     case_meta = meta.iloc[order].reset_index(drop=True)
@@ -311,7 +312,7 @@ def load_derm7pt(dir_release: str | os.PathLike, *, check_images: bool = True) -
 # -- MILK-11 -----------------------------------------------------------------------------
 
 def load_milk11(root: str | os.PathLike, *, image_root: str | os.PathLike | None = None, monet: bool = False,
-                check_images: bool = True) -> MultimodalTable:
+                check_images: bool = True, allow_outside_root: bool = False) -> MultimodalTable:
     """MILK-11 (clinical + dermoscopic) from `meta/{train,val,test}.csv`.
 
     Relative image paths resolve against `image_root`, by default the dataset folder (the
@@ -329,7 +330,8 @@ def load_milk11(root: str | os.PathLike, *, image_root: str | os.PathLike | None
         require_columns(frame, [CLINICAL, DERM, "target", *meta_columns], csv)
         labels = parse_labels(frame, "target", csv, num_classes=MILK11_NUM_CLASSES)
         prompts = build_prompts(frame, lambda row: milk_prompt(row, monet=monet), str(csv))
-        parts.append(_case_frame(resolve_paths(frame, CLINICAL, base, csv), resolve_paths(frame, DERM, base, csv),
+        parts.append(_case_frame(resolve_paths(frame, CLINICAL, base, csv, allow_outside_root=allow_outside_root),
+                                 resolve_paths(frame, DERM, base, csv, allow_outside_root=allow_outside_root),
                                  labels, [split] * len(frame), prompts))
         metas.append(frame)
     return _finish("milk11", str(root), parts, metas, meta_columns, MILK11_NUM_CLASSES, None, check_images)
@@ -347,7 +349,7 @@ def _first_present(frame: pd.DataFrame, candidates: Sequence[str], given: str | 
 
 
 def _pad_part(frame: pd.DataFrame, csv: Path, base: Path, image_col: str | None, label_col: str | None,
-              splits: list[str] | None, split_col: str) -> pd.DataFrame:
+              splits: list[str] | None, split_col: str, allow_outside_root: bool = False) -> pd.DataFrame:
     image_col = _first_present(frame, (CLINICAL, "image_path"), image_col)
     label_col = _first_present(frame, ("target", "label"), label_col)
     needed = [image_col, label_col, *PAD_META_COLUMNS] + ([split_col] if splits is None else [])
@@ -357,13 +359,13 @@ def _pad_part(frame: pd.DataFrame, csv: Path, base: Path, image_col: str | None,
     # int labels 0..5, or PAD-UFES-20's diagnostic codes (ACK, BCC, ...)
     labels = parse_labels(frame, label_col, csv, classnames=PAD_CLASSES)
     prompts = build_prompts(frame, pad_prompt, str(csv))  # from the raw values, before any fill
-    paths = resolve_paths(frame, image_col, base, csv)
+    paths = resolve_paths(frame, image_col, base, csv, allow_outside_root=allow_outside_root)
     return _case_frame(paths, paths, labels, splits, prompts)
 
 
 def load_pad_ufes20(path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
                     image_col: str | None = None, label_col: str | None = None, split_col: str = "split",
-                    check_images: bool = True) -> MultimodalTable:
+                    check_images: bool = True, allow_outside_root: bool = False) -> MultimodalTable:
     """PAD-UFES-20 (clinical + 17 metadata fields); the clinical image fills both slots.
 
     `path` is either the reference's folder with `meta/{train,val,test}.csv`
@@ -377,7 +379,7 @@ def load_pad_ufes20(path: str | os.PathLike, *, image_root: str | os.PathLike | 
     if path.is_file() or path.suffix.lower() == ".csv":
         frame = read_csv(path)
         base = Path(image_root) if image_root is not None else path.parent
-        parts.append(_pad_part(frame, path, base, image_col, label_col, None, split_col))
+        parts.append(_pad_part(frame, path, base, image_col, label_col, None, split_col, allow_outside_root))
         metas.append(frame)
     else:
         meta_dir = _meta_dir(path, "PAD-UFES-20")
@@ -385,7 +387,8 @@ def load_pad_ufes20(path: str | os.PathLike, *, image_root: str | os.PathLike | 
         for split in SPLITS:
             csv = meta_dir / f"{split}.csv"
             frame = read_csv(csv)
-            parts.append(_pad_part(frame, csv, base, image_col, label_col, [split] * len(frame), split_col))
+            parts.append(_pad_part(frame, csv, base, image_col, label_col, [split] * len(frame), split_col,
+                                   allow_outside_root))
             metas.append(frame)
     return _finish("pad-ufes-20", str(path), parts, metas, PAD_META_COLUMNS, len(PAD_CLASSES), PAD_CLASSES,
                    check_images)
@@ -408,6 +411,7 @@ def load_multimodal_csv(
     prompt_col: str | None = None,
     name: str = "csv",
     check_images: bool = True,
+    allow_outside_root: bool = False,
 ) -> MultimodalTable:
     """One CSV: image path column(s), label, split and optional metadata.
 
@@ -427,8 +431,8 @@ def load_multimodal_csv(
     labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes)
     k = num_classes or (len(classnames) if classnames else int(labels.max()) + 1)
     base = Path(image_root) if image_root is not None else csv.parent
-    clinical = resolve_paths(frame, clinical_col or derm_col, base, csv)
-    derm = resolve_paths(frame, derm_col, base, csv) if derm_col else clinical
+    clinical = resolve_paths(frame, clinical_col or derm_col, base, csv, allow_outside_root=allow_outside_root)
+    derm = resolve_paths(frame, derm_col, base, csv, allow_outside_root=allow_outside_root) if derm_col else clinical
     if prompt_col:
         prompts = frame[prompt_col].map(lambda v: str(v) if _is_scalar_present(v) else "").tolist()
     elif prompt is not None:

@@ -223,7 +223,19 @@ class MultimodalTrainer:
             else:
                 self.model.load_state_dict(payload.get("model", payload), strict=True)
         except RuntimeError as exc:
-            raise ModelError(f"{source}: does not fit this model/flags: {str(exc).splitlines()[0]}") from exc
+            # one line: torch's message spans lines; say which keys are missing / unexpected
+            state = payload.get("fusion", payload.get("model", payload)) if isinstance(payload, dict) else {}
+            target = self.model.fusion if "fusion" in payload else self.model
+            want, have = set(target.state_dict()), set(state) if isinstance(state, dict) else set()
+            missing, unexpected = sorted(want - have), sorted(have - want)
+            if missing or unexpected:
+                def some(keys):
+                    return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+                detail = f"missing {len(missing)} key(s) ({some(missing)}), unexpected {len(unexpected)} ({some(unexpected)})"
+            else:
+                detail = " ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())[:300]
+            raise ModelError(f"{source}: does not fit this model/flags: {detail}") from exc
 
     def _val_value(self, val: dict) -> float:
         m = self.cfg.monitor
