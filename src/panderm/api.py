@@ -4,6 +4,9 @@
     model = PanDerm2.from_pretrained("hf-hub:redlessone/PanDerm2")      # any model id
     model.zero_shot_classify("lesion.jpg", ["melanoma", "nevus"])        # {class: probability}
     model.zero_shot_classify(["a.jpg", "b.jpg"], classes)                # one dict per image
+    model.evaluate_zero_shot("test.csv", classnames)                      # metrics on a labelled CSV
+    model.linear_probe("lp.csv", percent_data=(0.1, 1.0), seeds=3)        # frozen-feature probe
+    model.retrieval("pairs.csv", caption_col="caption")                   # image<->text recall@K
 
 It uses the model's own preprocessing, RGB images with EXIF orientation applied,
 and the same classifier as the zero-shot task (normalised prompt embeddings
@@ -73,6 +76,80 @@ class Model:
         probs = zero_shot_probs(self.encode_images(images, normalize=False), weights)
         rows = [{c: float(p) for c, p in zip(classnames, row)} for row in probs]
         return rows[0] if single else rows
+
+    # -- dataset-level evaluations (the same library functions as the CLI; features go through the cache) --
+    def evaluate_zero_shot(self, csv: str | os.PathLike | None = None, classnames: Sequence[str] | None = None, *,
+                           benchmark: str | None = None, data_root: str | os.PathLike = ".",
+                           image_col: str = "image_path", label_col: str = "label", root=None,
+                           templates: Sequence[str] | None = None, n_bootstrap: int = 1000, seed: int = 42,
+                           batch_size: int = 64, cache: bool = True, allow_outside_root: bool = False) -> dict:
+        """Zero-shot metrics (and bootstrap CIs) on a labelled CSV or one of the reference benchmarks.
+
+        Returns ``{"dataset", "n", "classnames", "metrics", "ci", "probs", "labels"}``.
+        """
+        from .data.benchmarks import get_benchmark
+        from .errors import PandermError
+        from .tasks import zeroshot
+
+        if (csv is None) == (benchmark is None):
+            raise PandermError("give either a csv (with classnames) or a benchmark name")
+        if benchmark is not None:
+            bench = get_benchmark(benchmark)
+            ds = zeroshot.build_dataset(bench.csv_path(data_root), benchmark=bench, image_col=image_col,
+                                        label_col=label_col, root=root or data_root,
+                                        allow_outside_root=allow_outside_root)
+        else:
+            ds = zeroshot.build_dataset(csv, classnames, image_col=image_col, label_col=label_col, root=root,
+                                        allow_outside_root=allow_outside_root)
+        r = zeroshot.evaluate(self.encoder, ds, list(templates or SKIN_TEMPLATES), batch_size=batch_size,
+                              cache=cache, n_bootstrap=n_bootstrap, seed=seed)
+        return {"dataset": ds.name, "n": len(r.labels), "classnames": list(ds.classnames), "metrics": r.metrics,
+                "ci": r.ci, "probs": r.probs, "labels": r.labels}
+
+    def linear_probe(self, csv: str | os.PathLike, *, percent_data: Sequence[float] = (1.0,), seeds: int = 1,
+                     shots: Sequence[int] | None = None, tune_c: bool = False, C: float | None = None,
+                     solver: str = "fast", kind: str = "auto", image_col: str = "image_path",
+                     label_col: str = "label", split_col: str = "split", root=None, n_bootstrap: int = 1000,
+                     batch_size: int = 64, cache: bool = True, allow_outside_root: bool = False) -> dict:
+        """The linear probe on a CSV with a train/val/test split column (see ``panderm linear-probe``).
+
+        ``kind="auto"`` probes the feature the reference used for this model family; ``solver="reference"``
+        keeps the reference's L-BFGS stopping rule. Returns :func:`panderm.tasks.linear_probe.run_linear_probe`'s
+        dict (``runs``, ``summary``, ...) plus ``"kind"`` and ``"normalized"``.
+        """
+        from .errors import PandermError
+        from .tasks import linear_probe_run as lp
+        from .tasks.linear_probe import CONVERGED_TOL
+
+        if solver not in ("fast", "reference"):
+            raise PandermError(f"solver must be 'fast' or 'reference', got {solver!r}")
+        splits = lp.load_splits(csv, image_col, label_col, split_col, root=root,
+                                allow_outside_root=allow_outside_root)
+        feature, norm = lp.reference_feature(self.encoder) if kind == "auto" else (kind, False)
+        result = lp.run(self.encoder, splits, feature, norm, percent_data=tuple(percent_data),
+                        seeds=tuple(range(seeds)), shots=shots, tune_c=tune_c, C=C, n_bootstrap=n_bootstrap,
+                        tol=None if solver == "reference" else CONVERGED_TOL,
+                        extract_kw=dict(batch_size=batch_size, cache=cache))
+        return {**result, "kind": feature, "normalized": norm}
+
+    def retrieval(self, csv: str | os.PathLike, *, image_col: str = "image_path", caption_col: str = "caption",
+                  root=None, group_by: str | None = None, duplicates: str = "auto", n_bootstrap: int = 1000,
+                  seed: int = 42, batch_size: int = 64, cache: bool = True,
+                  allow_outside_root: bool = False) -> dict:
+        """Image↔text retrieval metrics (R@K, mean/median rank, both directions) with bootstrap CIs.
+
+        ``duplicates="auto"`` counts identical images / captions (or a ``group_by`` column) as one item;
+        ``"none"`` lets them compete, as the reference does.
+        """
+        from .tasks import retrieval_run
+        from .tasks.retrieval_data import load_pairs
+
+        pairs = load_pairs(csv, image_col, caption_col, root=root, group_by=group_by,
+                           allow_outside_root=allow_outside_root)
+        result, ci, _, _ = retrieval_run.evaluate(self.encoder, pairs, group_mode=duplicates,
+                                                  n_bootstrap=n_bootstrap, seed=seed, batch_size=batch_size,
+                                                  cache=cache)
+        return {"n": len(pairs.captions), "metrics": result.metrics, "ci": ci}
 
 
 # The name the PanDerm-2 README advertises; it loads any supported model id.
