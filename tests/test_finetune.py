@@ -86,6 +86,9 @@ def test_killed_run_resumes_to_identical_weights(tiny_panderm_v1, tiny_csv, tmp_
     with pytest.raises(KeyboardInterrupt):
         ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(**cfg), part, on_epoch_end=kill).fit()
     assert torch.load(part / "last.pt", weights_only=False)["epoch"] == 0
+    # A kill right after logging epoch 1 but before its checkpoint: the stale line must not survive the resume.
+    with open(part / "log.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 1, "step_losses": [123.0]}) + "\n")
     resumed = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(**cfg), part)
     assert resumed.fit(resume=True)["history"][0]["epoch"] == 1
 
@@ -97,6 +100,7 @@ def test_killed_run_resumes_to_identical_weights(tiny_panderm_v1, tiny_csv, tmp_
         assert torch.equal(a["model"][key], b["model"][key]), key
     log_a, log_b = ft.read_log(tmp_path / "full"), ft.read_log(part)
     assert [r["step_losses"] for r in log_a] == [r["step_losses"] for r in log_b]
+    assert [r["epoch"] for r in log_b] == [0, 1, 2]
     # the weights did move
     first = torch.load(tmp_path / "full" / "best.pt", weights_only=False)
     assert first["meta"]["n_classes"] == N_CLASSES

@@ -682,6 +682,20 @@ class Finetuner:
                 "image_size": self.size, "config": asdict(self.cfg),
                 "classnames": self.splits.tables["train"].classnames}
 
+    def _trim_log(self, last_epoch: int) -> None:
+        """Keep the log lines of the epochs last.pt holds (a kill after logging an epoch but before its
+        checkpoint leaves one line too many)."""
+        path = self.out / "log.jsonl"
+        if not path.is_file():
+            return
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("epoch", -1) <= last_epoch]
+        if len(kept) != len(lines):
+            from ..report import atomic_path
+
+            with atomic_path(path) as tmp:
+                Path(tmp).write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
     def fit(self, resume: bool = False) -> dict:
         """Train (or continue), then test with the best checkpoint; returns the results dict."""
         cfg, model, dev = self.cfg, self.model, self.device
@@ -701,6 +715,8 @@ class Finetuner:
             scaler.load_state_dict(ck["scaler"])
             start, best, best_epoch = ck["epoch"] + 1, ck["best_metric"], ck["best_epoch"]
             set_rng_state(ck["rng"])
+            if self.rank == 0:
+                self._trim_log(ck["epoch"])
             log.info("finetune: resumed from %s after epoch %d", last, ck["epoch"])
         elif resume:
             log.info("finetune: no %s yet; starting a fresh run", last)
@@ -756,6 +772,11 @@ class Finetuner:
             record.update(monitor=self.monitor, best_metric=best, best_epoch=best_epoch,
                           seconds=round(time.time() - t0, 3))
             if self.rank == 0:
+                from ..report import append_jsonl
+
+                # Log, then best, then last: a kill in between leaves a log line (or best.pt) of an epoch that
+                # last.pt does not hold yet; --resume reruns that epoch and _trim_log drops the stale line.
+                append_jsonl(self.out / "log.jsonl", record)
                 if improved:
                     save_checkpoint(self.out / "best.pt", {"model": model.state_dict(), "epoch": epoch,
                                                            "best_metric": best, "meta": self._meta()})
@@ -763,9 +784,6 @@ class Finetuner:
                                        "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                                        "epoch": epoch, "best_metric": best, "best_epoch": best_epoch,
                                        "rng": rng_state(), "meta": self._meta()})
-                from ..report import append_jsonl
-
-                append_jsonl(self.out / "log.jsonl", record)
             from ..distributed import barrier
 
             barrier()  # every rank sees this epoch's checkpoints before going on
