@@ -41,6 +41,10 @@ def test_evaluate_zero_shot_equals_per_image_classification(model):
 
 
 def test_evaluate_zero_shot_needs_exactly_one_source(model):
+    with pytest.raises(PandermError, match="classnames must be a list of strings"):
+        model.zero_shot_classify(str(HAM.parent / "images" / "ISIC_0025248.jpg"), "melanoma,nevus")
+    with pytest.raises(PandermError, match="templates must be a list"):
+        model.evaluate_zero_shot(HAM, HAM_CLASSES, templates="a photo of {c}")
     with pytest.raises(PandermError, match="either a csv"):
         model.evaluate_zero_shot()
     with pytest.raises(DataError, match="class"):

@@ -341,3 +341,57 @@ def test_torchrun_two_processes_train_like_one(tiny_panderm_v1, tiny_csv, tmp_pa
                                atol=1e-5)
     res = json.loads((tmp_path / "two" / "results.json").read_text())
     assert res["provenance"]["world_size"] == 2
+
+
+def test_failure_after_a_checkpoint_keeps_the_run_folder_and_resume_continues(tiny_panderm_v1, tiny_csv, tmp_path,
+                                                                                 monkeypatch, capsys):
+    """A NaN loss in epoch 1 is a one-line error, but epoch 0's checkpoint and log stay for --resume; a failure
+    before any checkpoint still leaves nothing behind."""
+    from panderm.cli import main
+
+    out = tmp_path / "run"
+    argv = ["finetune", "--model", "panderm-v1-base", "--checkpoint", str(tiny_panderm_v1), "--csv", str(tiny_csv),
+            "--epochs", "2", "--batch-size", "8", "--warmup-epochs", "0", "--bootstrap", "0", "--workers", "0",
+            "--device", "cpu", "--out", str(out)]
+    real_loss, calls = ft.Finetuner._loss, []
+
+    def nan_in_epoch_1(self, logits, y_soft, y):
+        calls.append(1)
+        loss = real_loss(self, logits, y_soft, y)
+        return loss * float("nan") if len(calls) > 2 else loss  # 2 steps per epoch
+
+    monkeypatch.setattr(ft.Finetuner, "_loss", nan_in_epoch_1)
+    assert main(argv) == 2
+    assert "loss is nan at epoch 1" in capsys.readouterr().err
+    assert ft.load_checkpoint(out / "last.pt")["epoch"] == 0 and len(ft.read_log(out)) == 1
+    monkeypatch.setattr(ft.Finetuner, "_loss", real_loss)
+    assert main(argv + ["--resume"]) == 0
+    assert [r["epoch"] for r in ft.read_log(out)] == [0, 1] and (out / "results.json").is_file()
+
+    early = tmp_path / "early"
+    calls.clear()
+    monkeypatch.setattr(ft.Finetuner, "_loss", lambda self, *a: real_loss(self, *a) * float("nan"))
+    assert main(argv[:-1] + [str(early)]) == 2
+    assert not early.exists()
+
+
+def test_resume_on_a_folder_killed_before_its_first_checkpoint_starts_afresh(tiny_panderm_v1, tiny_csv, tmp_path):
+    from panderm.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"epoch": 0, "step_losses": [9.0]}\n')  # logged, then killed before last.pt
+    argv = ["finetune", "--model", "panderm-v1-base", "--checkpoint", str(tiny_panderm_v1), "--csv", str(tiny_csv),
+            "--epochs", "1", "--batch-size", "8", "--warmup-epochs", "0", "--bootstrap", "0", "--workers", "0",
+            "--device", "cpu", "--out", str(out), "--resume"]
+    assert main(argv) == 0
+    assert [r["step_losses"] != [9.0] for r in ft.read_log(out)] == [True]
+
+
+def test_checkpoint_without_rel_pos_bias_names_the_flag(tiny_panderm_v1, tiny_csv, tmp_path):
+    splits = load_splits(tiny_csv)
+    plain = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=1, rel_pos_bias=False), tmp_path / "a")
+    plain.fit()
+    with_bias = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=1), tmp_path / "b")
+    with pytest.raises(ModelError, match="trained without the relative position bias: pass --disable-rel-pos-bias"):
+        with_bias.test(tmp_path / "a" / "best.pt")

@@ -113,6 +113,10 @@ def test_checkpoint_flag_is_refused():
      (224, 256, "shortest", "bicubic")),
     ({"size": {"height": 518, "width": 518}, "resample": 2}, (518, None, "squash", "bilinear")),
     ({}, (64, None, "squash", "bicubic")),
+    # ViT / DINO processors: an int size is a square resize (transformers' default_to_square), an int crop too.
+    ({"size": 224, "resample": 2}, (224, None, "squash", "bilinear")),
+    ({"size": 256, "default_to_square": False, "crop_size": 224, "do_center_crop": None},
+     (224, 256, "shortest", "bicubic")),
 ])
 def test_processor_configs_map_to_the_same_transform(cfg, expected):
     spec = preprocess_from_config(cfg, default_size=64)

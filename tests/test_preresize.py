@@ -179,6 +179,12 @@ def test_out_must_not_be_the_image_root(tmp_path):
     csv, root, _ = _subset_csv(tmp_path, "ham", 2)
     with pytest.raises(DataError, match="overwrite the originals"):
         preresize(csv, "image_path", root, root=root, size=96, workers=0)
+    link = tmp_path / "link-to-root"
+    link.symlink_to(root, target_is_directory=True)
+    before = {p.name: p.stat().st_size for p in Path(root).rglob("*.jpg")}
+    with pytest.raises(DataError, match="overwrite the originals"):  # a symlink to the root is the root
+        preresize(csv, "image_path", link, root=root, size=96, workers=0)
+    assert {p.name: p.stat().st_size for p in Path(root).rglob("*.jpg")} == before
 
 
 def test_undecodable_image_leaves_no_partial_file(tmp_path):

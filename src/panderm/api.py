@@ -71,6 +71,7 @@ class Model:
         """Class probabilities for one image (a dict) or a list of images (a list of dicts)."""
         from .tasks.zeroshot import class_embeddings, zero_shot_probs
 
+        _check_lists(classnames=classnames, templates=templates)
         single = isinstance(images, (str, os.PathLike, Image.Image))
         weights = class_embeddings(self.encoder, list(classnames), list(templates or SKIN_TEMPLATES))
         probs = zero_shot_probs(self.encode_images(images, normalize=False), weights)
@@ -91,6 +92,7 @@ class Model:
         from .errors import PandermError
         from .tasks import zeroshot
 
+        _check_lists(classnames=classnames, templates=templates)
         if (csv is None) == (benchmark is None):
             raise PandermError("give either a csv (with classnames) or a benchmark name")
         if benchmark is not None:
@@ -150,6 +152,15 @@ class Model:
                                                   n_bootstrap=n_bootstrap, seed=seed, batch_size=batch_size,
                                                   cache=cache)
         return {"n": len(pairs.captions), "metrics": result.metrics, "ci": ci}
+
+
+def _check_lists(**named) -> None:
+    """A plain string where a list is expected would be split into characters: refuse it."""
+    from .errors import PandermError
+
+    for name, value in named.items():
+        if isinstance(value, str):
+            raise PandermError(f"{name} must be a list of strings, got the string {value!r}")
 
 
 # The name the PanDerm-2 README advertises; it loads any supported model id.

@@ -155,7 +155,8 @@ def preresize(
     require_columns(frame, [image_col], csv, flag_hints)
     root = Path(root) if root is not None else csv.parent
     out = Path(out)
-    if os.path.normpath(out.absolute()) == os.path.normpath(root.absolute()):
+    # realpath: an --out that is a symlink to the root (or the root itself spelled differently) is the root.
+    if os.path.realpath(out) == os.path.realpath(root):
         raise DataError(f"--out {out} is the image root: the copies would overwrite the originals")
     # Relative, confined paths only (absolute ones could not keep their layout under --out): rows named on error.
     paths = resolve_paths(frame, image_col, root, csv)
@@ -188,7 +189,7 @@ def preresize(
             continue
         seen.add(dst)
         summary.n += 1
-        if os.path.normpath(dst.absolute()) == os.path.normpath(src):
+        if os.path.realpath(dst) == os.path.realpath(src):
             raise DataError(f"{csv}: row {_rows([ids[i]])}: output {dst} is the source image itself")
         if same_settings and _up_to_date(src, dst):
             summary.skipped += 1

@@ -8,10 +8,13 @@ DINO ViT, ...). The model's own preprocessing comes from its ``preprocessor_conf
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from ..errors import ModelError
 from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, PreprocessSpec
+
+log = logging.getLogger(__name__)
 
 # PIL resampling codes as image processors store them.
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}
@@ -47,12 +50,20 @@ def preprocess_from_config(cfg: dict, default_size: int) -> PreprocessSpec:
     crop = cfg.get("crop_size") or {}
     mean = tuple(float(v) for v in cfg.get("image_mean", IMAGENET_MEAN))
     std = tuple(float(v) for v in cfg.get("image_std", IMAGENET_STD))
-    interpolation = _RESAMPLE.get(cfg.get("resample"), "bicubic")
+    resample = cfg.get("resample")
+    interpolation = _RESAMPLE.get(resample, "bicubic")
+    if resample is not None and resample not in _RESAMPLE:
+        log.warning("resampling code %s of the image processor is not supported; using bicubic", resample)
+    if isinstance(crop, int):
+        crop = {"height": crop, "width": crop}
     if isinstance(size, int):
-        size = {"shortest_edge": size}
+        # transformers' rule: an int size is a square resize unless the processor says default_to_square=False.
+        size = {"height": size, "width": size} if cfg.get("default_to_square", True) else {"shortest_edge": size}
     if "shortest_edge" in size:
         short = int(size["shortest_edge"])
-        out = int(crop.get("height", short)) if cfg.get("do_center_crop", True) else short
+        do_crop = cfg.get("do_center_crop")
+        do_crop = bool(crop) if do_crop is None else do_crop
+        out = int(crop.get("height", short)) if do_crop else short
         return PreprocessSpec(size=out, mean=mean, std=std, interpolation=interpolation, resize_to=short)
     if "height" in size and "width" in size:
         if int(size["height"]) != int(size["width"]):
@@ -73,6 +84,8 @@ def _read_processor_config(repo: str) -> dict:
     try:
         return json.loads(Path(hf_hub_download(repo, "preprocessor_config.json")).read_text())
     except EntryNotFoundError:
+        log.warning("hf-vision:%s has no preprocessor_config.json (or it is not in the offline cache): using a "
+                    "square resize to the model's image size with ImageNet mean/std", repo)
         return {}
 
 

@@ -30,8 +30,10 @@ mode (or with rate 0) this is exactly ``tower.run_blocks``. timm ViTs get their
 Distributed (torchrun, gloo on CPU / NCCL on GPU): ``batch_size`` is the GLOBAL batch. Every rank draws the same
 sample order from the same seeded generator and takes its contiguous share of each global batch; DDP averages the
 gradients, so a step is the single-process step on the same images (with mixup, drop path or augmentation the
-random draws differ per rank: the same distribution, not the same numbers). Val / test batches are dealt
-round-robin and gathered back by index (no padded duplicates); rank 0 alone writes checkpoints and logs.
+random draws come from each rank's own stream, seeded by (seed, epoch, rank): the same distribution, not the
+same numbers). Val / test batches (1.5x the per-rank training batch) are dealt round-robin and gathered back by
+index (no padded duplicates); rank 0 alone writes checkpoints and logs, so ``--out`` must be on a file system
+every node sees.
 
 Resume: ``last.pt`` holds the model, optimiser, schedule step, AMP scaler, epoch, best
 metric and the torch / numpy / python (and CUDA) RNG states; every train loader draws its
@@ -41,6 +43,7 @@ ends with the same weights, bit for bit, as an uninterrupted one.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import math
@@ -446,6 +449,10 @@ class ShardedBatchSampler:
         return len(self.sampler) // self.global_batch
 
 
+def _rank_worker_seed(worker_id: int, rank: int) -> None:
+    seed_everything((torch.initial_seed() + 7919 * rank) % (2 ** 63))
+
+
 def _generator(seed: int) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(seed)
@@ -502,7 +509,23 @@ def save_checkpoint(path: Path, payload: dict) -> Path:
 
     with atomic_path(path, suffix=".pt") as tmp:
         torch.save(payload, tmp)
+    from ..report import forget_claimed
+
+    forget_claimed()  # a folder holding a checkpoint is kept even if the run later fails: --resume needs it
     return path
+
+
+def _load_weights(model: nn.Module, ck: dict, path, model_id: str) -> None:
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        saved = ck.get("meta", {}).get("config", {}).get("rel_pos_bias")
+        mismatch = any("relative_position_bias_table" in line for line in str(exc).splitlines())
+        if mismatch and saved is not None:
+            hint = ("it was trained with the relative position bias: drop --disable-rel-pos-bias" if saved
+                    else "it was trained without the relative position bias: pass --disable-rel-pos-bias")
+            raise ModelError(f"{path}: {hint}") from exc
+        raise ModelError(f"{path}: does not fit --model {model_id}: {str(exc).splitlines()[0]}") from exc
 
 
 def load_checkpoint(path) -> dict:
@@ -616,6 +639,9 @@ class Finetuner:
         ds = ImageDataset(t.paths, t.labels, self.train_t)
         bs = min(self.cfg.batch_size, len(ds))
         step = 2 * self.world if self.mixup_fn is not None else self.world
+        if bs % step and epoch == 0:
+            log.warning("finetune: batch %d -> %d (a multiple of %d: %s)", bs, bs - bs % step, step,
+                        "an even share per process for mixup" if self.mixup_fn is not None else "equal shares")
         bs -= bs % step  # timm's batch-mode mixup needs an even batch on every rank
         if bs < 1:
             raise DataError("the train split is too small for a batch")
@@ -628,17 +654,23 @@ class Finetuner:
         else:
             sampler = RandomSampler(ds, generator=g)
         if self.world > 1:
-            # The loader draws its worker seed from `g` before the sampler runs, exactly as in one process.
-            return DataLoader(ds, batch_sampler=ShardedBatchSampler(sampler, bs, self.rank, self.world), **kw)
+            # The loader draws its worker seed from `g` before the sampler runs, exactly as in one process;
+            # workers then offset it by the rank so ranks do not augment their shares identically.
+            return DataLoader(ds, batch_sampler=ShardedBatchSampler(sampler, bs, self.rank, self.world),
+                              worker_init_fn=functools.partial(_rank_worker_seed, rank=self.rank), **kw)
         return DataLoader(ds, sampler=sampler, batch_size=bs, drop_last=True, **kw)
 
     def eval_loader(self, split: str, tta: bool = False, indices=None) -> DataLoader:
         t = self.splits.tables[split]
         transform = tta_transforms(self.size)[0] if tta else self.eval_t
-        bs = max(1, int(1.5 * self.cfg.batch_size))
+        bs = self._eval_batch()
         ds = ImageDataset(t.paths, t.labels, transform)
         return DataLoader(ds if indices is None else Subset(ds, indices), batch_size=bs, shuffle=False,
                           num_workers=self.cfg.num_workers, generator=_generator(0))
+
+    def _eval_batch(self) -> int:
+        # 1.5x the training batch per process, as the reference (whose batch is per GPU).
+        return max(1, int(1.5 * self.cfg.batch_size / self.world))
 
     def predict_split(self, split: str, tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Softmax probabilities and labels for a whole split; under torchrun each rank predicts its round-robin
@@ -650,7 +682,7 @@ class Finetuner:
         from ..distributed import gather_rows, shard_indices
 
         labels = np.asarray(self.splits.tables[split].labels)
-        mine = shard_indices(len(labels), max(1, int(1.5 * self.cfg.batch_size)), self.rank, self.world)
+        mine = shard_indices(len(labels), self._eval_batch(), self.rank, self.world)
         probs = np.zeros((0, self.n_classes), dtype=np.float32)
         if mine:
             probs, _ = predict(self.model, self.eval_loader(split, tta, mine), self.device, self.cfg.precision, **kw)
@@ -709,7 +741,7 @@ class Finetuner:
                 raise PandermError(f"{last} was written by another run (model {ck['meta']['model_id']}, "
                                    f"K={ck['meta']['n_classes']}); use another --out or --overwrite")
             _warn_config_change(ck["meta"].get("config", {}), asdict(cfg))
-            model.load_state_dict(ck["model"])
+            _load_weights(model, ck, last, self.encoder.model_id)
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
             scaler.load_state_dict(ck["scaler"])
@@ -730,6 +762,11 @@ class Finetuner:
         if not has_val:
             log.warning("finetune: no val split; the last epoch is kept as 'best'")
         for epoch in range(start, cfg.epochs):
+            if self.world > 1:
+                # Each rank draws its own augmentation / mixup / drop-path numbers, from a stream fixed by (seed,
+                # epoch, rank), so a resumed epoch draws what it drew before; the sample order comes from the
+                # loader's generator, shared by all ranks.
+                seed_everything(cfg.seed * 1_000_003 + epoch * 10_007 + self.rank)
             model.train()
             t0, losses = time.time(), []
             for i, (x, y) in enumerate(self._train_loader(epoch)):
@@ -807,11 +844,7 @@ class Finetuner:
         if meta.get("model_id") != self.encoder.model_id:
             log.warning("finetune: checkpoint was trained from %s, --model is %s", meta.get("model_id"),
                         self.encoder.model_id)
-        try:
-            self.model.load_state_dict(ck["model"])
-        except RuntimeError as exc:
-            raise ModelError(f"{checkpoint}: does not fit --model {self.encoder.model_id}: "
-                             f"{str(exc).splitlines()[0]}") from exc
+        _load_weights(self.model, ck, checkpoint or self.out / "best.pt", self.encoder.model_id)
         tta = self.cfg.tta if tta is None else tta
         probs, labels = self.predict_split("test", tta)
         return {"epoch": ck.get("epoch"), "tta": tta, "probs": probs, "labels": labels,

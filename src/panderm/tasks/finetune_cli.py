@@ -48,8 +48,11 @@ def _finetune(args) -> None:
     cfg.check()
     out = Path(args.out)
     resuming = args.resume and (out / "last.pt").is_file()
+    # --resume on a folder holding only this command's files but no last.pt yet (killed before the first
+    # checkpoint landed) starts afresh instead of refusing the folder.
+    stale = args.resume and out.is_dir() and all(p.name in _RUN_FILES for p in out.iterdir())
     if not args.eval and not resuming and rank == 0:
-        prepare_run_dir(out, args.overwrite)
+        prepare_run_dir(out, args.overwrite or stale)
         for name in _RUN_FILES:  # --overwrite: a fresh run must not append to an old log
             (out / name).unlink(missing_ok=True)
     barrier()
