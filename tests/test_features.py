@@ -287,3 +287,27 @@ def test_cli_batch_size_auto_and_bad_values(tiny_openclip, ham_csv, tmp_path):
     bad = subprocess.run([*base, "--batch-size", "0", "--out", str(tmp_path / "b.npy")], capture_output=True, text=True)
     assert bad.returncode == 2 and "must be a positive integer or 'auto', got '0'" in bad.stderr
     assert not (tmp_path / "b.npy").exists()
+
+
+def test_auto_batch_failure_on_one_rank_is_an_error_on_every_rank(tiny_openclip, ham_csv, tmp_path, monkeypatch):
+    """A rank whose GPU fits no batch still joins the size exchange, so no rank waits forever; all raise."""
+    import torch.distributed as dist
+
+    from panderm import features
+    from panderm.errors import ModelError
+
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    paths = load_table(ham_csv, "image_path").paths[:4]
+
+    def no_batch_fits(encoder, batch_size, *args, **kw):
+        if batch_size == "auto":
+            raise ModelError("no batch size fits in GPU memory")
+        return batch_size
+
+    monkeypatch.setattr(features, "resolve_batch_size", no_batch_fits)
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'pg'}")
+    try:
+        with pytest.raises(ModelError, match="rank 0: no batch size fits"):
+            features._run_distributed(enc, paths, "embed", "auto", 0, "fp32", None, False)
+    finally:
+        dist.destroy_process_group()

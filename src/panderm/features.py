@@ -409,8 +409,15 @@ def _run_distributed(encoder, paths, kind, batch_size, num_workers, precision, d
 
     rank, world = rank_world()
     if batch_size == "auto":  # every rank must deal the same batches: the smallest size any GPU can hold
+        try:
+            found: int | str = resolve_batch_size(encoder, "auto", kind, precision, len(paths))
+        except ModelError as exc:  # still join the gather, or the other ranks would wait forever
+            found = f"rank {rank}: {exc}"
         sizes = [None] * world
-        dist.all_gather_object(sizes, resolve_batch_size(encoder, "auto", kind, precision, len(paths)))
+        dist.all_gather_object(sizes, found)
+        failed = [s for s in sizes if isinstance(s, str)]
+        if failed:
+            raise ModelError(failed[0])
         batch_size = min(sizes)
     batch_size = resolve_batch_size(encoder, batch_size, kind, precision)
     mine = shard_indices(len(paths), batch_size, rank, world)
