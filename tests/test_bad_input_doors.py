@@ -560,13 +560,20 @@ def test_image_modes_work_in_every_family(world, modes, door, tmp_path, capsys):
 # --------------------------------------------------------------------------------------------------------
 
 
+def test_a_leading_tilde_under_a_root_is_opened_and_checked_as_the_same_path(tmp_path):
+    from panderm.data.tables import resolve_paths
+
+    frame = pd.DataFrame({"image_path": ["~/a.jpg"]})
+    assert resolve_paths(frame, "image_path", tmp_path, "t.csv") == [tmp_path / "~" / "a.jpg"]
+
+
 @pytest.mark.parametrize("value,prefix,ok", [
     ("images/a.jpg", None, True),
     ("images/../b.jpg", None, True),  # `..` that stays inside is fine
     ("../b.jpg", None, False),
     ("images/../../b.jpg", None, False),
     ("/etc/passwd", None, False),
-    ("~/a.jpg", None, False),
+    ("~/a.jpg", None, True),  # under a root '~' is a folder name: checked as it is opened, root/~/a.jpg
     ("{root}/images/a.jpg", None, True),  # absolute, but under the root
     ("images/a.jpg", "", True),  # src/main.py's --parent-path '' : relative to the working directory
     ("../b.jpg", "", False),

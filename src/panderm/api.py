@@ -110,12 +110,14 @@ class Model:
 
     def linear_probe(self, csv: str | os.PathLike, *, percent_data: Sequence[float] = (1.0,), seeds: int = 1,
                      shots: Sequence[int] | None = None, tune_c: bool = False, C: float | None = None,
-                     solver: str = "fast", kind: str = "auto", image_col: str = "image_path",
+                     solver: str = "fast", kind: str = "auto", normalize: bool = False,
+                     image_col: str = "image_path",
                      label_col: str = "label", split_col: str = "split", root=None, n_bootstrap: int = 1000,
                      batch_size: int = 64, cache: bool = True, allow_outside_root: bool = False) -> dict:
         """The linear probe on a CSV with a train/val/test split column (see ``panderm linear-probe``).
 
-        ``kind="auto"`` probes the feature the reference used for this model family; ``solver="reference"``
+        ``kind="auto"`` probes the feature the reference used for this model family (``kind="embed"`` /
+        ``"features"`` pick one, L2-normalised with ``normalize=True``); ``solver="reference"``
         keeps the reference's L-BFGS stopping rule. Returns :func:`panderm.tasks.linear_probe.run_linear_probe`'s
         dict (``runs``, ``summary``, ...) plus ``"kind"`` and ``"normalized"``.
         """
@@ -127,7 +129,7 @@ class Model:
             raise PandermError(f"solver must be 'fast' or 'reference', got {solver!r}")
         splits = lp.load_splits(csv, image_col, label_col, split_col, root=root,
                                 allow_outside_root=allow_outside_root)
-        feature, norm = lp.reference_feature(self.encoder) if kind == "auto" else (kind, False)
+        feature, norm = lp.reference_feature(self.encoder) if kind == "auto" else (kind, normalize)
         result = lp.run(self.encoder, splits, feature, norm, percent_data=tuple(percent_data),
                         seeds=tuple(range(seeds)), shots=shots, tune_c=tune_c, C=C, n_bootstrap=n_bootstrap,
                         tol=None if solver == "reference" else CONVERGED_TOL,

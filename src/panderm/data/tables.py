@@ -162,7 +162,8 @@ def resolve_paths(frame: pd.DataFrame, col: str, root: str | os.PathLike | None,
             candidate = os.path.abspath(os.path.expanduser(concat_prefix + value))
             p = Path(concat_prefix + value)
         else:
-            candidate = os.path.join(base, os.path.expanduser(value))
+            # Checked as it will be opened: under a root, a leading '~' is a folder name (os.path.join semantics).
+            candidate = os.path.join(base, value if root is not None else os.path.expanduser(value))
             p = Path(root) / value if root is not None else Path(value)
         if not allow_outside_root and _escapes(base, candidate):
             outside.append(i)
