@@ -89,6 +89,9 @@ def test_killed_run_resumes_to_identical_weights(tiny_panderm_v1, tiny_csv, tmp_
     # A kill right after logging epoch 1 but before its checkpoint: the stale line must not survive the resume.
     with open(part / "log.jsonl", "a") as f:
         f.write(json.dumps({"epoch": 1, "step_losses": [123.0]}) + "\n")
+    # ... and one after last.pt recorded epoch 0 as the best but before the staged best.pt was moved in place.
+    assert torch.load(part / "last.pt", weights_only=False)["best_epoch"] == 0
+    (part / "best.pt").rename(part / ft.BEST_STAGED)
     resumed = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(**cfg), part)
     assert resumed.fit(resume=True)["history"][0]["epoch"] == 1
 
@@ -101,6 +104,12 @@ def test_killed_run_resumes_to_identical_weights(tiny_panderm_v1, tiny_csv, tmp_
     log_a, log_b = ft.read_log(tmp_path / "full"), ft.read_log(part)
     assert [r["step_losses"] for r in log_a] == [r["step_losses"] for r in log_b]
     assert [r["epoch"] for r in log_b] == [0, 1, 2]
+    assert not (part / ft.BEST_STAGED).exists()
+    best_a = torch.load(tmp_path / "full" / "best.pt", weights_only=False)
+    best_b = torch.load(part / "best.pt", weights_only=False)
+    assert best_a["epoch"] == best_b["epoch"]
+    for key in best_a["model"]:
+        assert torch.equal(best_a["model"][key], best_b["model"][key]), key
     # the weights did move
     first = torch.load(tmp_path / "full" / "best.pt", weights_only=False)
     assert first["meta"]["n_classes"] == N_CLASSES
@@ -386,6 +395,19 @@ def test_resume_on_a_folder_killed_before_its_first_checkpoint_starts_afresh(tin
             "--device", "cpu", "--out", str(out), "--resume"]
     assert main(argv) == 0
     assert [r["step_losses"] != [9.0] for r in ft.read_log(out)] == [True]
+
+
+def test_a_staged_best_that_last_pt_never_recorded_is_dropped(tiny_panderm_v1, tiny_csv, tmp_path):
+    splits = load_splits(tiny_csv)
+    out = tmp_path / "run"
+    ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=2, stop_after_epoch=0), out).fit()
+    last = torch.load(out / "last.pt", weights_only=False)
+    ft.save_checkpoint(out / ft.BEST_STAGED, {"model": last["model"], "epoch": 1, "best_metric": 9.0, "meta": {}})
+    before = torch.load(out / "best.pt", weights_only=False)["epoch"]
+    tuner = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=2), out)
+    tuner._settle_best(last["best_epoch"])
+    assert not (out / ft.BEST_STAGED).exists()
+    assert torch.load(out / "best.pt", weights_only=False)["epoch"] == before == last["best_epoch"]
 
 
 def test_checkpoint_without_rel_pos_bias_names_the_flag(tiny_panderm_v1, tiny_csv, tmp_path):

@@ -165,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def run():
-        from .distributed import init_from_env
+        from .distributed import finish, init_from_env
 
         init_from_env()  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)
         args.func(args)
+        finish()
 
     return run_door(run, "panderm", debug=args.debug)
 

@@ -70,6 +70,17 @@ def gather_rows(indices: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
+def finish() -> None:
+    """End of a torchrun command: every rank waits until rank 0 has written its files, then the group is torn
+    down. A rank leaving with the group alive aborts (SIGABRT in gloo's threads), and torchrun then kills the
+    ranks still working."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     import torch.distributed as dist
 

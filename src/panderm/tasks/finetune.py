@@ -47,6 +47,7 @@ import functools
 import json
 import logging
 import math
+import os
 import random
 import re
 import time
@@ -65,6 +66,7 @@ from ..models.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
 
 log = logging.getLogger(__name__)
 
+BEST_STAGED = "best.pt.next"  # a new best waits here until last.pt records it
 REFERENCE_STD = (0.228, 0.224, 0.225)  # the reference's std typo (§1.4)
 MONITORS = ("auto", "acc", "recall", "auroc")
 _MONITOR_METRIC = {"acc": "accuracy", "recall": "balanced_accuracy", "auroc": "auroc"}
@@ -714,6 +716,16 @@ class Finetuner:
                 "image_size": self.size, "config": asdict(self.cfg),
                 "classnames": self.splits.tables["train"].classnames}
 
+    def _settle_best(self, best_epoch) -> None:
+        """A best.pt staged before a kill: put it in place if last.pt names its epoch as the best, else drop it."""
+        staged = self.out / BEST_STAGED
+        if not staged.is_file():
+            return
+        if load_checkpoint(staged).get("epoch") == best_epoch:
+            os.replace(staged, self.out / "best.pt")
+        else:
+            staged.unlink()
+
     def _trim_log(self, last_epoch: int) -> None:
         """Keep the log lines of the epochs last.pt holds (a kill after logging an epoch but before its
         checkpoint leaves one line too many)."""
@@ -749,6 +761,7 @@ class Finetuner:
             set_rng_state(ck["rng"])
             if self.rank == 0:
                 self._trim_log(ck["epoch"])
+                self._settle_best(ck["best_epoch"])
             log.info("finetune: resumed from %s after epoch %d", last, ck["epoch"])
         elif resume:
             log.info("finetune: no %s yet; starting a fresh run", last)
@@ -811,16 +824,19 @@ class Finetuner:
             if self.rank == 0:
                 from ..report import append_jsonl
 
-                # Log, then best, then last: a kill in between leaves a log line (or best.pt) of an epoch that
-                # last.pt does not hold yet; --resume reruns that epoch and _trim_log drops the stale line.
+                # Log, new best (staged), last, then the staged best takes its place: a kill anywhere leaves
+                # best.pt and last.pt of the same history. --resume reruns an epoch last.pt does not hold,
+                # _trim_log drops its stale log line and _settle_best finishes or discards a staged best.
                 append_jsonl(self.out / "log.jsonl", record)
                 if improved:
-                    save_checkpoint(self.out / "best.pt", {"model": model.state_dict(), "epoch": epoch,
-                                                           "best_metric": best, "meta": self._meta()})
+                    save_checkpoint(self.out / BEST_STAGED, {"model": model.state_dict(), "epoch": epoch,
+                                                             "best_metric": best, "meta": self._meta()})
                 save_checkpoint(last, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                                        "scheduler": sched.state_dict(), "scaler": scaler.state_dict(),
                                        "epoch": epoch, "best_metric": best, "best_epoch": best_epoch,
                                        "rng": rng_state(), "meta": self._meta()})
+                if improved:
+                    os.replace(self.out / BEST_STAGED, self.out / "best.pt")
             from ..distributed import barrier
 
             barrier()  # every rank sees this epoch's checkpoints before going on

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-_RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json")
+_RUN_FILES = ("last.pt", "best.pt", "best.pt.next", "log.jsonl", "results.json")
 
 
 def config_from_args(args):
