@@ -12,7 +12,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from panderm.tasks.multimodal.cli import run_reference  # noqa: E402
 
 
-
 def main(argv=None) -> int:
     return run_reference("train", argv)
 

@@ -91,3 +91,14 @@ def tiny_dinov3(models_root):
     folder = build_tiny_dinov3(models_root / "tiny-dinov3")
     put_in_hf_cache(folder, "test/tiny-dinov3")
     return folder
+
+
+@pytest.fixture
+def two_torch_threads():
+    """torch on 2 threads for the test, restored afterwards (the CI runner has 2 cores; more only contend)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)

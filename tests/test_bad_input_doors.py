@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,12 +28,7 @@ N = 8  # rows of the good CSV
 BAD_ROW = 2  # the frame row a bad cell goes into: CSV line 4 (header = line 1)
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -17,12 +17,7 @@ from panderm.tasks.linear_probe_run import load_splits
 N_CLASSES = 4
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")

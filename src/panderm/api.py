@@ -121,18 +121,16 @@ class Model:
         keeps the reference's L-BFGS stopping rule. Returns :func:`panderm.tasks.linear_probe.run_linear_probe`'s
         dict (``runs``, ``summary``, ...) plus ``"kind"`` and ``"normalized"``.
         """
-        from .errors import PandermError
         from .tasks import linear_probe_run as lp
-        from .tasks.linear_probe import CONVERGED_TOL
+        from .tasks.linear_probe import solver_tol
 
-        if solver not in ("fast", "reference"):
-            raise PandermError(f"solver must be 'fast' or 'reference', got {solver!r}")
+        tol = solver_tol(solver)
         splits = lp.load_splits(csv, image_col, label_col, split_col, root=root,
                                 allow_outside_root=allow_outside_root)
         feature, norm = lp.reference_feature(self.encoder) if kind == "auto" else (kind, normalize)
         result = lp.run(self.encoder, splits, feature, norm, percent_data=tuple(percent_data),
                         seeds=tuple(range(seeds)), shots=shots, tune_c=tune_c, C=C, n_bootstrap=n_bootstrap,
-                        tol=None if solver == "reference" else CONVERGED_TOL,
+                        tol=tol,
                         extract_kw=dict(batch_size=batch_size, cache=cache))
         return {**result, "kind": feature, "normalized": norm}
 

@@ -79,7 +79,7 @@ def _linear_probe(args) -> None:
     from ..models import REFERENCE_LP_PREPROCESS
     from ..report import format_table, provenance
     from . import linear_probe_run as lp
-    from .linear_probe import CONVERGED_TOL
+    from .linear_probe import solver_tol
 
     splits = lp.load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root,
                             allow_outside_root=args.allow_outside_root)
@@ -88,7 +88,7 @@ def _linear_probe(args) -> None:
     seeds = list(range(args.seeds))
     result = lp.run(encoder, splits, kind, norm, percent_data=args.percent_data, seeds=seeds, shots=args.shots,
                     tune_c=args.tune_c, C=args.C, n_bootstrap=args.bootstrap, device="cpu",
-                    tol=None if args.solver == "reference" else CONVERGED_TOL,
+                    tol=solver_tol(args.solver),
                     extract_kw=dict(batch_size=args.batch_size, num_workers=args.workers, precision=args.precision,
                                     cache=not args.no_cache, cache_dir=args.cache_dir))
     lp.write_report(result, splits, out, provenance(encoder, [args.csv], seed=seeds,

@@ -42,6 +42,16 @@ REFERENCE_RANDOM_STATE = 42
 #: ``auroc_ovr`` the OvR macro AUROC used by the zero-shot and finetuning tasks, for comparison.
 # Gradient tolerance of the fast stopping rule (`tol`): the panderm CLI's default; the doors keep the reference's.
 CONVERGED_TOL = 1e-5
+SOLVERS = ("fast", "reference")
+
+
+def solver_tol(solver: str) -> float | None:
+    """The `tol` of a named stopping rule: "fast" → :data:`CONVERGED_TOL`, "reference" → None."""
+    if solver not in SOLVERS:
+        raise PandermError(f"solver must be 'fast' or 'reference', got {solver!r}")
+    return CONVERGED_TOL if solver == "fast" else None
+
+
 PROBE_METRICS = ("accuracy", "balanced_accuracy", "kappa", "weighted_f1", "auroc", "auroc_ovr", "aupr")
 
 # Metrics computed with the AUROC averaging the caller asked for (OvO by default); ``auroc_ovr`` is computed
