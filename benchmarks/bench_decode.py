@@ -24,8 +24,10 @@ cost is realistic, their fine detail is not (it is interpolated).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -210,6 +212,7 @@ def main() -> None:
     torch.manual_seed(0)
     frame = sample_frame()
     tmp = Path(tempfile.mkdtemp(prefix="bench-decode-"))
+    atexit.register(shutil.rmtree, tmp, True)  # the copies run to hundreds of MB
     combined = tmp / "all.csv"
     frame.to_csv(combined, index=False)
     prep = []

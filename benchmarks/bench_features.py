@@ -84,7 +84,7 @@ from panderm.features import extract_features
 from panderm.models import load_encoder
 enc = load_encoder({model!r}, allow_random_init=True)
 paths = sample_paths() * {repeat}
-extract_features(enc, paths, batch_size={batch_size}, num_workers=0, cache=False, cache_dir=tempfile.mkdtemp())
+extract_features(enc, paths, batch_size={batch_size}, num_workers=0, cache=False, cache_dir=tempfile.gettempdir())
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -10,9 +10,11 @@ features are cached once beforehand (its one-off cost is reported separately).
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,7 @@ def _rss_mb() -> float:
 
 def child(mode: str, batch: int, steps: int, threads: int) -> dict:
     tmp = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, tmp, True)  # the copies run to hundreds of MB
     os.environ["HF_HUB_CACHE"] = str(tmp / "hub")  # a private cache for the tiny text tower, set before HF loads
     os.environ["HF_HUB_OFFLINE"] = "1"
     import numpy as np

@@ -3,11 +3,15 @@
 The HF cache variables must be set before huggingface_hub is imported (it reads
 them once), so they are set here, at collection time.
 """
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 _ROOT = Path(tempfile.mkdtemp(prefix="panderm-tests-"))
+atexit.register(shutil.rmtree, _ROOT, True)  # tiny models and caches: ~10 MB a run, on a shared disk
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_ROOT / "inductor")  # else ~1 GB stays in /tmp
 os.environ["HF_HUB_CACHE"] = str(_ROOT / "hf-hub")
 os.environ["HF_HOME"] = str(_ROOT / "hf-home")
 os.environ["HF_HUB_OFFLINE"] = "1"
