@@ -2,7 +2,8 @@
 """Reference door: PanDerm-2 `0_extract_sae_activations.py` (SAE codes of an embeddings file).
 
 `--checkpoint` is a reference `autoencoder.pth` (read weights-only) or a panderm SAE folder; `--embeddings`
-any [N, D] .npy; `--output` gets the [N, F] float32 codes. Prints the number of latents active at least once.
+any [N, D] .npy; `--output` gets the [N, F] float32 codes (its folder is created). `--batch_size` (512) and
+`--gpu` (an index; CPU when no GPU) are the reference's. Prints the number of latents active at least once.
 The work is done by `panderm.tasks.concepts.run.extract_activations`; this file only maps flags.
 """
 import argparse
@@ -14,15 +15,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from panderm.cli_support import run_door, setup_logging  # noqa: E402
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--embeddings", required=True)
     p.add_argument("--output", required=True)
     p.add_argument("--batch_size", type=int, default=512)
-    p.add_argument("--gpu", default=None, help="GPU index (default: GPU 0 when available, else CPU)")
+    p.add_argument("--gpu", type=int, default=None, help="GPU index (default: GPU 0 when available, else CPU)")
     p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging()
 
     def run():

@@ -7,7 +7,8 @@ takes it, unless `--label_col NAME` names it; it must have two classes. `--split
 train/test column instead of the 50 splits (the reference ignores it). `--embeddings` are the SAE codes (the
 CBM) or the raw embeddings (the baseline), one row per CSV row. `--output` gets
 `mean_classifier_weights.npy`, `mean_classifier_intercept.npy`, `cbm_metrics.json`, `cbm_splits.csv`.
-`--image_col`, `--image_dir` and `--gpu` are accepted for compatibility and unused (no image is read).
+The reference's `--image_col`, `--image_dir` and `--gpu` are accepted and ignored, with a line saying so:
+no image is read and the classifier runs on CPU.
 """
 import argparse
 import os
@@ -17,22 +18,36 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from panderm.cli_support import run_door, setup_logging  # noqa: E402
 
+# The reference only joins these into an image-path column it never reads, or picks a GPU for a CPU model.
+IGNORED = {
+    "image_col": "no image is read (the reference only builds image paths from it)",
+    "image_dir": "no image is read (the reference only builds image paths from it; the label stays the third column)",
+    "gpu": "the classifier (sklearn SGD) runs on CPU",
+}
 
-def main(argv=None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--csv", required=True)
     p.add_argument("--embeddings", required=True, help="[N, F] SAE codes or [N, D] embeddings, CSV row order")
-    p.add_argument("--image_col", default="ImageID", help="unused (compatibility)")
-    p.add_argument("--image_dir", default=None, help="unused (compatibility)")
-    p.add_argument("--gpu", default=None, help="unused: the classifier runs on CPU")
+    p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")
+    p.add_argument("--image_dir", default=None, help="image folder; ignored")
+    p.add_argument("--gpu", type=int, default=None, help="GPU index; ignored (the classifier runs on CPU)")
     p.add_argument("--output", default=None, help="folder for the mean weights and intercept")
     p.add_argument("--label_col", default=None, help="label column by name (default: the third column)")
     p.add_argument("--split_col", default=None, help="train/test column to use instead of the 50 random splits")
     p.add_argument("--n_splits", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="split i uses random_state seed+i (0: the reference)")
     p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging()
+    for flag, why in IGNORED.items():
+        if getattr(args, flag) is not None:
+            print(f"--{flag} {getattr(args, flag)!r} ignored: {why}")
 
     def run():
         from panderm.tasks.concepts.run import run_cbm

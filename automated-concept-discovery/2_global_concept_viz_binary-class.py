@@ -8,6 +8,7 @@ class and keeps the top `--topk` latents by |mean| for each class. The label is 
 (`class{i}_top_indices`, `class{i}_top_values`, `class{i}_mean_activations` for the i-th class of the JSON).
 Unlike the reference's `class_importance.npy` (a pickled dict), nothing is pickled; read them with
 `panderm.tasks.concepts.retrieve.load_class_importance`. The reference's unused xgboost import is gone.
+The reference's `--image_col`, `--image_dir` and `--gpu` are accepted and ignored, with a line saying so.
 """
 import argparse
 import os
@@ -17,17 +18,34 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from panderm.cli_support import run_door, setup_logging  # noqa: E402
 
+# The reference only joins these into an image-path column it never reads, or picks a GPU for numpy work.
+IGNORED = {
+    "image_col": "no image is read (the reference only builds image paths from it)",
+    "image_dir": "no image is read (the reference only builds image paths from it; the label stays the third column)",
+    "gpu": "the computation is a mean over rows, on CPU",
+}
 
-def main(argv=None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--csv", required=True)
     p.add_argument("--embeddings", required=True, help="[N, F] SAE codes, CSV row order")
+    p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")
+    p.add_argument("--image_dir", default=None, help="image folder; ignored")
+    p.add_argument("--gpu", type=int, default=None, help="GPU index; ignored")
     p.add_argument("--label_col", default=None, help="label column by name (default: the third column)")
     p.add_argument("--topk", type=int, default=10)
     p.add_argument("--out_dir", required=True, help="folder for class_importance.json / .npz")
     p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging()
+    for flag, why in IGNORED.items():
+        if getattr(args, flag) is not None:
+            print(f"--{flag} {getattr(args, flag)!r} ignored: {why}")
 
     def run():
         from panderm.errors import DataError

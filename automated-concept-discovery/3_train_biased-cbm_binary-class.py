@@ -6,7 +6,9 @@
 The label is the CSVs' last column, as the reference takes it, unless `--label_col NAME`. `--output` gets
 `classifier_weights.npy`, `classifier_intercept.npy` and `biased_cbm.json`. Re-run it with the intervened test
 codes (from 4_intervention_CBM.py) and no `--output` to see the intervention's effect: with random_state 42 the
-classifier is the same. (The spec does not list this script's flags; these names are ours.)
+classifier is the same. The reference's `--image_root` and `--image_col` (required there) are optional here and
+ignored, with a line saying so: the reference only rewrites the image column into paths it never reads.
+`--label_col`, `--random_state` and `--gpu` are ours.
 """
 import argparse
 import os
@@ -16,20 +18,36 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from panderm.cli_support import run_door, setup_logging  # noqa: E402
 
+# The reference joins these into image paths and never reads them; GPU choice is moot for sklearn SGD.
+IGNORED = {
+    "image_root": "no image is read (the reference only joins it to the image column)",
+    "image_col": "no image is read (the reference only rewrites that column into paths; the label stays last)",
+    "gpu": "the classifier (sklearn SGD) runs on CPU",
+}
 
-def main(argv=None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train_csv", required=True)
     p.add_argument("--test_csv", required=True)
     p.add_argument("--train_embeddings", required=True, help="train SAE codes, train CSV row order")
     p.add_argument("--test_embeddings", required=True, help="test SAE codes (or intervened codes), test CSV order")
+    p.add_argument("--image_root", default=None, help="image folder; ignored")
+    p.add_argument("--image_col", default=None, help="image column; ignored")
     p.add_argument("--output", default=None, help="folder for classifier_weights.npy / classifier_intercept.npy")
     p.add_argument("--label_col", default=None, help="label column by name (default: the last column)")
     p.add_argument("--random_state", type=int, default=42)
-    p.add_argument("--gpu", default=None, help="unused: the classifier runs on CPU")
+    p.add_argument("--gpu", default=None, help="ignored: the classifier runs on CPU")
     p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging()
+    for flag, why in IGNORED.items():
+        if getattr(args, flag) is not None:
+            print(f"--{flag} {getattr(args, flag)!r} ignored: {why}")
 
     def run():
         from panderm.tasks.concepts.run import biased_cbm

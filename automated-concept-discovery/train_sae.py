@@ -4,9 +4,11 @@
 Reads `<save_dir>/all_embeddings.npy` (or `--embeddings`) and writes to `<save_dir>`:
 `autoencoder.pth` (reference key layout, tensors only), `learned_activation.npy` [N, F] float32,
 `sae.safetensors` + `sae_config.json`, `sae_history.jsonl` / `.png` and `sae_summary.json`.
-Defaults are the reference's (expansion 8, L1 3e-5, lr 5e-4, batch 4096, 200 epochs, no dead-latent
-resampling); `--save_dir` works with or without a trailing slash and is created. Training is seeded (`--seed`).
-The work is done by `panderm.tasks.concepts.run.train_sae_from_file`; this file only maps flags.
+Reference flags: `--save_dir` (default: the current folder, as the reference's empty default),
+`--expansion` (8), `--l1` (3e-5), and the run labels `--data`, `--backbone`, `--trial`, which change nothing
+(a line says so). Our additions keep the reference's fixed values as defaults (lr 5e-4, batch 4096, 200 epochs,
+no dead-latent resampling). `--save_dir` works with or without a trailing slash and is created. Training is
+seeded (`--seed`). The work is done by `panderm.tasks.concepts.run.train_sae_from_file`.
 """
 import argparse
 import os
@@ -16,12 +18,21 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from panderm.cli_support import run_door, setup_logging  # noqa: E402
 
+# Parsed by the reference but never used in its computation.
+IGNORED = {
+    "data": "a run label; the embeddings file decides what is trained",
+    "backbone": "a run label (the reference only prints it); the embeddings file decides what is trained",
+    "trial": "unused by the reference's PanDerm-2 train_sae.py",
+}
 
-def main(argv=None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--save_dir", required=True, help="folder holding all_embeddings.npy; outputs go here")
-    p.add_argument("--embeddings", default=None, help="embeddings .npy to train on (default <save_dir>/all_embeddings.npy)")
-    p.add_argument("--expansion", type=int, default=8)
+    p.add_argument("--save_dir", default="",
+                   help="folder holding all_embeddings.npy; outputs go here (default: the current folder)")
+    p.add_argument("--embeddings", default=None,
+                   help="embeddings .npy to train on (default <save_dir>/all_embeddings.npy)")
+    p.add_argument("--expansion", type=int, default=8, help="latents = expansion x embedding width")
     p.add_argument("--l1", type=float, default=3e-5)
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--batch_size", type=int, default=4096)
@@ -29,14 +40,21 @@ def main(argv=None) -> int:
     p.add_argument("--resample_every", type=int, default=0,
                    help="resample dead latents every N epochs (0: never, the reference)")
     p.add_argument("--seed", type=int, default=0)
-    # Run labels in the reference scripts (e.g. --data Derm1M --backbone DermFM-Zero); they change nothing.
-    p.add_argument("--data", default=None, help="accepted for compatibility: a run label, not used")
-    p.add_argument("--backbone", default=None, help="accepted for compatibility: a run label, not used")
+    p.add_argument("--data", default=None, help="run label (reference default 'ham'); ignored")
+    p.add_argument("--backbone", default=None, help="run label; ignored")
+    p.add_argument("--trial", default=None, help="run label; ignored")
     p.add_argument("--gpu", default=None, help="GPU index (default: GPU 0 when available, else CPU)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
     p.add_argument("--debug", action="store_true")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     setup_logging()
+    for flag, why in IGNORED.items():
+        if getattr(args, flag) is not None:
+            print(f"--{flag} {getattr(args, flag)!r} ignored: {why}")
 
     def run():
         from panderm.cli_support import resolve_device
@@ -46,11 +64,11 @@ def main(argv=None) -> int:
         device = resolve_device("auto" if args.gpu is None else f"cuda:{args.gpu}")
         cfg = dict(expansion=args.expansion, l1=args.l1, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                    resample_every=args.resample_every, seed=args.seed, device=device)
-        s = train_sae_from_file(embeddings, args.save_dir, cfg, progress=not args.quiet)
+        s = train_sae_from_file(embeddings, args.save_dir or ".", cfg, progress=not args.quiet)
         f = s["final"]
         print(f"SAE {s['d_in']} -> {s['n_latents']} on {s['n_samples']} rows: loss {f['loss']:.4g}, "
               f"FVU {f['fvu']:.4f}, L0 {f['l0']:.1f}, dead {f['dead_fraction']:.3f}")
-        print(f"saved {os.path.join(args.save_dir, 'autoencoder.pth')} and learned_activation.npy")
+        print(f"saved {os.path.join(args.save_dir or '.', 'autoencoder.pth')} and learned_activation.npy")
 
     return run_door(run, "train_sae.py", debug=args.debug)
 

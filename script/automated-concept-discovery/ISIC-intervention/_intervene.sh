@@ -4,7 +4,8 @@
 # to $CONCEPT in the test codes, and re-score the same classifier. Paths are relative to the repository root;
 # no GPU id is hard-coded (use CUDA_VISIBLE_DEVICES). Needs data/automated-concept-discovery/ISIC_${BIAS}_bias/
 # {train,test}.csv (column ImageID, label = last column), SAE=path/to/autoencoder.pth (or an SAE folder) and
-# IMAGES=the folder the ImageID paths are relative to.
+# IMAGES=the folder the ImageID paths are relative to. The reference also passes --image_root/--image_col to step 3
+# and --data_dir to step 4; the doors accept them but they change nothing, so they are left out here.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../../.."
 BIAS="${BIAS:?set BIAS to hair, ink or ruler}"
@@ -35,7 +36,7 @@ python automated-concept-discovery/3_train_biased-cbm_binary-class.py \
 
 # 4. zero the top-N latents matched to the concept text in the test codes
 python automated-concept-discovery/4_intervention_CBM.py --top_n "$TOP_N" --method matching --split test \
-  --concept "$CONCEPT" --sae_checkpoint "$SAE" --result_dir "$RESULT" --model "$MODEL" --device "$DEVICE"
+  --concept "$CONCEPT" --sae_checkpoint "$SAE" --result_dir "$RESULT" --clip_model_name "$MODEL" --device "$DEVICE"
 
 # 5. the same classifier on the unchanged train codes and the intervened test codes
 echo "== after intervention (concept: $CONCEPT)"
