@@ -46,7 +46,8 @@ def main(argv=None) -> int:
                                preprocess=None if args.model_preprocess else REFERENCE_LP_PREPROCESS)
         kind, norm = lp.reference_feature(encoder)
         result = lp.run(encoder, splits, kind, norm, percent_data=(args.percent_data,), n_bootstrap=0,
-                        device=device, extract_kw=dict(batch_size=args.batch_size, num_workers=args.num_workers))
+                        device=device, extract_kw=dict(batch_size=args.batch_size, num_workers=args.num_workers,
+                                                       precision=lp.reference_precision(encoder)))
         out = lp.reference_output_dir(args.output_dir)
         lp.write_reference_outputs(result, splits, out, args.csv_filename, args.image_key)
         print(format_table(lp.summary_rows(result)))

@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """Reference door: PanDerm-2 `multimodal_finetune/train.py` flags (ref-panderm2.md §5.4).
 
-Defaults reproduce the reference: BGR input (`--rgb` to fix), paired augmentation,
-Adam with coupled weight decay, cosine per epoch. See `python train.py --help`.
+Defaults reproduce the reference: BGR input (`--rgb` to fix), ImageNet std 0.228
+(`--imagenet_std`), cv2-style resizing (`--resize_mode antialias`), fp32 (`--precision`),
+drop path 0.1 in PanDerm-2 towers (`--drop_path`), paired augmentation, Adam with coupled
+weight decay, cosine per epoch; `--dataset_name Derm7pt|MILK-11|PAD` as the reference.
+See `python train.py --help`.
 """
 import os
 import sys

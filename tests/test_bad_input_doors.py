@@ -196,8 +196,10 @@ DOORS = {
                                               "--bootstrap", 0, "--no-cache",
                                               *(["--pretrained", c.ckpt] if c.ckpt else []),
                                               "--logs", c.out / "logs"], {"csv", "img", "lbl", "k", "ckpt"}),
+    # The reference's retrieval reader opens paths relative to the working directory (no --parent-path):
+    # the test runs this door from the data folder.
     "src/main.py --val-data": ("src/main.py", lambda c: ["--val-data", c.csv, "--csv-img-key", "image_path",
-                                                         "--csv-caption-key", "caption", "--parent-path", f"{c.data}/",
+                                                         "--csv-caption-key", "caption",
                                                          "--model", c.model, "--device", "cpu", "--workers", 0,
                                                          "--bootstrap", 0, "--no-cache",
                                                          *(["--pretrained", c.ckpt] if c.ckpt else []),
@@ -352,9 +354,11 @@ def _emb_width(door: str) -> int:
 
 
 @pytest.mark.parametrize("door,case", list(matrix()))
-def test_door_rejects_bad_input(world, door, case, tmp_path, capsys):
+def test_door_rejects_bad_input(world, door, case, tmp_path, capsys, monkeypatch):
     rel, build, reads = DOORS[door]
     spec = CASES[case]
+    if door == "src/main.py --val-data":
+        monkeypatch.chdir(world["data"])
     csv = tmp_path / "bad.csv"
     if spec.csv == "good":
         shutil.copy(world["data"] / "good.csv", world["data"] / "bad.csv")

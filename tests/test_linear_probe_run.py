@@ -124,3 +124,53 @@ def test_missing_split_column_and_class_missing_from_train(tiny_openclip, tmp_pa
                         "--csv", str(bad), "--allow-absolute-paths", "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=REPO)
     assert r.returncode != 0 and "column 'split' not found" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _door_module(path: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, REPO / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_reference_doors_extract_in_float32_as_the_reference(resnet_ckpt, tiny_openclip, tiny_hf_clip, tmp_path,
+                                                             monkeypatch):
+    """The reference probe and export ran without autocast (MONET alone in fp16): the doors ask for that
+    precision whatever the device, so CUDA runs match the reference's numbers."""
+    import panderm.tasks.export as export
+    import panderm.tasks.linear_probe_run as lp
+    from panderm.models import load_encoder
+
+    assert lp.reference_precision(load_encoder(f"local-dir:{tiny_openclip}")) == "fp32"
+    assert lp.reference_precision(load_encoder("hf-clip:test/tiny-monet")) == "amp"
+    seen = {}
+
+    def fake_run(*args, **kwargs):
+        seen["lp"] = kwargs["extract_kw"]
+        raise _Stop
+
+    monkeypatch.setattr(lp, "run", fake_run)
+    csv = tmp_path / "lp.csv"
+    pd.read_csv(HAM).to_csv(csv, index=False)
+    door = _door_module("linear_probe/linear_eval.py")
+    with pytest.raises(_Stop):
+        door.main(["--csv_path", str(csv), "--image_key", "image_path", "--root_path", str(HAM.parent), "--model",
+                   "torchvision:resnet18", "--checkpoint", str(resnet_ckpt), "--device", "cpu", "--debug"])
+    assert seen["lp"]["precision"] == "fp32"
+
+    def fake_export(*args, **kwargs):
+        seen["export"] = kwargs
+        raise _Stop
+
+    monkeypatch.setattr(export, "export_features", fake_export)
+    door = _door_module("src/export_visual_features.py")
+    with pytest.raises(_Stop):
+        door.main(["--csv_path", str(csv), "--img_col", "image_path", "--data_root", str(HAM.parent), "--device",
+                   "cpu", "--output_dir", str(tmp_path / "emb"), "--debug"])
+    assert seen["export"]["precision"] == "fp32"

@@ -4,6 +4,7 @@ PAD (C+M) uses real images and real metadata. The C+D+M run uses a Derm7pt-layou
 whose clinical/dermoscopic pairs are ARTIFICIAL: two different real PAD clinical photos of
 the same class are paired (PAD-UFES-20 has no dermoscopy). It tests wiring, not medicine.
 """
+import json
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,30 @@ def test_missing_image_in_either_modality_names_the_row(tmp_path, missing, kind)
     root = _artificial_derm7pt(tmp_path / "d7", missing=missing)
     with pytest.raises(DataError, match=rf"gone\.jpg.*meta\.csv row 4 \({kind} image .*gone\.jpg\)"):
         load_derm7pt(root, allow_outside_root=True)
+
+
+def test_cli_test_writes_the_full_report_unless_predictions_only(tiny_panderm2, pad_small, tmp_path):
+    """`panderm multimodal test` writes metrics, plot and results.json by default (the door only predictions)."""
+    from panderm.cli import main as panderm_main
+
+    out = tmp_path / "run"
+    common = ["--model", f"local-dir:{tiny_panderm2}", "--dataset", "pad", "--data-path", str(pad_small),
+              "--allow-absolute-paths", "--class-num", "6", "--use-cli", "--use-meta", "--use-text-encoder",
+              "--hidden-dim", "64", "--num-head", "2", "--meta-num-head", "2", "--att-depth", "1",
+              "--meta-att-depth", "1", "--device", "cpu", "--batch-size", "8", "--bootstrap", "20",
+              "--output-dir", str(out)]
+    assert panderm_main(["multimodal", "train", *common, "--epochs", "1"]) == 0
+    for name in ("detailed_predictions.csv", "evaluation_metrics.csv", "results.json"):
+        (out / name).unlink()
+    assert panderm_main(["multimodal", "test", *common]) == 0
+    pred = pd.read_csv(out / "detailed_predictions.csv")
+    metrics = pd.read_csv(out / "evaluation_metrics.csv")
+    again = _recomputed(pred, eval_batch=4)
+    for col in METRIC_COLUMNS:
+        assert again[col] == pytest.approx(float(metrics[col].iloc[0]), rel=1e-5, abs=1e-6), col
+    assert json.loads((out / "results.json").read_text())["metrics"]["sensitivity"] == pytest.approx(
+        float(metrics["sensitivity"].iloc[0]), abs=1e-12)
+    for name in ("detailed_predictions.csv", "evaluation_metrics.csv", "results.json"):
+        (out / name).unlink()
+    assert panderm_main(["multimodal", "test", *common, "--predictions-only"]) == 0
+    assert (out / "detailed_predictions.csv").is_file() and not (out / "evaluation_metrics.csv").exists()

@@ -60,10 +60,11 @@ def test_fusion_head_matches_hand_computation():
     lx, lc = head.image_fusion.layers[0]
     x = _layer(lx, cli, der, heads) + cli
     c = _layer(lc, der, x, heads) + der
-    # metadata: token = meta_proj(meta); x = out(L(in(x), [x_cli; c_der])) + x
+    # metadata: token = meta_proj(meta); x = out(L(in(x), [cli_f; der_f])) + x, where the complement is the
+    # encoder outputs before image fusion (the reference's torch.cat([cli_f, der_f]), not the fused pair)
     m = head.meta_proj(meta)
     proj_in, lm, proj_out = head.meta_fusion.layers[0]
-    m = proj_out(_layer(lm, proj_in(m), torch.cat([x, c], 1), heads)) + m
+    m = proj_out(_layer(lm, proj_in(m), torch.cat([cli, der], 1), heads)) + m
     assert torch.allclose(fused, torch.cat([c, m, x], 1), atol=1e-5)  # [der_f_cli, meta_fused, cli_f_derm]
 
 
@@ -78,17 +79,18 @@ def test_mhca_residual_sits_before_the_projection():
 
 
 @pytest.mark.parametrize("kw,width", [
-    (dict(use_meta=False), 2),
-    (dict(use_derm=False), 2),
-    (dict(fusion="concatenate", meta_fusion="concatenate"), 3),
-    (dict(use_meta=True, use_text_encoder=False, meta_in_dim=7, meta_dim=6, out="mlp"), 3),
+    (dict(use_meta=False), 16),
+    (dict(use_derm=False), 16),
+    (dict(fusion="concatenate", meta_fusion="concatenate"), 24),
+    # one-hot metadata keeps its MetaSubNet width (meta_proj = Identity, as the reference): 2·8 + 6
+    (dict(use_meta=True, use_text_encoder=False, meta_in_dim=7, meta_dim=6, out="mlp"), 22),
 ])
 def test_fusion_modes_shapes(kw, width):
     cfg = FusionConfig(num_classes=4, num_head=2, meta_num_head=2, att_depth=2, **kw)
     head = FusionHead(cfg, hidden_dim=8, meta_feat_dim=5).eval()
     meta = torch.randn(3, 7 if not cfg.use_text_encoder else 5)
     out = head.fuse(torch.randn(3, 8), torch.randn(3, 8) if cfg.use_derm else None, meta)
-    assert out.shape == (3, width * 8) == (3, head.final_dim)
+    assert out.shape == (3, width) == (3, head.final_dim)
     assert head(torch.randn(3, 8), torch.randn(3, 8) if cfg.use_derm else None, meta).shape == (3, 4)
 
 

@@ -42,9 +42,18 @@ def test_main_py_val_data_keys_equal_brute_force(tiny_openclip, tmp_path):
     r = subprocess.run([sys.executable, "src/main.py", "--val-data", str(csv), "--dataset-type", "csv",
                         "--csv-img-key", "filename", "--csv-caption-key", "caption", "--model",
                         f"local-dir:{tiny_openclip}", "--device", "cpu", "--workers", "0", "--batch-size", "16",
-                        "--logs", str(logs), "--name", "ret"], capture_output=True, text=True, cwd=REPO)
+                        "--logs", str(logs), "--name", "ret",
+                        "--parent-path", str(tmp_path / "nowhere") + "/"],  # zero-shot CSVs only, as the reference
+                       capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
     got = json.loads((logs / "ret" / "checkpoints" / "results.jsonl").read_text())
+    # open_clip's evaluate order: the rank keys, clip_val_loss, epoch, num_samples; our extra keys after them.
+    reference_order = [f"{d}_{k}" for d in ("image_to_text", "text_to_image")
+                       for k in ("mean_rank", "median_rank", "R@5", "R@10", "R@50")]
+    assert list(got)[:13] == reference_order + ["clip_val_loss", "epoch", "num_samples"]
+    log_line = next(l for l in (logs / "ret" / "out.log").read_text().splitlines() if "Eval Epoch" in l)
+    assert "\tepoch: 0.0000\tnum_samples: 60.0000" in log_line  # open_clip's f"{round(v, 4):.4f}"
+    assert f"image_to_text_R@5: {round(got['image_to_text_R@5'], 4):.4f}" in log_line
     enc = load_encoder(f"local-dir:{tiny_openclip}")
     img = np.asarray(extract_features(enc, [PH2.parent / p for p in frame["image_path"]], cache=False, num_workers=0).array)
     txt = extract_text_features(enc, frame["caption"].tolist(), cache=False)

@@ -241,3 +241,47 @@ def test_zero_shot_then_linear_probe_features_reencode_nothing(tiny_panderm2, tm
         x = torch.stack([enc.preprocess(Image.open(p).convert("RGB")) for p in ds.table.paths[:5]])
         np.testing.assert_allclose(direct.array, original(x, "embed").numpy(), atol=1e-5)
     assert result.probs.shape == (195, 6)
+
+
+# --------------------------------------------------------------------------- reference autocast logits
+def test_half_precision_logits_equal_an_independent_fp16_computation():
+    """The door's logits under CUDA autocast: fp16(fp16(100·f) @ fp16(W)), softmax in float32."""
+    from panderm.tasks.zeroshot import zero_shot_probs
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(size=(300, 32)).astype(np.float32)
+    w = rng.normal(size=(7, 32)).astype(np.float32)
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    got = zero_shot_probs(f, w, logits_dtype=torch.float16)
+    fn = f / np.linalg.norm(f, axis=1, keepdims=True)
+    lhs = (100.0 * fn).astype(np.float16).astype(np.float64)
+    logits = (lhs @ w.astype(np.float16).astype(np.float64).T).astype(np.float16).astype(np.float64)
+    ref = np.exp(logits - logits.max(1, keepdims=True))
+    ref /= ref.sum(1, keepdims=True)
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    exact = zero_shot_probs(f, w)
+    assert np.abs(got - exact).max() > 1e-4  # the rounding is real, not a no-op
+
+
+def test_reference_logits_dtype_follows_the_effective_precision():
+    from panderm.tasks.zeroshot import reference_logits_dtype
+
+    assert reference_logits_dtype(torch.device("cpu"), "amp") is None  # CPU computes in float32
+    assert reference_logits_dtype(torch.device("cuda"), "amp") is torch.float16
+    assert reference_logits_dtype(torch.device("cuda"), "amp_bf16") is torch.bfloat16
+    assert reference_logits_dtype(torch.device("cuda"), "fp32") is None
+
+
+def test_main_door_gives_monet_open_clip_default_preprocessing(tiny_hf_clip):
+    """`--model monet --pretrained openai` in the reference keeps open_clip's OpenAI mean/std, not ImageNet's."""
+    from panderm.compat.main_door import reference_preprocess
+    from panderm.models import PreprocessSpec, load_encoder, resolve_alias
+
+    enc = load_encoder("hf-clip:test/tiny-monet")
+    assert enc.preprocess_spec.mean == (0.485, 0.456, 0.406)
+    reference_preprocess("hf-clip:test/tiny-monet", enc)  # not MONET's id: left alone
+    assert enc.preprocess_spec.mean == (0.485, 0.456, 0.406)
+    for spelling in ("monet", "MONET", resolve_alias("MONET").model_id):
+        enc.set_preprocess(PreprocessSpec(size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+        reference_preprocess(spelling, enc)
+        assert enc.preprocess_spec == PreprocessSpec(size=32), spelling

@@ -84,6 +84,18 @@ def _preprocess_overrides(args, encoder):
         encoder.set_preprocess(spec)
 
 
+def reference_preprocess(model_id: str, encoder) -> None:
+    """The transform the reference's src/main.py gives this model, where it differs from the model's own.
+
+    `--model monet --pretrained openai` goes through open_clip's load_openai_model, which keeps
+    open_clip's default preprocessing (OpenAI CLIP mean/std), not MONET's ImageNet constants.
+    """
+    from ..models import PreprocessSpec, resolve_alias
+
+    if resolve_alias(model_id.strip()).model_id == resolve_alias("MONET").model_id:
+        encoder.set_preprocess(PreprocessSpec(size=encoder.preprocess_spec.size))
+
+
 def run(args) -> None:
     from ..cli_support import resolve_device
     from ..data.templates import SKIN_TEMPLATES, load_templates
@@ -121,8 +133,10 @@ def run(args) -> None:
     if args.val_data:
         from ..tasks.retrieval_data import load_pairs
 
-        retrieval_table = load_pairs(args.val_data, args.csv_img_key, args.csv_caption_key,
-                                     concat_prefix=args.parent_path, group_by=args.group_by,
+        # The reference's retrieval CsvDataset opens paths as written (relative to the working directory):
+        # --parent-path is for the zero-shot CSVs only.
+        retrieval_table = load_pairs(args.val_data, args.csv_img_key, args.csv_caption_key, concat_prefix="",
+                                     group_by=args.group_by,
                                      allow_outside_root=args.allow_outside_root)
 
     name = args.name or experiment_name(args.model, args.lr, args.batch_size, args.workers, args.precision)
@@ -130,11 +144,13 @@ def run(args) -> None:
     try:
         device = resolve_device(args.device)
         encoder = load_encoder(args.model, checkpoint=args.pretrained or None, device=device)
+        reference_preprocess(args.model, encoder)
         _preprocess_overrides(args, encoder)
         short = model_short_name(args.model)
         metrics: dict = {}
         results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
-                               precision=args.precision, cache=not args.no_cache, n_bootstrap=args.bootstrap)
+                               precision=args.precision, cache=not args.no_cache, n_bootstrap=args.bootstrap,
+                               reference_logits=True)
         for r in results:
             from ..report import write_csv
 
@@ -144,7 +160,6 @@ def run(args) -> None:
             from ..tasks import retrieval_run
 
             metrics.update(retrieval_run.reference_metrics(encoder, retrieval_table, args))
-        metrics = {**metrics, "epoch": 0} if retrieval_table is not None else metrics
         logs.log_metrics(metrics)
         if results:
             zeroshot.write_report(results, logs.run_dir, provenance(encoder, [d.table.csv_path for d in datasets],

@@ -12,6 +12,10 @@ Pooling variants (reference/ref-panderm2.md §1.1, ref-dermfm-zero.md §8.2, §9
   *same* LayerNorm applied twice.
 - ``single_ln`` (DermFM-Zero-Open layout): pooled = LN(mean_patches(tokens)).
 - ``cls`` (PanDerm v1 linear probe): pooled = LN(tokens)[:, 0].
+
+Stochastic depth: each `Block` carries a `drop_path` rate (0 after construction, so
+loading and inference are untouched); `set_drop_path` gives a tower the reference's
+finetuning rule, rates linear 0 -> rate over the blocks, active in train mode only.
 """
 from __future__ import annotations
 
@@ -84,6 +88,20 @@ class CAEConfig:
         return cls(width, depth, n_heads, patch, grid * patch, mlp_hidden, None if head is None else head.shape[0])
 
 
+def drop_path_rates(depth: int, rate: float) -> list[float]:
+    """Per-block stochastic-depth rates, linear from 0 (first block) to `rate` (last), as BEiT/CAE."""
+    return [float(x) for x in torch.linspace(0, rate, depth)] if depth else []
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Per-sample stochastic depth (timm's drop_path with scale_by_keep)."""
+    if p == 0.0 or not training:
+        return x
+    keep = 1.0 - p
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    return x * mask / keep
+
+
 class PatchEmbed(nn.Module):
     def __init__(self, patch: int, width: int):
         super().__init__()
@@ -137,10 +155,11 @@ class Block(nn.Module):
         self.mlp = Mlp(cfg.width, cfg.mlp_hidden)
         self.gamma_1 = nn.Parameter(0.1 * torch.ones(cfg.width))
         self.gamma_2 = nn.Parameter(0.1 * torch.ones(cfg.width))
+        self.drop_path = 0.0  # a plain float: no state-dict key, so checkpoints load either way
 
     def forward(self, x):
-        x = x + self.gamma_1 * self.attn(self.norm1(x))
-        return x + self.gamma_2 * self.mlp(self.norm2(x))
+        x = x + drop_path(self.gamma_1 * self.attn(self.norm1(x)), self.drop_path, self.training)
+        return x + drop_path(self.gamma_2 * self.mlp(self.norm2(x)), self.drop_path, self.training)
 
 
 class CAEVisionTower(nn.Module):
@@ -206,6 +225,14 @@ class CAEVisionTower(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def set_drop_path(tower: CAEVisionTower, rate: float) -> list[float]:
+    """Give every block of `tower` its stochastic-depth rate (linear 0 -> `rate`); returns the rates."""
+    rates = drop_path_rates(len(tower.blocks), rate)
+    for block, r in zip(tower.blocks, rates):
+        block.drop_path = r
+    return rates
 
 
 class TrunkWrapper(nn.Module):

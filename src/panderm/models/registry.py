@@ -53,6 +53,9 @@ ALIASES: dict[str, Alias] = {
     "dinov2": Alias("timm:vit_large_patch14_dinov2.lvd142m"),
     # The reference probes this model's 512-d head output (its pretrained num_classes), not pooled features.
     "vit-base-16": Alias("timm:vit_base_patch16_clip_224.openai+head"),
+    # Reference multimodal-finetune spellings (multimodal_finetune/models/PanDermFormer.py).
+    "PanDerm-Large": Alias("panderm-v1-large", note="PanDerm v1 ViT-L/16 (--checkpoint .pth)"),
+    "PanDerm-Base": Alias("panderm-v1-base", note="PanDerm v1 ViT-B/16 (--checkpoint .pth)"),
 }
 _ALIAS_LOOKUP = {k.lower(): v for k, v in ALIASES.items()}
 

@@ -20,8 +20,8 @@ Relative position bias: for PanDerm v1 the wrapper adds a zero-initialised BEiT-
 (``rel_pos_bias``, on by default as the reference's ``--rel_pos_bias``; released weights carry none, so the
 start equals the pretrained model). Other families have no such option.
 
-Drop path: the CAE tower (cae_vit.py) has no stochastic depth, so for PanDerm v1 the
-wrapper runs the tower's blocks itself with per-sample drop path on both residual
+Drop path: the CAE tower's blocks (cae_vit.py) start with rate 0; for PanDerm v1 the
+wrapper runs the tower's blocks itself (cae_vit's helpers) with per-sample drop path on both residual
 branches, rates linearly 0 -> ``drop_path`` over the blocks as the reference; in eval
 mode (or with rate 0) this is exactly ``tower.run_blocks``. timm ViTs get their
 ``drop_path1/2`` modules replaced the same way; other backbones run without drop path
@@ -63,6 +63,8 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, Weighte
 
 from ..errors import DataError, ModelError, PandermError
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
+from ..models.cae_vit import drop_path as _drop_path
+from ..models.cae_vit import drop_path_rates as _drop_path_rates
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +131,6 @@ class FinetuneConfig:
 # --------------------------------------------------------------------------- #
 # Model
 # --------------------------------------------------------------------------- #
-def _drop_path_rates(depth: int, rate: float) -> list[float]:
-    return [float(x) for x in torch.linspace(0, rate, depth)] if depth else []
-
-
 def relative_position_index(grid_h: int, grid_w: int) -> torch.Tensor:
     """[n+1, n+1] index into a BEiT-style relative position bias table of (2h-1)(2w-1)+3 rows (n = h·w).
 
@@ -150,15 +148,6 @@ def relative_position_index(grid_h: int, grid_w: int) -> torch.Tensor:
     index[:, 0] = n_offsets + 1
     index[0, 0] = n_offsets + 2
     return index
-
-
-def _drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Per-sample stochastic depth (timm's drop_path with scale_by_keep)."""
-    if p == 0.0 or not training:
-        return x
-    keep = 1.0 - p
-    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-    return x * mask / keep
 
 
 class FinetuneModel(nn.Module):

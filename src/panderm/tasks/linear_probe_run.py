@@ -39,6 +39,12 @@ def reference_feature(encoder: Encoder) -> tuple[str, bool]:
     return "features", False  # PanDerm v1 CLS, timm / torchvision pooled
 
 
+def reference_precision(encoder: Encoder) -> str:
+    """The reference probe extracted in float32 (inference_mode), except MONET, which `clip.load` keeps in
+    fp16 on CUDA; fp16 autocast is the nearest we run (weights stay float32)."""
+    return "amp" if "monet" in encoder.model_id.lower() else "fp32"
+
+
 @dataclass
 class ProbeSplits:
     csv: Path

@@ -34,7 +34,9 @@ class ReferenceLogs:
         logging.getLogger().addHandler(self._handler)
 
     def log_metrics(self, metrics: dict, epoch: int = 0) -> None:
-        line = "\t".join(f"{k}: {round(v, 4) if isinstance(v, float) else v}" for k, v in metrics.items())
+        # open_clip prints every value as f"{round(v, 4):.4f}", integers included ("epoch: 0.0000").
+        line = "\t".join(f"{k}: {round(v, 4):.4f}" if isinstance(v, (int, float)) else f"{k}: {v}"
+                         for k, v in metrics.items())
         logging.getLogger("panderm").info("Eval Epoch: %d %s", epoch, line)
         append_jsonl(self.run_dir / "checkpoints" / "results.jsonl", metrics)
 

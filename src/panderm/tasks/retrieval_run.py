@@ -59,6 +59,7 @@ def reference_metrics(encoder: Encoder, pairs: RetrievalPairs, args) -> dict:
     out = {k: m[k] for k in keys}
     if "clip_val_loss" in m:
         out["clip_val_loss"] = m["clip_val_loss"]
+    out["epoch"] = 0  # open_clip's evaluate order: ..., clip_val_loss, epoch, num_samples
     out["num_samples"] = m["num_samples"]
     out.update({k: m[k] for k in ("image_to_text_R@1", "text_to_image_R@1", "image_to_text_mean_recall",
                                   "text_to_image_mean_recall", "mean_recall")})

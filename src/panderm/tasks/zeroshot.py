@@ -75,12 +75,32 @@ def class_embeddings(
     return weights
 
 
-def zero_shot_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, scale: float = LOGIT_SCALE) -> np.ndarray:
-    """softmax(scale · normalise(image) · Wᵀ) in float32, as the reference computes it."""
+def zero_shot_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, scale: float = LOGIT_SCALE,
+                    logits_dtype: torch.dtype | None = None) -> np.ndarray:
+    """softmax(scale · normalise(image) · Wᵀ), computed in float32.
+
+    `logits_dtype` (float16 / bfloat16) reproduces the reference's `100. * f @ W` under CUDA autocast:
+    the normalised features (float32 there) are scaled, both operands rounded to the half type, the
+    product accumulated in float32 and rounded to the half type; the softmax runs in float32. Logits of
+    20-60 are then quantised to steps of 1/64-1/32, which can tie or swap close classes.
+    """
     # A copy: the features may be a read-only memory map of the cache.
     f = F.normalize(torch.from_numpy(np.array(image_embeddings, dtype=np.float32)), dim=-1)
-    logits = scale * f @ torch.as_tensor(class_weights).T
+    w = torch.as_tensor(class_weights, dtype=torch.float32)
+    if logits_dtype is None:
+        logits = scale * f @ w.T
+    else:
+        lhs = (scale * f).to(logits_dtype).float()
+        logits = (lhs @ w.to(logits_dtype).float().T).to(logits_dtype).float()
     return logits.softmax(dim=-1).numpy()
+
+
+def reference_logits_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The dtype the reference's autocast gives the zero-shot logits under `precision` (None: float32)."""
+    from ..features import effective_precision
+
+    mode = effective_precision(torch.device(device), precision)
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
 
 
 @dataclass
@@ -151,14 +171,18 @@ def evaluate(
     cache_dir: str | os.PathLike | None = None,
     n_bootstrap: int = 1000,
     seed: int = 42,
+    reference_logits: bool = False,
 ) -> ZeroShotResult:
+    """Zero-shot metrics of one dataset. `reference_logits` rounds the logits as the reference's autocast
+    does (only where `precision` is a half type on CUDA; on CPU everything is float32 anyway)."""
     from ..features import extract_features
 
     feats = extract_features(encoder, dataset.table.paths, "embed", batch_size=batch_size, num_workers=num_workers,
                              precision=precision, cache=cache, cache_dir=cache_dir)
     weights = class_embeddings(encoder, dataset.classnames, templates, cache=cache, precision=precision,
                                cache_dir=cache_dir)
-    probs = zero_shot_probs(feats.array, weights)
+    dtype = reference_logits_dtype(encoder.device, precision) if reference_logits else None
+    probs = zero_shot_probs(feats.array, weights, logits_dtype=dtype)
     labels = dataset.table.labels
     names = dataset.report_metrics
     metrics = classification_metrics(labels, probs, names)

@@ -1,9 +1,11 @@
 """`panderm multimodal train|test` and the reference doors' flag set (ref-panderm2.md §5.4).
 
 Wire into the CLI with ``multimodal.cli.register(sub, add_model_args)``. The doors
-`multimodal_finetune/train.py|test.py` use `reference_parser` / `run_reference`
-(reference flag names, BGR input on, per the reference); `panderm multimodal` uses RGB
-unless `--bgr`.
+`multimodal_finetune/train.py|test.py` use `reference_parser` / `run_reference`: the
+reference's flag names and, by default, its computation (BGR input, std 0.228, cv2-style
+resizing, fp32, drop path as the reference per model, `--dataset_name` default Derm7pt);
+`panderm multimodal` defaults to RGB, std 0.229, antialiased resizing and `--precision amp`,
+with a flag back to each reference behaviour.
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ _RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "detailed_predi
               "evaluation_metrics.csv", "confusion_matrix.png")
 _MODEL_ALIASES = {"PanDerm-v2": "PanDerm2"}
 DATASETS = ("derm7pt", "milk11", "pad", "csv")
+REFERENCE_DATASET = "derm7pt"  # the reference's --dataset_name default, "Derm7pt"
+PRECISIONS = ("fp32", "amp", "amp_bf16", "bf16", "fp16")
+RESIZE_MODES = ("reference", "antialias")  # data.RESIZE_MODES, kept here so the CLI starts without torch
 # the reference's dataset folders, relative to multimodal_finetune/ (where its scripts run)
 REFERENCE_DATA_DIRS = {"derm7pt": "../data/multimodal_finetune/derm7pt/",
                        "milk11": "../data/multimodal_finetune/MILK-11/",
@@ -31,6 +36,21 @@ def str2bool(value) -> bool:
     if v in ("0", "false", "f", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
+
+
+def dataset_choice(value: str) -> str:
+    """Our dataset key for the reference's `--dataset_name` spellings ('Derm7pt', 'MILK-11', 'PAD')."""
+    key = str(value).strip().lower()
+    if key in DATASETS:
+        return key
+    from ...errors import PandermError
+    from .prompts import canonical_name
+
+    try:
+        key = canonical_name(value)
+    except PandermError:
+        return value  # argparse's choices check names the valid values
+    return "pad" if key == "pad-ufes-20" else key
 
 
 def find_best_checkpoint(folder) -> Path:
@@ -63,7 +83,12 @@ def _load_table(dataset: str, path: str, allow_outside_root: bool = False):
 def _add_recipe(p, ref: bool) -> None:
     """Flags shared by both doors; `ref` picks the reference's underscore spellings."""
     n = (lambda s: f"--{s}") if ref else (lambda s: "--" + s.replace("_", "-"))
-    p.add_argument(n("dataset"), default="pad", choices=DATASETS)
+    if ref:
+        p.add_argument("--dataset", "--dataset_name", dest="dataset", type=dataset_choice, default=REFERENCE_DATASET,
+                       choices=DATASETS, help="derm7pt | milk11 | pad | csv; the reference's Derm7pt / MILK-11 / PAD "
+                                              "spellings are accepted (default Derm7pt, as the reference)")
+    else:
+        p.add_argument(n("dataset"), default="pad", choices=DATASETS)
     if ref:
         p.add_argument("--data_dir", "--data_path", "--dir_release", dest="data_path", default=None,
                        help="dataset root (derm7pt / milk11 / pad meta layout) or one CSV; default the "
@@ -88,14 +113,32 @@ def _add_recipe(p, ref: bool) -> None:
     p.add_argument(n("fusion"), default="concatenate", help="'cross attention' or concatenate")
     p.add_argument(n("meta_fusion_mode"), dest="meta_fusion_mode", default="concatenate")
     p.add_argument(n("encoder_pool"), dest="encoder_pool", default="auto",
-                   help="auto (CLS for CAE towers, as the reference), cls, features; the reference's mean/cls "
-                        "both mean auto")
+                   help="auto (the reference's per model: CLS of LN(tokens) for PanDerm-2-style CAE towers, "
+                        "LN(mean(LN(tokens))) for PanDerm v1, else features), cls, features; the reference's "
+                        "mean/cls both mean auto")
     p.add_argument("--out" if ref else "--head", dest="head", default="linear", choices=["linear", "mlp"])
     p.add_argument(n("freeze_encoders"), dest="freeze_encoders", action="store_true",
                    help="train fusion + head only, on cached encoder features (not in the reference)")
     p.add_argument(n("paired_augmentation_off"), dest="unpaired", action="store_true",
                    help="independent augmentation per image (the reference shares one draw)")
-    p.add_argument(n("reference_std"), dest="reference_std", action="store_true", help="ImageNet std 0.228 typo")
+    if ref:
+        p.add_argument("--reference_std", dest="reference_std", action="store_true", default=True,
+                       help="ImageNet std (0.228, 0.224, 0.225) as the reference (default)")
+        p.add_argument("--imagenet_std", dest="reference_std", action="store_false",
+                       help="the correct ImageNet std 0.229 instead of the reference's 0.228")
+        p.add_argument("--resize_mode", dest="resize_mode", default="reference", choices=RESIZE_MODES,
+                       help="reference (default): cv2-style bilinear without antialiasing, 224 first, then 256 "
+                            "for the train crop; antialias: one antialiased resize")
+        p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="fp32 (default, as the reference); amp = fp16 autocast + GradScaler on CUDA")
+    else:
+        p.add_argument("--reference-std", dest="reference_std", action="store_true",
+                       help="ImageNet std 0.228 (the reference's typo) instead of 0.229")
+        p.add_argument("--resize-mode", dest="resize_mode", default="antialias", choices=RESIZE_MODES,
+                       help="antialias: one antialiased resize; reference: the reference's cv2-style chain")
+    p.add_argument(n("drop_path"), dest="drop_path", type=float, default=None,
+                   help="stochastic depth of the CAE towers, linear 0 -> rate over the blocks, training only "
+                        "(default: the reference's, 0.1 for PanDerm-2-style CLIP models, 0 for PanDerm v1)")
     p.add_argument(n("image_size"), dest="image_size", type=int, default=None)
     if ref:  # `panderm` gets --batch-size / --workers from add_model_args
         p.add_argument("--batch_size", dest="batch_size", type=int, default=64)
@@ -147,12 +190,13 @@ def _build(args, train: bool):
         pool=args.encoder_pool if args.encoder_pool in ("cls", "features") else "auto")
     fusion.check()
     cfg = TrainConfig(
-        epochs=getattr(args, "epochs", 1), batch_size=args.batch_size, accum_freq=getattr(args, "accum_freq", 1),
+        epochs=args.epochs if train else 1, batch_size=args.batch_size, accum_freq=getattr(args, "accum_freq", 1),
         lr=getattr(args, "learning_rate", 1e-4), weight_decay=getattr(args, "weight_decay", 1e-4),
         adamw=getattr(args, "adamw", False), monitor=getattr(args, "monitor", "acc"),
         patience=getattr(args, "patience", 100), weighted_sampler=getattr(args, "weight_sampler", False),
-        seed=args.seed, precision="amp", num_workers=args.workers or 0, freeze_encoders=args.freeze_encoders,
-        bgr=args.bgr, paired_augmentation=not args.unpaired, reference_std=args.reference_std,
+        seed=args.seed, precision=args.precision, num_workers=args.workers or 0,
+        freeze_encoders=args.freeze_encoders, bgr=args.bgr, paired_augmentation=not args.unpaired,
+        reference_std=args.reference_std, resize_mode=args.resize_mode, drop_path=args.drop_path,
         image_size=args.image_size, bootstrap=args.bootstrap, max_steps=getattr(args, "max_steps", None),
         stop_after_epoch=getattr(args, "stop_after_epoch", None), wandb=getattr(args, "wandb", False))
     cfg.check()
@@ -224,8 +268,12 @@ def run_test(args) -> None:
 
 def _add_ref_model(p) -> None:
     p.add_argument("--model_name", dest="model", default="PanDerm-v2",
-                   help="PanDerm-v2 (= PanDerm2) or any panderm model id (local-dir:, hf-hub:, timm:, ...)")
-    p.add_argument("--checkpoint", default=None)
+                   help="PanDerm-v2 (= PanDerm2), PanDerm-Large / PanDerm-Base (PanDerm v1, with --pretrain_path) "
+                        "or any panderm model id (local-dir:, hf-hub:, timm:, ...)")
+    p.add_argument("--checkpoint", "--pretrain_path", dest="checkpoint", default=None,
+                   help="encoder weights file (the reference's --pretrain_path, e.g. the PanDerm v1 .pth)")
+    p.add_argument("--pretrained", default=None, help=argparse.SUPPRESS)  # the reference's, never read there
+    p.add_argument("--fold", type=int, default=0, help=argparse.SUPPRESS)  # the reference's, never read there
     p.add_argument("--allow_random_init", dest="allow_random_init", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
@@ -249,6 +297,8 @@ def reference_parser(mode: str) -> argparse.ArgumentParser:
                             "--output_dir (best.pt, else the newest best*_model_<epoch>.pth)")
         p.add_argument("--full_report", action="store_true",
                        help="also write evaluation_metrics.csv, confusion_matrix.png, results.json")
+        # the reference's test.py takes --epochs (its scripts pass it) and never reads it
+        p.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -276,5 +326,7 @@ def register(sub, add_model_args) -> None:
         else:
             q.add_argument("--model-path", dest="model_path", default=None,
                            help="default: the best checkpoint in --output-dir")
-            q.add_argument("--full-report", dest="full_report", action="store_true")
+            # The CLI writes the whole report by default; the door writes only the predictions, as the reference.
+            q.add_argument("--predictions-only", dest="full_report", action="store_false",
+                           help="write only detailed_predictions.csv (the reference test.py's output)")
             q.set_defaults(func=run_test)

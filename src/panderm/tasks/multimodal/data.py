@@ -18,7 +18,13 @@ column and the rows (ref-panderm2.md §5.1 for the formats):
 could depend on it:
 - images are RGB; `bgr=True` restores the reference's accidental cv2 BGR input;
 - the ImageNet std is 0.229; `std=REFERENCE_STD` restores its 0.228 typo;
-- a train image is resized once to 256 (the reference resized to 224, then back up to 256);
+- `resize_mode="antialias"` (the default) resizes once with antialiasing (train: 256, then
+  the crop to 224; eval: 224); `resize_mode="reference"` follows the reference's cv2 /
+  albumentations chain: every image to 224 first, then (train) to 256 and the crop back to
+  224, each step bilinear with half-pixel centres and no antialiasing (cv2 INTER_LINEAR),
+  rounded to 8-bit as cv2 keeps uint8 between steps; eval uses the 224 image as is. cv2's
+  fixed-point interpolation may differ from this float arithmetic by ±1 grey level (against
+  OpenCV 5.0 on random images: never more than 1, on about one value in eight);
 - `paired_augmentation=False` gives the two images independent crops/flips (the
   reference always shares them);
 - the label is a 0-d tensor (the reference returned shape [1] and squeezed later).
@@ -83,6 +89,8 @@ MILK11_MONET_COLUMNS = ("ulceration_crust", "vasculature_vessels", "erythema", "
 
 # PAD-UFES-20's diagnostic codes in label order (`target` 0..5).
 PAD_CLASSES = ("ACK", "BCC", "MEL", "NEV", "SCC", "SEK")
+
+RESIZE_MODES = ("antialias", "reference")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -518,10 +526,26 @@ def sample_aug_params(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 
     return AugParams(top, left, h, w, vflip, hflip, rot)
 
 
-def apply_aug(image: torch.Tensor, params: AugParams, size: int) -> torch.Tensor:
+def reference_resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    """cv2.resize(INTER_LINEAR) on an 8-bit image: bilinear, half-pixel centres, no antialias, rounded to uint8.
+
+    `image` is float [C, H, W] in [0, 1] on the 1/255 grid; so is the result.
+    """
+    if tuple(image.shape[-2:]) == (size, size):
+        return image  # cv2 returns a copy at the same size
+    out = torch.nn.functional.interpolate(image[None] * 255, size=(size, size), mode="bilinear",
+                                          align_corners=False, antialias=False)[0]
+    return out.round().clamp(0, 255) / 255
+
+
+def apply_aug(image: torch.Tensor, params: AugParams, size: int, resize_mode: str = "antialias") -> torch.Tensor:
     """Apply one draw to a [C, H, W] float image; the output is [C, size, size]."""
-    out = TF.resized_crop(image, params.top, params.left, params.height, params.width, [size, size],
-                          interpolation=InterpolationMode.BILINEAR, antialias=True)
+    if resize_mode == "reference":
+        crop = image[..., params.top:params.top + params.height, params.left:params.left + params.width]
+        out = reference_resize(crop, size)
+    else:
+        out = TF.resized_crop(image, params.top, params.left, params.height, params.width, [size, size],
+                              interpolation=InterpolationMode.BILINEAR, antialias=True)
     if params.vflip:
         out = TF.vertical_flip(out)
     if params.hflip:
@@ -546,6 +570,8 @@ class PairedTransform:
     horizontal flip → quarter turns. With `paired=True` (the reference) one parameter draw
     serves both images, so they stay aligned; with `paired=False` each gets its own draw.
     Eval (`train=False`): resize to `image_size`², deterministic.
+    `resize_mode="reference"` first resizes every image to `image_size`² as the reference's
+    loader did, and all resizes are `reference_resize` (cv2 INTER_LINEAR).
     `bgr=True` reverses the channels before normalising, exactly what the reference's cv2
     loading fed the encoders.
     """
@@ -559,8 +585,15 @@ class PairedTransform:
     std: Sequence[float] = IMAGENET_STD
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    resize_mode: str = "antialias"
+
+    def __post_init__(self):
+        if self.resize_mode not in RESIZE_MODES:
+            raise DataError(f"unknown resize mode {self.resize_mode!r}; use one of {', '.join(RESIZE_MODES)}")
 
     def _resize(self, image: torch.Tensor, size: int) -> torch.Tensor:
+        if self.resize_mode == "reference":
+            return reference_resize(image, size)
         return TF.resize(image, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
 
     def _finish(self, image: torch.Tensor) -> torch.Tensor:
@@ -571,12 +604,14 @@ class PairedTransform:
     def one(self, image, params: AugParams | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Transform one image (train: with `params`, or a fresh draw)."""
         image = to_float_tensor(image)
+        if self.resize_mode == "reference":
+            image = self._resize(image, self.image_size)  # the reference's loader: cv2.resize to 224 first
         if not self.train:
             return self._finish(self._resize(image, self.image_size))
         image = self._resize(image, self.resize_to)
         if params is None:
             params = self.sample(generator)
-        return self._finish(apply_aug(image, params, self.image_size))
+        return self._finish(apply_aug(image, params, self.image_size, self.resize_mode))
 
     def sample(self, generator: torch.Generator | None = None) -> AugParams:
         return sample_aug_params(self.resize_to, self.resize_to, self.scale, self.ratio, generator)
@@ -615,6 +650,7 @@ class MultimodalDataset(Dataset):
         bgr: bool = False,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        resize_mode: str = "antialias",
     ):
         if meta not in META_MODES:
             raise DataError(f"unknown metadata mode {meta!r}; use one of {', '.join(META_MODES)}")
@@ -623,7 +659,8 @@ class MultimodalDataset(Dataset):
         self.table = table
         self.meta_mode = meta
         self.tokenizer = tokenizer
-        self.transform = PairedTransform(train, image_size, resize_to, paired_augmentation, bgr, mean, std)
+        self.transform = PairedTransform(train, image_size, resize_to, paired_augmentation, bgr, mean, std,
+                                         resize_mode=resize_mode)
         self._clinical = table.frame[CLINICAL].tolist()
         self._derm = table.frame[DERM].tolist()
         self._labels = table.labels
@@ -718,7 +755,7 @@ def weighted_sampler(labels, num_samples: int | None = None,
 __all__ = [
     "SPLITS", "DERM7PT_CLASSES", "DERM7PT_GROUPS", "DERM7PT_META_COLUMNS", "MILK11_META_COLUMNS",
     "MILK11_MONET_COLUMNS", "PAD_CLASSES", "PAD_META_COLUMNS", "IMAGENET_MEAN", "IMAGENET_STD",
-    "REFERENCE_STD", "MultimodalTable", "load_derm7pt", "load_milk11", "load_pad_ufes20",
+    "REFERENCE_STD", "RESIZE_MODES", "reference_resize", "MultimodalTable", "load_derm7pt", "load_milk11", "load_pad_ufes20",
     "load_multimodal_csv", "load_multimodal", "DATASET_LOADERS", "AugParams", "sample_crop",
     "sample_aug_params", "apply_aug", "to_float_tensor", "PairedTransform", "MultimodalDataset",
     "make_datasets", "class_balanced_weights", "weighted_sampler",

@@ -11,23 +11,35 @@ of the same CLIP model for the metadata sentence (or an MLP on one-hot metadata)
   tokens), no qkv bias, scale head_dim^-0.5, out = proj(attn·v + x) (the residual sits
   *inside*, before the output projection).
 - metadata fusion (`meta_fusion="cross_attention"`): the metadata token queries
-  cat(image features) (c_dim = h · #images); per layer x is projected h → c_dim, through
-  the same `Layer`, back to h, plus x.
+  cat(image features) (c_dim = h · #images); per layer x is projected m → c_dim, through
+  the same `Layer`, back to m, plus x (m = the metadata token width). The image features
+  it attends to are the encoder outputs *before* image fusion (the reference's
+  `cat([cli_f, der_f])`); the fused ones go to the final concatenation.
 - concatenation (`final_order` gives it): C+D+M with both cross attentions
   `[der_f_cli, meta_fused, cli_f_derm]`; C+D `[cli, der]`; C+M `[cli, meta_fused]`;
   concatenate modes `[meta_h, cli, der]`.
 - head: `linear` = Linear(final_dim, K); `mlp` = Linear(final_dim, 256) → BN → ReLU →
   Dropout(0.3) → Linear(256, K).
 
+Image features (`pool="auto"`, as the reference per model): the CLS of LN(tokens) for a
+CAE tower inside a CLIP model (PanDerm-2's `VisionTransformer_FT`); for PanDerm v1
+(`PanDerm-Large` / `PanDerm-Base`, built with `use_mean_pooling=True`) `mean`, i.e.
+LN(mean of the patch tokens of LN(tokens)) with the tower's own final LayerNorm applied
+twice (the reference's default CAE class has no separate `fc_norm`); `features` for other
+families. Metadata: a sentence goes through `encoder.encode_text` and
+`meta_proj = Linear(text_dim, h)`; one-hot metadata through `MetaSubNet` (Linear, BN, ReLU,
+Linear, BN, ReLU, one Dropout 0.3 at the end) with `meta_proj = Identity`, so that token
+has width meta_dim (the metadata cross attention projects it to c_dim and back, and the
+head's input is h · #images + meta_dim), as the reference.
+
+Drop path: `drop_path` gives the CAE towers per-block stochastic depth (linear 0 → rate,
+train mode only); None means the reference's value: 0.1 for a CAE tower inside a CLIP
+model (PanDerm-2's `VisionTransformer_FT(drop_path_rate=0.1)`), 0 for PanDerm v1 (the
+reference's default class) and other families. Other families never get it.
+
 Departures from the reference (documented in docs/REFERENCE.md):
-- The image feature is the CLS of `encode_image(x, "tokens")` (LN of all tokens) for CAE
-  towers (PanDerm 1/2, as the reference's `VisionTransformer_FT`), `features` for other
-  families; `pool=` overrides. `hidden_dim` is the image feature width (the reference
-  required the flag to match it; a mismatch there crashed).
-- The metadata sentence goes through `encoder.encode_text` (the CLIP text embedding) and
-  `meta_proj = Linear(text_dim, h)`; one-hot metadata through `MetaSubNet`
-  (in → meta_dim → meta_dim, BN/ReLU/Dropout 0.3) followed by the same kind of
-  `meta_proj`, so both metadata paths enter the fusion at width h.
+- `hidden_dim` is the image feature width (the reference required the flag to match it;
+  a mismatch there crashed); the text `meta_proj` input is the text width likewise.
 - With image fusion by concatenation and metadata cross attention, the order is
   `[der, meta_fused, cli]` (the reference's both-cross-attention order); with one image,
   `[img, meta_fused]`.
@@ -38,16 +50,21 @@ Departures from the reference (documented in docs/REFERENCE.md):
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from ...errors import ModelError, PandermError
+from ...models.cae_vit import CAEVisionTower, set_drop_path
+
+log = logging.getLogger(__name__)
 
 FUSIONS = ("cross_attention", "concatenate")
 HEADS = ("linear", "mlp")
-POOLS = ("auto", "cls", "features")
+POOLS = ("auto", "cls", "mean", "features")
+REFERENCE_CLIP_CAE_DROP_PATH = 0.1  # PanDerm-2's VisionTransformer_FT(drop_path_rate=0.1)
 
 
 def canonical_fusion(name: str) -> str:
@@ -173,13 +190,14 @@ class MetaCrossTransformer(nn.Module):
 
 
 class MetaSubNet(nn.Module):
-    """One-hot metadata MLP: in → meta_dim → meta_dim with BN, ReLU, dropout 0.3."""
+    """One-hot metadata MLP: Linear, BN, ReLU, Linear, BN, ReLU, then one dropout 0.3 (the reference's)."""
 
     def __init__(self, in_dim: int, meta_dim: int, dropout: float = 0.3):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(in_dim, meta_dim), nn.BatchNorm1d(meta_dim), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(meta_dim, meta_dim), nn.BatchNorm1d(meta_dim), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(in_dim, meta_dim), nn.BatchNorm1d(meta_dim), nn.ReLU(),
+            nn.Linear(meta_dim, meta_dim), nn.BatchNorm1d(meta_dim), nn.ReLU(),
+            nn.Dropout(dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -204,19 +222,25 @@ class FusionHead(nn.Module):
             self.derm_embed = nn.Linear(h, h) if cfg.use_derm else None
         self.meta_net = None
         self.meta_proj = None
+        meta_width = 0
         if cfg.use_meta:
             if cfg.use_text_encoder:
                 if not meta_feat_dim:
                     raise PandermError("text metadata needs the text embedding width")
                 self.meta_proj = nn.Linear(meta_feat_dim, h)
+                meta_width = h
             else:
+                if cfg.meta_dim < 1:
+                    raise PandermError(f"--meta_dim must be at least 1, got {cfg.meta_dim}")
                 self.meta_net = MetaSubNet(cfg.meta_in_dim, cfg.meta_dim)
-                self.meta_proj = nn.Linear(cfg.meta_dim, h)
+                self.meta_proj = nn.Identity()
+                meta_width = cfg.meta_dim
+        self.meta_width = meta_width
         self.image_fusion = (CrossTransformer(h, cfg.att_depth, cfg.num_head)
                              if n_img == 2 and cfg.fusion == "cross_attention" else None)
-        self.meta_fusion = (MetaCrossTransformer(h, h * n_img, cfg.meta_att_depth, cfg.meta_num_head)
+        self.meta_fusion = (MetaCrossTransformer(meta_width, h * n_img, cfg.meta_att_depth, cfg.meta_num_head)
                             if cfg.use_meta and cfg.meta_fusion == "cross_attention" else None)
-        self.final_dim = h * (n_img + int(cfg.use_meta))
+        self.final_dim = h * n_img + meta_width
         k = cfg.num_classes
         if cfg.out == "linear":
             self.head = nn.Linear(self.final_dim, k)
@@ -236,18 +260,20 @@ class FusionHead(nn.Module):
         if cfg.use_visual_embedding_layer:
             cli_f = self.cli_embed(cli_f) if cli_f is not None else None
             der_f = self.derm_embed(der_f) if der_f is not None else None
+        raw = [f for f in (cli_f, der_f) if f is not None]
+        images = raw
         if self.image_fusion is not None:
             x, c = self.image_fusion(cli_f.unsqueeze(1), der_f.unsqueeze(1))
-            cli_f, der_f = x.squeeze(1), c.squeeze(1)  # cli_f_derm, der_f_cli
-        images = [f for f in (cli_f, der_f) if f is not None]
+            images = [x.squeeze(1), c.squeeze(1)]  # cli_f_derm, der_f_cli
         if not cfg.use_meta:
             return torch.cat(images, dim=1)
         meta_h = self.meta_token(meta_f)
         if self.meta_fusion is None:
             return torch.cat([meta_h, *images], dim=1)
-        meta_fused = self.meta_fusion(meta_h.unsqueeze(1), torch.cat(images, dim=1).unsqueeze(1)).squeeze(1)
+        # The reference's metadata token attends to cat(cli_f, der_f), the encoder outputs, not the fused pair.
+        meta_fused = self.meta_fusion(meta_h.unsqueeze(1), torch.cat(raw, dim=1).unsqueeze(1)).squeeze(1)
         if len(images) == 2:
-            return torch.cat([der_f, meta_fused, cli_f], dim=1)
+            return torch.cat([images[1], meta_fused, images[0]], dim=1)
         return torch.cat([images[0], meta_fused], dim=1)
 
     def forward(self, cli_f, der_f, meta_f) -> torch.Tensor:
@@ -257,19 +283,41 @@ class FusionHead(nn.Module):
 # --------------------------------------------------------------------------- #
 # Full model
 # --------------------------------------------------------------------------- #
+def cae_tower(encoder) -> CAEVisionTower | None:
+    """The CAE tower inside `encoder` (PanDerm v1, or a CLIP model's CAE visual), else None."""
+    tower = getattr(encoder, "tower", None)
+    if tower is None:
+        visual = getattr(getattr(encoder, "model", None), "visual", None)
+        tower = getattr(visual, "trunk", visual)
+    return tower if isinstance(tower, CAEVisionTower) else None
+
+
 def resolve_pool(encoder, pool: str = "auto") -> str:
-    """'cls' (CLS of LN(tokens)) for CAE towers, else 'features'."""
+    """The reference's image feature per model: 'mean' for PanDerm v1, 'cls' for CLIP CAE towers, else 'features'."""
     if pool != "auto":
-        if pool == "cls" and "tokens" not in encoder.image_kinds:
+        if pool in ("cls", "mean") and "tokens" not in encoder.image_kinds:
             raise ModelError(f"{encoder.model_id} gives no token sequence; use pool 'features'")
+        if pool == "mean" and cae_tower(encoder) is None:
+            raise ModelError(f"{encoder.model_id}: pool 'mean' needs a CAE tower (PanDerm); use 'cls' or 'features'")
         return pool
-    cae = encoder.family == "panderm_v1" or str(encoder.extra.get("vision_tower", "")).startswith("cae")
-    return "cls" if cae and "tokens" in encoder.image_kinds else "features"
+    if "tokens" not in encoder.image_kinds or cae_tower(encoder) is None:
+        return "features"
+    return "mean" if encoder.family == "panderm_v1" else "cls"
+
+
+def reference_drop_path(encoder) -> float:
+    """The reference's stochastic-depth rate for this encoder's towers (see the module docstring)."""
+    if cae_tower(encoder) is None or encoder.family == "panderm_v1":
+        return 0.0
+    return REFERENCE_CLIP_CAE_DROP_PATH
 
 
 def image_features(encoder, x: torch.Tensor, pool: str) -> torch.Tensor:
     if pool == "cls":
         return encoder.encode_image(x, "tokens")[:, 0]
+    if pool == "mean":
+        # use_mean_pooling=True in the reference's default CAE class: its one `norm` before and after the mean
+        return cae_tower(encoder).norm(encoder.encode_image(x, "tokens")[:, 1:].mean(dim=1))
     out = encoder.encode_image(x, "features")
     return out.flatten(1) if out.dim() > 2 else out
 
@@ -282,11 +330,20 @@ class PanDermTFormer(nn.Module):
     encoders are frozen and kept in eval mode.
     """
 
-    def __init__(self, encoder, cfg: FusionConfig, freeze_encoders: bool = False):
+    def __init__(self, encoder, cfg: FusionConfig, freeze_encoders: bool = False, drop_path: float | None = None):
         super().__init__()
         cfg.check()
         self.cfg = cfg
         self.pool = resolve_pool(encoder, cfg.pool)
+        self.drop_path = reference_drop_path(encoder) if drop_path is None else float(drop_path)
+        if not 0 <= self.drop_path < 1:
+            raise PandermError(f"--drop_path must be in [0, 1), got {self.drop_path}")
+        tower = cae_tower(encoder)
+        # Set before the derm deep copy below, so both towers carry the same rates.
+        self.drop_path_rates = set_drop_path(tower, self.drop_path) if tower is not None else []
+        if self.drop_path > 0 and tower is None:
+            log.warning("multimodal: %s has no CAE tower; --drop_path %g is not applied", encoder.model_id,
+                        self.drop_path)
         if cfg.use_meta and cfg.use_text_encoder and not encoder.has_text:
             raise ModelError(f"{encoder.model_id} has no text tower for metadata sentences; "
                              "use one-hot metadata (no --use_text_encoder) or a CLIP model")
@@ -344,8 +401,11 @@ class PanDermTFormer(nn.Module):
 
     def describe(self) -> dict:
         return {"config": asdict(self.cfg), "pool": self.pool, "hidden_dim": self.fusion.hidden_dim,
-                "final_dim": self.fusion.final_dim, "freeze_encoders": self.freeze_encoders}
+                "final_dim": self.fusion.final_dim, "freeze_encoders": self.freeze_encoders,
+                "drop_path": self.drop_path,
+                "drop_path_applied": bool(self.drop_path > 0 and self.drop_path_rates and not self.freeze_encoders)}
 
 
 __all__ = ["FusionConfig", "MHCA", "CrossLayer", "CrossTransformer", "MetaCrossTransformer", "MetaSubNet",
-           "FusionHead", "PanDermTFormer", "canonical_fusion", "resolve_pool", "image_features"]
+           "FusionHead", "PanDermTFormer", "canonical_fusion", "resolve_pool", "image_features", "cae_tower",
+           "reference_drop_path"]

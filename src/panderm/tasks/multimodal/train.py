@@ -20,8 +20,9 @@ Departures (each documented in docs/REFERENCE.md):
   generator seeded by (seed, epoch);
 - `freeze_encoders=True`: encoders frozen, their outputs cached once per split with the
   eval transform (no augmentation), only the fusion head trains;
-- AMP (fp16 autocast + GradScaler) on CUDA only; JSONL log `log.jsonl`; wandb only with
-  `wandb=True`;
+- `precision="amp"` (the library default; fp16 autocast + GradScaler, CUDA only) where the
+  reference trained in fp32 (`precision="fp32"`, the doors' default); JSONL log `log.jsonl`;
+  wandb only with `wandb=True`;
 - the test split is evaluated by `test()` (the door `train.py` calls it at the end, as the
   reference did).
 Test outputs (as the reference): `detailed_predictions.csv` (`derm_filename,
@@ -45,8 +46,8 @@ from torch.utils.data import DataLoader, Dataset
 from ...errors import ModelError, PandermError
 from ..finetune import _autocast, _generator, load_checkpoint, rng_state, save_checkpoint, seed_everything, \
     set_rng_state
-from .data import CLINICAL, DERM, IMAGENET_STD, REFERENCE_STD, IMAGENET_MEAN, MultimodalTable, make_datasets, \
-    weighted_sampler
+from .data import CLINICAL, DERM, IMAGENET_STD, REFERENCE_STD, IMAGENET_MEAN, RESIZE_MODES, MultimodalTable, \
+    make_datasets, weighted_sampler
 from .model import FusionConfig, PanDermTFormer
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,8 @@ class TrainConfig:
     bgr: bool = False
     paired_augmentation: bool = True
     reference_std: bool = False
+    resize_mode: str = "antialias"  # "reference": cv2-style resizes (data.PairedTransform)
+    drop_path: float | None = None  # None: the reference's rate for the encoder (model.reference_drop_path)
     image_size: int | None = None
     bootstrap: int = 1000
     max_steps: int | None = None
@@ -87,6 +90,10 @@ class TrainConfig:
                 raise PandermError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise PandermError(f"--learning_rate must be positive, got {self.lr}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise PandermError(f"unknown resize mode {self.resize_mode!r}; use one of {', '.join(RESIZE_MODES)}")
+        if self.drop_path is not None and not 0 <= self.drop_path < 1:
+            raise PandermError(f"--drop_path must be in [0, 1), got {self.drop_path}")
 
 
 class _CachedFeatures(Dataset):
@@ -122,11 +129,12 @@ class MultimodalTrainer:
         self.datasets = make_datasets(
             table, meta=meta_mode, tokenizer=encoder.tokenize if meta_mode == "text" else None, image_size=size,
             paired_augmentation=cfg.paired_augmentation, bgr=cfg.bgr, mean=IMAGENET_MEAN,
-            std=REFERENCE_STD if cfg.reference_std else IMAGENET_STD)
+            std=REFERENCE_STD if cfg.reference_std else IMAGENET_STD, resize_mode=cfg.resize_mode)
         if meta_mode == "onehot":
             fusion.meta_in_dim = self.datasets["train"].vocab.dim
         seed_everything(cfg.seed)
-        self.model = PanDermTFormer(encoder, fusion, freeze_encoders=cfg.freeze_encoders).to(self.device)
+        self.model = PanDermTFormer(encoder, fusion, freeze_encoders=cfg.freeze_encoders,
+                                    drop_path=cfg.drop_path).to(self.device)
         self.fusion_cfg = fusion
         self._cache: dict[str, Dataset] = {}
 
@@ -352,10 +360,17 @@ def test_metrics(labels, probs, loss: float) -> dict:
     """The reference's test metrics (eval_metrics.py), by their CSV names."""
     from ...metrics import classification_metrics
 
-    m = classification_metrics(labels, probs, ["accuracy", "macro_f1", "auroc", "balanced_accuracy",
-                                               "sensitivity", "aupr"])
+    import numpy as np
+    from sklearn.metrics import recall_score
+
+    m = classification_metrics(labels, probs, ["accuracy", "macro_f1", "auroc", "balanced_accuracy", "aupr"])
+    probs = np.asarray(probs)
+    # The reference's recall_score: macro over the classes in y_true OR y_pred, so a class predicted but absent
+    # from the test labels counts as recall 0 (our `sensitivity` averages over the classes present only).
+    sens = recall_score(np.asarray(labels), probs.argmax(1), average="binary" if probs.shape[1] == 2 else "macro",
+                        zero_division=0)
     return {"accuracy": m["accuracy"], "f1_macro": m["macro_f1"], "auroc": m["auroc"],
-            "balanced_acc": m["balanced_accuracy"], "sensitivity": m["sensitivity"], "aupr": m["aupr"],
+            "balanced_acc": m["balanced_accuracy"], "sensitivity": float(sens), "aupr": m["aupr"],
             "avg_test_loss": loss}
 
 
