@@ -36,7 +36,7 @@ def main(argv=None) -> int:
         export_features(
             args.model_name, args.csv_path, args.img_col, out, root=args.data_root, kind="embed", normalize=True,
             checkpoint=args.checkpoint, device=resolve_device(args.device), batch_size=args.batch_size,
-            num_workers=args.num_workers, precision="fp32", flag_hints={args.img_col: "--img_col"},
+            num_workers=args.num_workers, precision="fp32", exif_transpose=False, flag_hints={args.img_col: "--img_col"},
             allow_outside_root=args.allow_outside_root,
         )
         print(f"saved {out}")

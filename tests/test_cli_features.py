@@ -133,3 +133,45 @@ def test_reference_export_door_writes_normalised_embeddings(tiny_openclip, ham_c
     enc = load_encoder(f"local-dir:{tiny_openclip}")
     raw = extract_features(enc, [ham_csv.parent / p for p in frame["ImageID"]], cache=False, num_workers=0).array
     np.testing.assert_allclose(emb, raw / np.linalg.norm(raw, axis=1, keepdims=True), atol=1e-5)
+
+
+def test_reference_doors_ignore_exif_orientation_as_the_reference(tiny_openclip, ham_csv, tmp_path):
+    """The reference's PIL loaders never read the EXIF orientation tag: the export door (and the zero-shot and
+    probe doors' specs) keep the stored pixels, while `panderm features` shows the image upright."""
+    import dataclasses
+
+    import pandas as pd
+
+    from panderm.compat.main_door import reference_preprocess
+    from panderm.features import extract_features
+    from panderm.models import REFERENCE_LP_PREPROCESS, load_encoder
+
+    src = Image.open(ham_csv.parent / pd.read_csv(ham_csv)["image_path"][0]).convert("RGB")
+    stored = np.asarray(src)[:, 40:]  # not square, so a rotation changes the crop
+    img = Image.fromarray(stored)
+    exif = img.getexif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise
+    (tmp_path / "img").mkdir()
+    img.save(tmp_path / "img" / "tagged.png", exif=exif)
+    Image.fromarray(stored).save(tmp_path / "img" / "stored.png")
+    Image.fromarray(np.rot90(stored, k=-1).copy()).save(tmp_path / "img" / "upright.png")
+    pd.DataFrame({"ImageID": ["tagged.png"]}).to_csv(tmp_path / "one.csv", index=False)
+
+    r = run("src/export_visual_features.py", "--model_name", f"local-dir:{tiny_openclip}", "--csv_path",
+            str(tmp_path / "one.csv"), "--img_col", "ImageID", "--data_root", str(tmp_path / "img"), "--device", "cpu",
+            "--num_workers", "0", "--output_dir", str(tmp_path / "emb"))
+    assert r.returncode == 0, r.stderr
+    door = np.load(tmp_path / "emb" / "all_embeddings.npy")
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+
+    def embed(name):
+        x = np.asarray(extract_features(enc, [tmp_path / "img" / name], cache=False, num_workers=0).array)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    np.testing.assert_allclose(door, embed("stored.png"), atol=1e-5)
+    assert np.abs(door - embed("upright.png")).max() > 1e-3
+    np.testing.assert_allclose(embed("tagged.png"), embed("upright.png"), atol=1e-5)  # panderm: upright
+    assert REFERENCE_LP_PREPROCESS.exif_transpose is False
+    reference_preprocess(f"local-dir:{tiny_openclip}", enc)
+    assert enc.preprocess_spec == dataclasses.replace(load_encoder(f"local-dir:{tiny_openclip}").preprocess_spec,
+                                                      exif_transpose=False)

@@ -279,9 +279,9 @@ def test_main_door_gives_monet_open_clip_default_preprocessing(tiny_hf_clip):
 
     enc = load_encoder("hf-clip:test/tiny-monet")
     assert enc.preprocess_spec.mean == (0.485, 0.456, 0.406)
-    reference_preprocess("hf-clip:test/tiny-monet", enc)  # not MONET's id: left alone
-    assert enc.preprocess_spec.mean == (0.485, 0.456, 0.406)
+    reference_preprocess("hf-clip:test/tiny-monet", enc)  # not MONET's id: only EXIF is switched off
+    assert enc.preprocess_spec.mean == (0.485, 0.456, 0.406) and enc.preprocess_spec.exif_transpose is False
     for spelling in ("monet", "MONET", resolve_alias("MONET").model_id):
         enc.set_preprocess(PreprocessSpec(size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
         reference_preprocess(spelling, enc)
-        assert enc.preprocess_spec == PreprocessSpec(size=32), spelling
+        assert enc.preprocess_spec == PreprocessSpec(size=32, exif_transpose=False), spelling

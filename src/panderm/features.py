@@ -42,18 +42,20 @@ class ImageDataset(Dataset):
     """Paths → (tensor, index, error). A failing image yields its error text, not an exception,
     so every bad file of a run can be reported together."""
 
-    def __init__(self, paths: Sequence[os.PathLike], transform, size: int, draft: int | None = None):
+    def __init__(self, paths: Sequence[os.PathLike], transform, size: int, draft: int | None = None,
+                 exif: bool = True):
         self.paths = list(paths)
         self.transform = transform
         self.size = size
         self.draft = draft
+        self.exif = exif
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
         try:
-            return self.transform(open_image(self.paths[i], draft=self.draft)), i, ""
+            return self.transform(open_image(self.paths[i], exif=self.exif, draft=self.draft)), i, ""
         except DataError as exc:
             return torch.zeros(3, self.size, self.size), i, str(exc)
 
@@ -131,7 +133,8 @@ def _loader(encoder, paths, batch_size, num_workers, draft, indices=None) -> Dat
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     # More workers than cores only adds contention (reference scripts ask for 16).
     workers = default_workers(device) if num_workers is None else min(num_workers, cpus)
-    dataset = ImageDataset(paths, encoder.preprocess, encoder.preprocess_spec.size, draft)
+    spec = encoder.preprocess_spec
+    dataset = ImageDataset(paths, encoder.preprocess, spec.size, draft, exif=spec.exif_transpose)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -87,13 +87,18 @@ def _preprocess_overrides(args, encoder):
 def reference_preprocess(model_id: str, encoder) -> None:
     """The transform the reference's src/main.py gives this model, where it differs from the model's own.
 
-    `--model monet --pretrained openai` goes through open_clip's load_openai_model, which keeps
-    open_clip's default preprocessing (OpenAI CLIP mean/std), not MONET's ImageNet constants.
+    Its PIL loader ignores EXIF orientation. `--model monet --pretrained openai` goes through open_clip's
+    load_openai_model, which keeps open_clip's default preprocessing (OpenAI CLIP mean/std), not MONET's
+    ImageNet constants.
     """
+    import dataclasses
+
     from ..models import PreprocessSpec, resolve_alias
 
+    spec = encoder.preprocess_spec
     if resolve_alias(model_id.strip()).model_id == resolve_alias("MONET").model_id:
-        encoder.set_preprocess(PreprocessSpec(size=encoder.preprocess_spec.size))
+        spec = PreprocessSpec(size=spec.size)
+    encoder.set_preprocess(dataclasses.replace(spec, exif_transpose=False))
 
 
 def run(args) -> None:

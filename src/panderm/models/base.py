@@ -37,6 +37,8 @@ class PreprocessSpec:
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"  # shortest | longest | squash
     resize_to: int | None = None  # resize the short side to this, then crop `size` (None = size)
+    # The reference's PIL loaders ignore the EXIF orientation tag; the doors turn this off to match them.
+    exif_transpose: bool = True
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -66,7 +68,8 @@ class PreprocessSpec:
 # Reference linear-probe / v1 transform: Resize 256 bilinear, crop 224, ImageNet mean and
 # the reference's std typo 0.228 (ref-panderm2.md §4.3).
 REFERENCE_LP_PREPROCESS = PreprocessSpec(
-    size=224, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224, 0.225), interpolation="bilinear", resize_to=256
+    size=224, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224, 0.225), interpolation="bilinear", resize_to=256,
+    exif_transpose=False,
 )
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

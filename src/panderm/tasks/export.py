@@ -54,14 +54,21 @@ def export_features(
     flag_hints: dict | None = None,
     allow_outside_root: bool = False,
     compile: bool = False,
+    exif_transpose: bool = True,
 ) -> dict:
-    """Validate the CSV, load the model, encode (or read the cache), write `out` + `out.json`."""
+    """Validate the CSV, load the model, encode (or read the cache), write `out` + `out.json`.
+
+    `exif_transpose=False` ignores EXIF orientation tags, as the reference's loader did."""
     out = Path(out)
     if out.suffix != ".npy":
         out = out.with_suffix(out.suffix + ".npy") if out.suffix else out.with_suffix(".npy")
     table = load_table(csv, image_col, root=root, flag_hints=flag_hints, allow_outside_root=allow_outside_root)
     encoder = load_encoder(model, checkpoint=checkpoint, device=device, allow_random_init=allow_random_init,
                            preprocess=preprocess)
+    if not exif_transpose:
+        import dataclasses
+
+        encoder.set_preprocess(dataclasses.replace(encoder.preprocess_spec, exif_transpose=False))
     result = extract_features(encoder, table.paths, kind, batch_size=batch_size, num_workers=num_workers,
                               precision=precision, cache=cache, cache_dir=cache_dir, progress=progress,
                               compile=compile)
