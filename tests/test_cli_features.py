@@ -175,3 +175,15 @@ def test_reference_doors_ignore_exif_orientation_as_the_reference(tiny_openclip,
     reference_preprocess(f"local-dir:{tiny_openclip}", enc)
     assert enc.preprocess_spec == dataclasses.replace(load_encoder(f"local-dir:{tiny_openclip}").preprocess_spec,
                                                       exif_transpose=False)
+
+
+def test_debug_flag_works_after_the_subcommand_too(tmp_path):
+    """`panderm features ... --debug` keeps the traceback (raises) like `panderm --debug features ...`."""
+    from panderm.cli import main
+    from panderm.errors import DataError
+
+    argv = ["features", "--csv", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x.npy")]
+    assert main(argv) == 2  # one line, exit 2
+    for debug_argv in (["--debug", *argv], [*argv, "--debug"]):
+        with pytest.raises(DataError, match="CSV not found"):
+            main(debug_argv)

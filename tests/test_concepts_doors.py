@@ -136,6 +136,7 @@ def _clf_error_cases(data, tmp):
     base = ["--csv", data["csv"]]
     return [
         (["--embeddings", bad_pickle], ["pickled.npy", "pickled"]),
+        (["--embeddings", data["csv"]], [str(Path(data["csv"]).name), "not a .npy file"]),  # not "pickled"
         (["--embeddings", short], ["short.npy", "197 rows", "200"]),
         (["--embeddings", data["save_dir"] / "all_embeddings.npy", "--label_col", "hair"], ["'hair'", "--label_col"]),
     ], base

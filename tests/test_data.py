@@ -165,3 +165,14 @@ def test_errors_in_a_split_name_the_csv_line(tmp_path, img_dir):
                     header="image_path,label,split")
     with pytest.raises(DataError, match=r"outside 0..1 in row\(s\) 4 "):
         load_table(csv, "image_path", label_col="label", num_classes=2, split="test")
+
+
+def test_every_image_missing_lists_a_few_and_points_at_the_root(tmp_path):
+    """A wrong root makes every image missing: one short line, the first 10 paths, the count, a hint."""
+    csv = tmp_path / "t.csv"
+    pd.DataFrame({"image_path": [f"img{i}.jpg" for i in range(40)]}).to_csv(csv, index=False)
+    with pytest.raises(DataError) as err:
+        load_table(csv, "image_path", root=tmp_path)
+    msg = str(err.value)
+    assert msg.startswith("40 of 40 image(s)") and "img9.jpg" in msg and "img10.jpg" not in msg
+    assert "(+30 more)" in msg and f"no image exists under {tmp_path}" in msg and len(msg) < 1200

@@ -173,6 +173,11 @@ def test_absolute_paths_are_refused_with_their_row(tmp_path):
     csv.write_text(f"image_path\n{good}\n{CSVS['ham'].parent / good}\n")
     with pytest.raises(DataError, match=r"row\(s\) 3"):
         preresize(csv, "image_path", tmp_path / "out", root=CSVS["ham"].parent, size=96, workers=0)
+    # A path leaving the root: refused the same way, without suggesting a flag preresize does not have.
+    csv.write_text(f"image_path\n{good}\n../{CSVS['ham'].parent.name}/{good}\n")
+    with pytest.raises(DataError, match=r"row\(s\) 3: image path .* is not under --root") as err:
+        preresize(csv, "image_path", tmp_path / "out", root=CSVS["ham"].parent, size=96, workers=0)
+    assert "--allow-absolute-paths" not in str(err.value)
 
 
 def test_out_must_not_be_the_image_root(tmp_path):

@@ -285,3 +285,22 @@ def test_main_door_gives_monet_open_clip_default_preprocessing(tiny_hf_clip):
         enc.set_preprocess(PreprocessSpec(size=32, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
         reference_preprocess(spelling, enc)
         assert enc.preprocess_spec == PreprocessSpec(size=32, exif_transpose=False), spelling
+
+
+def test_class_names_without_images_are_named_in_one_warning(ham_csv, tmp_path, caplog):
+    import logging
+
+    from panderm.tasks.zeroshot import build_dataset
+
+    frame = pd.read_csv(ham_csv).iloc[:6]
+    frame = frame.assign(label=[0, 1, 0, 1, 0, 1])
+    csv = tmp_path / "two.csv"
+    frame.to_csv(csv, index=False)
+    with caplog.at_level(logging.WARNING, logger="panderm"):
+        build_dataset(csv, ["melanoma", "nevus", "# Source", "licence"], root=ham_csv.parent)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 1 and "2 of 4 class names have no image" in lines[0] and "# Source, licence" in lines[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="panderm"):
+        build_dataset(csv, ["melanoma", "nevus"], root=ham_csv.parent)
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]

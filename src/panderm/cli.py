@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 from .cli_support import add_allow_absolute_paths, resolve_device, run_door, setup_logging
@@ -17,7 +18,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="demo",
                    help="alias (PanDerm2, DermLIP-B16, ...), hf-hub:ORG/NAME, local-dir:PATH, timm:NAME, ... "
-                        "(default: demo, a tiny random-weight model)")
+                        "(demo: a tiny random-weight model, built on the fly)")
     g.add_argument("--checkpoint", "--pretrained", dest="checkpoint", default=None,
                    help="weights file (or open_clip pretrained tag) for the model")
     g.add_argument("--allow-random-init", action="store_true", help="evaluate random weights when none are found")
@@ -54,7 +55,7 @@ def _features(args) -> None:
         print(f"features served from cache (key {meta['cache_key']})")
     if meta.get("warning"):
         print(meta["warning"])
-    print(f"wrote {args.out}")
+    print(f"wrote {meta['out']} and {Path(meta['out']).with_suffix('.json')}")
 
 
 def _batch_size(value: str):
@@ -161,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug is a global flag; users type it after the subcommand too ("panderm features ... --debug").
+    debug = "--debug" in argv
+    args = parser.parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     setup_logging(args.verbose)
 
     def run():

@@ -159,14 +159,15 @@ def preresize(
     if os.path.realpath(out) == os.path.realpath(root):
         raise DataError(f"--out {out} is the image root: the copies would overwrite the originals")
     # Relative, confined paths only (absolute ones could not keep their layout under --out): rows named on error.
-    paths = resolve_paths(frame, image_col, root, csv)
     rel = [os.path.normpath(os.path.expanduser(str(v).strip())) for v in frame[image_col].astype(str)]
     ids = frame.index.to_numpy()
-    absolute = [i for i, r in enumerate(rel) if os.path.isabs(r)]
-    if absolute:
-        raise DataError(f"{csv}: column {image_col!r}, row(s) {_rows(ids[absolute])}: image path {rel[absolute[0]]!r} "
-                        "is absolute; the copies are found through --root OUT only when the CSV's paths are "
-                        "relative to --root")
+    # Checked before resolve_paths, whose message would suggest --allow-absolute-paths, which cannot apply here.
+    outside = [i for i, r in enumerate(rel) if os.path.isabs(r) or r == ".." or r.startswith(".." + os.sep)]
+    if outside:
+        raise DataError(f"{csv}: column {image_col!r}, row(s) {_rows(ids[outside])}: image path {rel[outside[0]]!r} "
+                        "is not under --root; the copies keep the CSV's layout under --out, so the CSV's paths "
+                        "must be relative to --root (rewrite them relative to a common folder and pass it as --root)")
+    paths = resolve_paths(frame, image_col, root, csv)
 
     problems = [_probe(p) for p in paths]
     bad = [i for i, why in enumerate(problems) if why]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..errors import DataError
 
-MAX_LISTED = 100
+MAX_LISTED = 10  # an error is one readable line; the count says how many more
 
 
 def _rows(indices: Sequence[int], limit: int = 10) -> str:
@@ -219,17 +219,21 @@ def _probe(path: Path) -> str | None:
     return None
 
 
-def check_images(paths: Sequence[Path], label: str = "", workers: int = 8) -> None:
-    """Raise one DataError listing every missing, empty or non-image file."""
+def check_images(paths: Sequence[Path], label: str = "", workers: int = 8, root=None) -> None:
+    """Raise one DataError listing the missing, empty or non-image files (the first few, and how many)."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
         problems = list(pool.map(_probe, paths))
     bad = [(p, why) for p, why in zip(paths, problems) if why]
     if bad:
         where = f" in {label}" if label else ""
         kinds = sorted({why.split(" (")[0] for _, why in bad})
+        hint = ""
+        if len(bad) == len(paths) and kinds == ["missing"] and root is not None:
+            hint = (f"; no image exists under {root}: are the CSV's paths relative to another folder? "
+                    "(give it as the image root)")
         raise DataError(
             f"{len(bad)} of {len(paths)} image(s){where} cannot be used ({', '.join(kinds)}): "
-            + list_items([f"{p} [{why}]" for p, why in bad])
+            + list_items([f"{p} [{why}]" for p, why in bad]) + hint
         )
 
 
@@ -307,6 +311,6 @@ def load_table(
     if label_col:
         labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes)
     if check:
-        check_images(paths, label=str(csv))
+        check_images(paths, label=str(csv), root=root if root is not None else (concat_prefix or "."))
     return ImageTable(csv, frame.reset_index(drop=True), image_col, paths, labels,
                       tuple(classnames) if classnames else None)

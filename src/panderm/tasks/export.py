@@ -96,4 +96,4 @@ def export_features(
     if encoder.random_init:
         meta["warning"] = "RANDOM WEIGHTS: these features come from an untrained model"
     write_json(out.with_suffix(".json"), meta)
-    return meta
+    return {**meta, "out": str(out)}  # the path written (".npy" is appended to an --out without it)

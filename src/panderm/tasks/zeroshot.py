@@ -239,6 +239,12 @@ def build_dataset(
     table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
                        concat_prefix=concat_prefix, check=check_images, flag_hints=flag_hints,
                        allow_outside_root=allow_outside_root)
+    absent = [c for i, c in enumerate(classnames) if not (table.labels == i).any()]
+    if absent:
+        # Harmless for a test set missing a rare class; a class list that does not belong to the CSV (a file
+        # with extra lines, names in another order) shows up here first.
+        log.warning("%s: %d of %d class names have no image in the CSV: %s", csv, len(absent), len(classnames),
+                    ", ".join(absent[:10]) + (f" (+{len(absent) - 10} more)" if len(absent) > 10 else ""))
     folder = benchmark.folder if benchmark is not None else "customized_dataset"
     return ZeroShotDataset(name or (benchmark.name if benchmark else Path(csv).stem), table, classnames, benchmark, folder)
 

@@ -81,6 +81,11 @@ def load_array(
         raise DataError(f"{name} file not found: {path}")
     if path.is_dir():
         raise DataError(f"{name} path is a folder, not a .npy file: {path}")
+    with open(path, "rb") as fh:
+        magic = fh.read(6)
+    if magic != b"\x93NUMPY" and magic[:2] != b"PK":  # PK: an .npz (zip) archive, named below
+        raise DataError(f"{path} is not a .npy file (no .npy header); {name} must be a numeric array saved with "
+                        "np.save")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
