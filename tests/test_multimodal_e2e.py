@@ -126,9 +126,13 @@ def test_cdm_door_on_artificial_pairs(tiny_panderm2, tmp_path, capsys):
             assert np.isnan(again[col]), col
         else:
             assert again[col] == pytest.approx(float(metrics[col].iloc[0]), rel=1e-5, abs=1e-6), col
+    trained = (out / "results.json").read_text()
     rc, cap = _door("test", [*common, "--full_report"], capsys)
     assert rc == 0, cap.err
     pd.testing.assert_frame_equal(pd.read_csv(out / "detailed_predictions.csv"), pred)
+    # the test report goes beside the training run's results.json, which keeps best_epoch and the command
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_FILES, "results_test.json"])
+    assert (out / "results.json").read_text() == trained
 
 
 def test_overfits_16_samples_and_best_checkpoint_reloads_exactly(tiny_panderm2, tmp_path):

@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-_RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "detailed_predictions.csv",
+_RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "results_test.json", "detailed_predictions.csv",
               "evaluation_metrics.csv", "confusion_matrix.png")
 _MODEL_ALIASES = {"PanDerm-v2": "PanDerm2"}
 DATASETS = ("derm7pt", "milk11", "pad", "csv")
@@ -73,11 +73,41 @@ def find_best_checkpoint(folder) -> Path:
     return max(found)[2]
 
 
-def _load_table(dataset: str, path: str, allow_outside_root: bool = False):
+def _none_or(value):
+    """A column flag's value; '' / 'none' mean no such column."""
+    return None if value is None or str(value).strip().lower() in ("", "none") else value
+
+
+CSV_COLUMNS = {"clinical_col": "clinical_path", "derm_col": "derm_path", "label_col": "label", "split_col": "split",
+               "prompt_col": None, "meta_cols": None}
+
+
+def _load_table(dataset: str, path: str, allow_outside_root: bool = False, args=None):
+    """The dataset's table; `args` gives the generic CSV loader's column flags (--dataset csv)."""
+    from ...errors import DataError, PandermError
     from .data import load_derm7pt, load_milk11, load_multimodal_csv, load_pad_ufes20
 
-    loaders = {"derm7pt": load_derm7pt, "milk11": load_milk11, "pad": load_pad_ufes20, "csv": load_multimodal_csv}
-    return loaders[dataset](path, allow_outside_root=allow_outside_root)
+    cols = {k: getattr(args, k, v) for k, v in CSV_COLUMNS.items()} if args is not None else dict(CSV_COLUMNS)
+    if dataset != "csv":
+        given = [k for k, v in cols.items() if v != CSV_COLUMNS[k]]
+        if given:
+            raise PandermError(f"{', '.join('--' + k for k in given)} appl{'ies' if len(given) == 1 else 'y'} to "
+                               f"--dataset csv only (--dataset {dataset} has fixed columns)")
+        loaders = {"derm7pt": load_derm7pt, "milk11": load_milk11, "pad": load_pad_ufes20}
+        try:
+            return loaders[dataset](path, allow_outside_root=allow_outside_root)
+        except DataError as exc:
+            where = Path(path)
+            if (where.is_dir() and not (where / "meta").is_dir()) or (dataset != "pad" and where.is_file()):
+                exc.args = (f"{exc}; --dataset {dataset} reads the dataset's meta/ folder layout: for one CSV of "
+                            "your own use --dataset csv --data_path FILE.csv (columns clinical_path, derm_path, "
+                            "label, split; other names with --clinical_col, --derm_col, --label_col, --split_col)",)
+            raise
+    meta_cols = [c.strip() for c in str(cols["meta_cols"]).split(",") if c.strip()] if cols["meta_cols"] else []
+    return load_multimodal_csv(path, clinical_col=_none_or(cols["clinical_col"]), derm_col=_none_or(cols["derm_col"]),
+                               label_col=cols["label_col"], split_col=cols["split_col"], meta_columns=meta_cols,
+                               prompt_col=_none_or(cols["prompt_col"]), allow_outside_root=allow_outside_root,
+                               num_classes=getattr(args, "class_num", None))  # K = max label + 1 without it
 
 
 def _add_recipe(p, ref: bool) -> None:
@@ -96,6 +126,20 @@ def _add_recipe(p, ref: bool) -> None:
     else:
         p.add_argument("--data-path", "--data-dir", dest="data_path", required=True,
                        help="dataset folder (derm7pt / milk11 / pad meta layout) or one CSV")
+    g = p.add_argument_group("--dataset csv columns", "the generic CSV loader: one row per case, image paths "
+                             "relative to the CSV's folder, labels 0..K-1, split train/val/test")
+    g.add_argument(n("clinical_col"), dest="clinical_col", default=CSV_COLUMNS["clinical_col"],
+                   help="clinical image path column ('none': only dermoscopic images, used in both slots)")
+    g.add_argument(n("derm_col"), dest="derm_col", default=CSV_COLUMNS["derm_col"],
+                   help="dermoscopic image path column ('none': only clinical images, used in both slots)")
+    g.add_argument(n("label_col"), dest="label_col", default=CSV_COLUMNS["label_col"], help="integer label column")
+    g.add_argument(n("split_col"), dest="split_col", default=CSV_COLUMNS["split_col"],
+                   help="split column: train / val (valid, validation) / test")
+    g.add_argument(n("prompt_col"), dest="prompt_col", default=None,
+                   help="column with the metadata sentence for " + n("use_meta") + " " + n("use_text_encoder"))
+    g.add_argument(n("meta_cols"), dest="meta_cols", default=None,
+                   help="comma-separated metadata columns, one-hot encoded for " + n("use_meta") + " without "
+                        + n("use_text_encoder"))
     from ...cli_support import add_allow_absolute_paths
 
     add_allow_absolute_paths(p)
@@ -103,8 +147,8 @@ def _add_recipe(p, ref: bool) -> None:
                    help="number of classes (checked against the data)")
     for flag in ("use_cli", "use_derm", "use_meta", "use_text_encoder", "use_visual_embedding_layer"):
         p.add_argument(n(flag), dest=flag, action="store_true")
-    p.add_argument(n("hidden_dim"), dest="hidden_dim", type=int, default=768,
-                   help="accepted for compatibility: the width is the encoder's")
+    p.add_argument(n("hidden_dim"), dest="hidden_dim", type=int, default=None,
+                   help="accepted for compatibility: the width is the encoder's (a different value is reported)")
     p.add_argument(n("meta_dim"), dest="meta_dim", type=int, default=128)
     p.add_argument(n("num_head"), dest="num_head", type=int, default=8)
     p.add_argument(n("att_depth"), dest="att_depth", type=int, default=4)
@@ -145,7 +189,7 @@ def _add_recipe(p, ref: bool) -> None:
         p.add_argument("--num_workers", dest="workers", type=int, default=0)
     p.add_argument(n("seed"), type=int, default=122)
     p.add_argument(n("bootstrap"), type=int, default=1000, help="bootstrap resamples for test CIs (0: off)")
-    p.add_argument(n("output_dir"), dest="output_dir", default="./result")
+    p.add_argument(n("output_dir"), *(() if ref else ("--out",)), dest="output_dir", default="./result")
     p.add_argument("--debug", action="store_true", help="keep tracebacks")
 
 
@@ -158,12 +202,60 @@ def _add_train(p, ref: bool) -> None:
     p.add_argument(n("adamw"), action="store_true", help="decoupled AdamW (the reference: Adam + L2)")
     p.add_argument(n("monitor"), default="acc", choices=["acc", "loss", "f1", "auroc"])
     p.add_argument(n("patience"), type=int, default=100)
-    p.add_argument(n("weight_sampler"), dest="weight_sampler", action="store_true")
+    p.add_argument(n("weight_sampler"), *(() if ref else ("--weighted-sampler",)), dest="weight_sampler",
+                   action="store_true", help="class-balanced sampling of the training set")
     p.add_argument(n("resume"), action="store_true", help="continue from OUTPUT_DIR/last.pt")
     p.add_argument(n("overwrite"), action="store_true", help="replace an existing run folder")
     p.add_argument(n("max_steps"), dest="max_steps", type=int, default=None, help="optimiser steps per epoch cap")
     p.add_argument(n("stop_after_epoch"), dest="stop_after_epoch", type=int, default=None)
     p.add_argument(n("wandb"), action="store_true", help="log to wandb (off by default)")
+
+
+# messages name the reference door's spellings; `spell_flags` puts them in the caller's
+_FLAG_SYNONYMS = {"--out": ("--output_dir", "--output-dir"), "--data_dir": ("--data-path",),
+                  "--pretrain_path": ("--checkpoint",), "--cuda": ("--device",), "--num_workers": ("--workers",),
+                  "--dataset_name": ("--dataset",), "--head": ("--out",)}
+
+
+def spell_flags(message: str, options) -> str:
+    """`message` with each `--flag` in the spelling the parser with `options` has.
+
+    `--class_num` becomes `--class-num` for `panderm multimodal`, `--allow-random-init` becomes
+    `--allow_random_init` for the doors; `--out` always means the output folder here (the door's
+    `--out` is the head). Flags the parser lacks in every spelling are left as they are.
+    """
+    import re
+
+    options = set(options)
+
+    def one(m):
+        flag = m.group(0)
+        candidates = [flag, *_FLAG_SYNONYMS.get(flag, ()), flag.replace("_", "-"), "--" + flag[2:].replace("-", "_")]
+        if flag == "--out":  # the output folder (prepare_run_dir's message), never the door's head flag
+            candidates = [c for c in candidates if c != "--out"]
+        return next((c for c in candidates if c in options), flag)
+
+    return re.sub(r"(?<![\w/.-])--[a-z][a-z0-9_-]*[a-z0-9]", one, message)
+
+
+def _speaking(fn, options):
+    """`fn(args)` whose PandermError messages name this parser's flag spellings."""
+    from ...errors import PandermError
+
+    def run(args):
+        try:
+            return fn(args)
+        except PandermError as exc:
+            if len(exc.args) == 1 and isinstance(exc.args[0], str):
+                exc.args = (spell_flags(exc.args[0], options),)
+            raise
+
+    run.__name__ = getattr(fn, "__name__", "run")
+    return run
+
+
+def _options(parser) -> frozenset:
+    return frozenset(s for a in parser._actions for s in a.option_strings)
 
 
 def _build(args, train: bool):
@@ -177,7 +269,7 @@ def _build(args, train: bool):
         if args.dataset not in REFERENCE_DATA_DIRS:
             raise PandermError(f"give the dataset root with --data_dir (no default for --dataset {args.dataset})")
         args.data_path = REFERENCE_DATA_DIRS[args.dataset]
-    table = _load_table(args.dataset, args.data_path, getattr(args, "allow_outside_root", False))
+    table = _load_table(args.dataset, args.data_path, getattr(args, "allow_outside_root", False), args)
     if args.class_num is not None and args.class_num != table.num_classes:
         raise PandermError(f"--class_num {args.class_num} but {args.data_path} has {table.num_classes} classes")
     use_meta = bool(args.use_meta)
@@ -215,7 +307,7 @@ def _build(args, train: bool):
     encoder = load_encoder(model_id, checkpoint=args.checkpoint, device=resolve_device(device),
                            allow_random_init=args.allow_random_init)
     trainer = MultimodalTrainer(encoder, table, fusion, cfg, out, device=encoder.device)
-    if args.hidden_dim != trainer.model.fusion.hidden_dim:
+    if args.hidden_dim is not None and args.hidden_dim != trainer.model.fusion.hidden_dim:
         logging.getLogger(__name__).info("hidden_dim %d ignored: the encoder gives %d", args.hidden_dim,
                                          trainer.model.fusion.hidden_dim)
     return trainer, encoder
@@ -247,8 +339,29 @@ def run_train(args) -> None:
     test = trainer.test()
     write_test_outputs(trainer, test, args.output_dir, provenance(encoder, data_files(args.data_path), seed=args.seed),
                        fit_result=fit)
+    _random_weights_note(encoder)
     _print_metrics(test["metrics"])
     print(f"wrote {args.output_dir}")
+
+
+def _random_weights_note(encoder) -> None:
+    if getattr(encoder, "random_init", False):
+        print("RANDOM WEIGHTS: these numbers come from an untrained model")
+
+
+def results_name_for_test(out_dir) -> str:
+    """results.json, or results_test.json where results.json holds a training run's record (kept as it is)."""
+    import json
+
+    path = Path(out_dir) / "results.json"
+    if not path.is_file():
+        return "results.json"
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return "results_test.json"  # not ours to overwrite
+    trained = isinstance(previous, dict) and "best_epoch" in previous
+    return "results_test.json" if trained else "results.json"
 
 
 def run_test(args) -> None:
@@ -261,9 +374,13 @@ def run_test(args) -> None:
     print(f"checkpoint: {path}")
     test = trainer.test(path)
     prov = provenance(encoder, data_files(args.data_path), seed=args.seed, inputs=[path])
-    write_test_outputs(trainer, test, args.output_dir, prov, predictions_only=not args.full_report)
+    name = results_name_for_test(args.output_dir)
+    write_test_outputs(trainer, test, args.output_dir, prov, predictions_only=not args.full_report,
+                       results_name=name)
+    _random_weights_note(encoder)
     _print_metrics(test["metrics"])
-    print(f"wrote {Path(args.output_dir) / 'detailed_predictions.csv'}")
+    out = Path(args.output_dir)
+    print(f"wrote {out / 'detailed_predictions.csv'}" + (f" and {out / name}" if args.full_report else ""))
 
 
 def _add_ref_model(p) -> None:
@@ -296,7 +413,8 @@ def reference_parser(mode: str) -> argparse.ArgumentParser:
                        help="best.pt (or a reference state_dict .pth); default: the best checkpoint in "
                             "--output_dir (best.pt, else the newest best*_model_<epoch>.pth)")
         p.add_argument("--full_report", action="store_true",
-                       help="also write evaluation_metrics.csv, confusion_matrix.png, results.json")
+                       help="also write evaluation_metrics.csv, confusion_matrix.png and results.json "
+                            "(results_test.json where --output_dir holds the training run's results.json)")
         # the reference's test.py takes --epochs (its scripts pass it) and never reads it
         p.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)
     return p
@@ -305,10 +423,11 @@ def reference_parser(mode: str) -> argparse.ArgumentParser:
 def run_reference(mode: str, argv=None) -> int:
     from ...cli_support import run_door, setup_logging
 
-    args = reference_parser(mode).parse_args(argv)
+    parser = reference_parser(mode)
+    args = parser.parse_args(argv)
     setup_logging()
-    return run_door(lambda: (run_train if mode == "train" else run_test)(args), f"multimodal_finetune/{mode}.py",
-                    debug=args.debug)
+    run = _speaking(run_train if mode == "train" else run_test, _options(parser))
+    return run_door(lambda: run(args), f"multimodal_finetune/{mode}.py", debug=args.debug)
 
 
 def register(sub, add_model_args) -> None:
@@ -322,11 +441,12 @@ def register(sub, add_model_args) -> None:
         q.add_argument("--bgr", action="store_true", help="feed BGR channels, as the reference's cv2 loading did")
         if mode == "train":
             _add_train(q, ref=False)
-            q.set_defaults(func=run_train)
+            q.set_defaults(func=_speaking(run_train, _options(q)))
         else:
             q.add_argument("--model-path", dest="model_path", default=None,
-                           help="default: the best checkpoint in --output-dir")
+                           help="default: the best checkpoint in --output-dir; the report goes to "
+                                "results_test.json where --output-dir holds the training run's results.json")
             # The CLI writes the whole report by default; the door writes only the predictions, as the reference.
             q.add_argument("--predictions-only", dest="full_report", action="store_false",
                            help="write only detailed_predictions.csv (the reference test.py's output)")
-            q.set_defaults(func=run_test)
+            q.set_defaults(func=_speaking(run_test, _options(q)))

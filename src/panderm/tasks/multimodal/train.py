@@ -245,6 +245,34 @@ class MultimodalTrainer:
                 detail = " ".join(line.strip() for line in str(exc).splitlines()[1:] if line.strip())[:300]
             raise ModelError(f"{source}: does not fit this model/flags: {detail}") from exc
 
+    # settings that shape the model (or its inputs) and so must match between training and test
+    _MODEL_KEYS = ("use_cli", "use_derm", "use_meta", "use_text_encoder", "fusion", "meta_fusion", "att_depth",
+                   "num_head", "meta_att_depth", "meta_num_head", "meta_dim", "meta_in_dim", "out",
+                   "use_visual_embedding_layer", "pool")
+    _FLAG_OF = {"meta_fusion": "meta_fusion_mode", "out": "head", "pool": "encoder_pool"}
+
+    def config_diff(self, meta: dict | None) -> str:
+        """'trained with use_meta=True; this run has use_meta=False' from a checkpoint's meta, or ''."""
+        if not isinstance(meta, dict):
+            return ""
+        trained, now = dict(meta.get("fusion") or {}), asdict(self.fusion_cfg)
+        keys = [k for k in self._MODEL_KEYS if k in trained and trained[k] != now.get(k)]
+        if "meta_in_dim" in keys and len(keys) > 1:
+            keys.remove("meta_in_dim")  # follows from use_meta / use_text_encoder
+        pairs = [(k, trained[k], now.get(k)) for k in keys]
+        cfg_then = (meta.get("config") or {}).get("freeze_encoders")
+        if cfg_then is not None and cfg_then != self.cfg.freeze_encoders:
+            pairs.append(("freeze_encoders", cfg_then, self.cfg.freeze_encoders))
+        model_then = meta.get("model_id")
+        if model_then and model_then != self.encoder.model_id:
+            pairs.append(("model", model_then, self.encoder.model_id))
+        if not pairs:
+            return ""
+        flags = [f"--{self._FLAG_OF.get(k, k)}" for k, _, _ in pairs if k not in ("model", "meta_in_dim")]
+        return (f"trained with {', '.join(f'{k}={a!r}' for k, a, _ in pairs)}; "
+                f"this run has {', '.join(f'{k}={b!r}' for k, _, b in pairs)}"
+                + (f" (check {', '.join(flags)})" if flags else ""))
+
     def _val_value(self, val: dict) -> float:
         m = self.cfg.monitor
         v = {"acc": val["accuracy"], "f1": val["macro_f1"], "auroc": val["auroc"], "loss": -val["loss"]}[m]
@@ -349,7 +377,17 @@ class MultimodalTrainer:
         if meta is not None and meta.get("n_classes") != self.n_classes:
             raise PandermError(f"{path}: the checkpoint has {meta.get('n_classes')} classes, the data "
                                f"{self.n_classes}")
-        self.load_weights(ck, str(path))
+        diff = self.config_diff(meta)
+        try:
+            self.load_weights(ck, str(path))
+        except ModelError as exc:
+            if not diff:
+                raise ModelError(f"{exc}; the checkpoint was trained with a different model configuration: "
+                                 "give test the model flags used for training") from exc
+            raise ModelError(f"{path}: the checkpoint was trained with a different model configuration: {diff}; "
+                             "give test the model flags used for training") from exc
+        if diff:
+            log.warning("multimodal: %s: %s", path, diff)
         res = self.evaluate("test")
         res["metrics"] = test_metrics(res["labels"], res["probs"], res["loss"])
         res["epoch"] = ck.get("epoch")
@@ -375,8 +413,9 @@ def test_metrics(labels, probs, loss: float) -> dict:
 
 
 def write_test_outputs(trainer: MultimodalTrainer, test: dict, out_dir, provenance: dict | None = None,
-                       fit_result: dict | None = None, predictions_only: bool = False) -> dict:
-    """detailed_predictions.csv, evaluation_metrics.csv, confusion_matrix.png, results.json."""
+                       fit_result: dict | None = None, predictions_only: bool = False,
+                       results_name: str = "results.json") -> dict:
+    """detailed_predictions.csv, evaluation_metrics.csv, confusion_matrix.png, `results_name` (results.json)."""
     import pandas as pd
 
     from ...metrics import bootstrap_ci
@@ -407,7 +446,7 @@ def write_test_outputs(trainer: MultimodalTrainer, test: dict, out_dir, provenan
         summary.update(best_epoch=fit_result.get("best_epoch"), best_val_metric=fit_result.get("best_metric"))
     if getattr(trainer.encoder, "random_init", False):
         summary["warning"] = "RANDOM WEIGHTS: the encoders started from an untrained model"
-    write_json(out / "results.json", summary)
+    write_json(out / results_name, summary)
     return summary
 
 
