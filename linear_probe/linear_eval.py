@@ -28,7 +28,9 @@ def main(argv=None) -> int:
     p.add_argument("--output_dir", default="./output_dir")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--device", default="cuda")
-    p.add_argument("--model_preprocess", action="store_true", help="use the model's own preprocessing instead")
+    p.add_argument("--model_preprocess", action="store_true",
+                   help="use the model's own preprocessing instead (needed by models whose input size is not "
+                        "224 px, e.g. demo)")
     p.add_argument("--debug", action="store_true")
     add_allow_absolute_paths(p)
     args = p.parse_args(argv)

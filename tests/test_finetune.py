@@ -412,3 +412,25 @@ def test_checkpoint_without_rel_pos_bias_names_the_flag(tiny_panderm_v1, tiny_cs
     with_bias = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=1), tmp_path / "b")
     with pytest.raises(ModelError, match="trained without the relative position bias: pass --disable-rel-pos-bias"):
         with_bias.test(tmp_path / "a" / "best.pt")
+
+
+def test_text_labels_with_classnames(tiny_panderm_v1, tiny_csv, tmp_path):
+    """String labels need --classnames; the names map to indices in the given order and label the outputs."""
+    names = ["mel", "nv", "bcc", "df"]
+    frame = pd.read_csv(tiny_csv)
+    text = tmp_path / "text.csv"
+    frame.assign(dx=[names[k] for k in frame["label"]]).to_csv(text, index=False)
+    (tmp_path / "img").symlink_to(tiny_csv.parent / "img")
+    common = ["--model", "panderm-v1-base", "--checkpoint", tiny_panderm_v1, "--csv", text, "--label-col", "dx",
+              "--device", "cpu", "--workers", 0, "--bootstrap", 0, "--epochs", 1, "--warmup-epochs", 0,
+              "--batch-size", 8, "--max-steps", 1]
+    with pytest.raises(DataError, match="--classnames"):
+        _cli(*common, "--out", tmp_path / "none")
+    _cli(*common, "--classnames", ",".join(names), "--out", tmp_path / "run")
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["classnames"] == names and results["n_classes"] == 4
+    preds = pd.read_csv(tmp_path / "run" / "predictions" / "test.csv")
+    assert preds["true_label"].tolist() == frame.loc[frame["split"] == "test", "label"].tolist()
+    # A listed class with no train rows cannot be learned.
+    with pytest.raises(DataError, match=r"\['extra'\].*no train rows"):
+        _cli(*common, "--classnames", ",".join(names + ["extra"]), "--out", tmp_path / "extra")

@@ -433,3 +433,33 @@ def test_probe_cuda_matches_cpu():
     cpu = LogisticRegressionProbe(C=1.0, device="cpu").fit(X, y)
     gpu = LogisticRegressionProbe(C=1.0, device="cuda").fit(X, y)
     np.testing.assert_allclose(gpu.predict_proba(X), cpu.predict_proba(X), atol=1e-4)
+
+
+def test_fractions_that_keep_the_same_rows_are_reported_once(caplog):
+    """6 train images per class: 0.1 and 0.3 both keep 1 per class (the same rows), 0.5 keeps 3."""
+    X, y = blobs(6, 4, 3, spread=2.0, seed=3)
+    with caplog.at_level("WARNING", logger="panderm.tasks.linear_probe"):
+        out = run_linear_probe(X, y, X, y, percent_data=(0.1, 0.3, 0.5, 1.0), n_bootstrap=0)
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 1, lines
+    assert "0.1 and 0.3" in lines[0] and "3 images, 1 per class" in lines[0]
+    runs = {r["percent"]: r for r in out["runs"]}
+    np.testing.assert_array_equal(runs[0.1]["train_indices"], runs[0.3]["train_indices"])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="panderm.tasks.linear_probe"):
+        run_linear_probe(X, y, X, y, percent_data=(0.5, 1.0), n_bootstrap=0)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_shots_above_a_class_size_log_one_line_and_raise_no_python_warning(caplog):
+    X, y = blobs(4, 4, 3, spread=2.0, seed=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the old code warned once per class and seed
+        with caplog.at_level("WARNING", logger="panderm.tasks.linear_probe"):
+            out = run_linear_probe(X, y, X, y, shots=(2, 10), seeds=(0, 1), n_bootstrap=0,
+                                   class_names=["mel", "nv", "bcc"])
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert lines == ["linear probe: shots 10: 3 classes have fewer than 10 training images; using all of them: "
+                     "mel 4, nv 4, bcc 4"]
+    assert [r["n_train"] for r in out["runs"]] == [6, 6, 12, 12]
+    assert len(out["runs"][2]["warnings"]) == 3  # per-class notes stay in the results

@@ -174,3 +174,66 @@ def test_reference_doors_extract_in_float32_as_the_reference(resnet_ckpt, tiny_o
         door.main(["--csv_path", str(csv), "--img_col", "image_path", "--data_root", str(HAM.parent), "--device",
                    "cpu", "--output_dir", str(tmp_path / "emb"), "--debug"])
     assert seen["export"]["precision"] == "fp32"
+
+
+def test_reference_preprocess_on_a_64px_model_is_one_error_line(tmp_path, capsys):
+    """demo takes 64 px, the reference transform crops 224 px: one line naming the way out, no traceback."""
+    from panderm.cli import main
+
+    rc = main(["linear-probe", "--csv", str(PAD), "--model", "demo", "--reference-preprocess",
+               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err and "RuntimeError" not in err
+    assert "demo takes 64-px input" in err and "crops 224 px" in err and "drop --reference-preprocess" in err
+    assert not (tmp_path / "o").exists()
+    door = _door_module("linear_probe/linear_eval.py")
+    rc = door.main(["--csv_path", str(PAD), "--image_key", "image_path", "--root_path", str(PAD.parent), "--model",
+                    "demo", "--device", "cpu", "--num_workers", "0", "--output_dir", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "Traceback" not in err and "--model_preprocess" in err
+
+
+def test_cli_text_labels_with_classnames(tmp_path, capsys):
+    """--label-col dx holds names: --classnames maps them (in the given order) and names the classes."""
+    from panderm.cli import main
+
+    names = "mel,nv,bcc,akiec,bkl,df,vasc"  # the sample's label order
+    common = ["linear-probe", "--csv", str(HAM), "--model", "demo", "--label-col", "dx", "--bootstrap", "0"]
+    rc = main(common + ["--out", str(tmp_path / "none")])
+    err = capsys.readouterr().err
+    assert rc != 0 and "--classnames" in err and not (tmp_path / "none").exists()
+    rc = main(common + ["--classnames", names, "--out", str(tmp_path / "dx")])
+    assert rc == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "dx" / "results.json").read_text())
+    assert res["classnames"] == names.split(",") and res["n_classes"] == 7
+    # Same labels as the integer column: identical predictions.
+    assert main(["linear-probe", "--csv", str(HAM), "--model", "demo", "--bootstrap", "0",
+                 "--out", str(tmp_path / "int")]) == 0
+    by_name = pd.read_csv(tmp_path / "dx" / "predictions" / "percent_1.0_seed0.csv")
+    by_int = pd.read_csv(tmp_path / "int" / "predictions" / "percent_1.0_seed0.csv")
+    pd.testing.assert_frame_equal(by_name, by_int)
+    # Another order gives other indices.
+    rc = main(common + ["--classnames", "vasc,df,bkl,akiec,bcc,nv,mel", "--out", str(tmp_path / "rev")])
+    assert rc == 0
+    rev = pd.read_csv(tmp_path / "rev" / "predictions" / "percent_1.0_seed0.csv")
+    assert (rev["true_label"] == 6 - by_int["true_label"]).all()
+
+
+def test_cli_few_shot_settings_warn_in_one_line_each(tmp_path, capsys, caplog):
+    """HAM sample: 6 train images per class. 0.1 and 0.3 both keep 1 per class; --shots 10 keeps all 6."""
+    import warnings
+
+    from panderm.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        with caplog.at_level("WARNING", logger="panderm"):
+            assert main(["linear-probe", "--csv", str(HAM), "--model", "demo", "--percent-data", "0.1", "0.3",
+                         "--bootstrap", "0", "--out", str(tmp_path / "p")]) == 0
+            assert main(["linear-probe", "--csv", str(HAM), "--model", "demo", "--shots", "10", "--seeds", "2",
+                         "--bootstrap", "0", "--out", str(tmp_path / "s")]) == 0
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(lines) == 2, lines
+    assert "percent_data 0.1 and 0.3" in lines[0] and "7 images, 1 per class" in lines[0]
+    assert lines[1].startswith("linear probe: shots 10: 7 classes have fewer than 10 training images")
+    assert "0 6, 1 6" in lines[1]

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from panderm.errors import ModelError
-from panderm.models import load_encoder
+from panderm.models import PreprocessSpec, load_encoder
 from panderm.models.cae_vit import detect_cae_layout, sincos_pos_embed
 from panderm.models.registry import model_short_name, resolve_alias
 from reference_cae import sincos_table, tower_outputs
@@ -296,3 +296,20 @@ def test_torchvision_checkpoint_without_classifier(tmp_path):
     torch.save(sd, tmp_path / "ssl.pth")
     enc = load_encoder("torchvision:resnet18", checkpoint=str(tmp_path / "ssl.pth"))
     assert enc.encode_image(torch.randn(1, 3, 64, 64)).shape == (1, 512)
+
+
+def test_preprocess_override_of_another_size_on_a_fixed_size_model_is_one_model_error(tiny_openclip):
+    from panderm.models import REFERENCE_LP_PREPROCESS
+
+    # The demo ViT takes 64 px; the reference linear-probe transform crops 224 px.
+    with pytest.raises(ModelError) as err:
+        load_encoder("demo", preprocess=REFERENCE_LP_PREPROCESS)
+    msg = str(err.value)
+    assert "\n" not in msg and "demo takes 64-px input" in msg and "crops 224 px" in msg
+    assert "--reference-preprocess" in msg and "--model_preprocess" in msg
+    with pytest.raises(ModelError, match="takes 32-px input"):
+        load_encoder(f"local-dir:{tiny_openclip}", preprocess=REFERENCE_LP_PREPROCESS)
+    # Same size: no check needed; CNNs take any size.
+    load_encoder("demo", preprocess=PreprocessSpec(size=64, interpolation="bilinear"))
+    enc = load_encoder("torchvision:resnet18", allow_random_init=True, preprocess=PreprocessSpec(size=96))
+    assert enc.preprocess_spec.size == 96

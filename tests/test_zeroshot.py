@@ -304,3 +304,17 @@ def test_class_names_without_images_are_named_in_one_warning(ham_csv, tmp_path, 
     with caplog.at_level(logging.WARNING, logger="panderm"):
         build_dataset(csv, ["melanoma", "nevus"], root=ham_csv.parent)
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_cli_one_benchmark_with_its_csv(tiny_openclip, tmp_path):
+    """`--benchmark PAD-6 --csv FILE`: FILE is evaluated with PAD-6's class list and reference names."""
+    out = tmp_path / "run"
+    r = _panderm("zeroshot", "--model", f"local-dir:{tiny_openclip}", "--benchmark", "PAD-6", "--csv",
+                 str(ZS / "pad-zero-shot-test.csv"), "--root", str(REPO), "--device", "cpu", "--workers", "0",
+                 "--bootstrap", "0", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["datasets"]) == ["PAD-6"]
+    probs, labels = reference_probs(tiny_openclip, ZS / "pad-zero-shot-test.csv", get_benchmark("PAD-6").classnames)
+    assert res["datasets"]["PAD-6"]["metrics"]["accuracy"] == pytest.approx(
+        accuracy_score(labels, probs.argmax(1)), abs=1e-12)

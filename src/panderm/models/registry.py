@@ -103,9 +103,25 @@ def load_encoder(
     alias = resolve_alias(model_id.strip())
     target, pretrained = alias.model_id, checkpoint or alias.pretrained
     encoder = _build(target, pretrained, checkpoint, allow_random_init, original=model_id)
+    own_size = encoder.preprocess_spec.size
     if preprocess is not None:
         encoder.set_preprocess(preprocess)
-    return encoder.to(_device(device)).eval()
+    encoder = encoder.to(_device(device)).eval()
+    if preprocess is not None and preprocess.size != own_size:
+        # CNNs and ViTs built with interpolated position embeddings (timm dynamic_img_size, DINOv3's RoPE)
+        # take any size; the others (open_clip, CAE/PanDerm, HF CLIP) have a fixed grid. One dummy forward
+        # at the override's size tells which, before a run fails mid-extraction with a raw shape error.
+        kind = "features" if "features" in encoder.image_kinds else encoder.image_kinds[0]
+        size = preprocess.size
+        try:
+            with torch.inference_mode():
+                encoder.encode_image(torch.zeros(1, 3, size, size, device=encoder.device), kind)
+        except Exception:
+            raise ModelError(
+                f"{model_id} takes {own_size}-px input (fixed size) but the preprocessing override crops {size} px; "
+                "use the model's own preprocessing: drop --reference-preprocess (panderm linear-probe) or add "
+                "--model_preprocess (linear_probe/linear_eval.py)") from None
+    return encoder
 
 
 def _is_tag(model_id: str, checkpoint: str) -> bool:

@@ -36,13 +36,15 @@ def _zeroshot(args) -> None:
     templates = load_templates(args.templates) if args.templates else SKIN_TEMPLATES
     hints = {args.image_col: "--image-col", args.label_col: "--label-col"}
     datasets = []
+    # One --benchmark with --csv and no --classnames: that CSV is the benchmark's test set (its class list).
+    bench_csv = args.csv if args.csv and not args.classnames and len(args.benchmark or []) == 1 else None
     for name in args.benchmark or []:
         bench = get_benchmark(name)
-        csv = bench.csv_path(args.data_root)
+        csv = bench_csv or bench.csv_path(args.data_root)
+        root = args.root or (None if bench_csv else args.data_root)
         datasets.append(zeroshot.build_dataset(csv, benchmark=bench, image_col=args.image_col, label_col=args.label_col,
-                                               root=args.root or args.data_root, flag_hints=hints,
-                                               allow_outside_root=args.allow_outside_root))
-    if args.csv:
+                                               root=root, flag_hints=hints, allow_outside_root=args.allow_outside_root))
+    if args.csv and not bench_csv:
         if not args.classnames:
             raise PandermError("--csv needs --classnames FILE or 'a,b,c'")
         datasets.append(zeroshot.build_dataset(args.csv, load_classnames(args.classnames), image_col=args.image_col,
@@ -79,10 +81,12 @@ def _linear_probe(args) -> None:
     from ..models import REFERENCE_LP_PREPROCESS
     from ..report import format_table, provenance
     from . import linear_probe_run as lp
+    from ..data.benchmarks import load_classnames
     from .linear_probe import solver_tol
 
+    classnames = load_classnames(args.classnames) if args.classnames else None
     splits = lp.load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root,
-                            allow_outside_root=args.allow_outside_root)
+                            classnames=classnames, allow_outside_root=args.allow_outside_root)
     encoder, out = _encoder_and_run_dir(args, REFERENCE_LP_PREPROCESS if args.reference_preprocess else None)
     kind, norm = lp.reference_feature(encoder) if args.kind == "auto" else (args.kind, args.normalize)
     seeds = list(range(args.seeds))
@@ -104,7 +108,11 @@ def register(sub, add_model_args) -> None:
     add_model_args(p)
     p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
     p.add_argument("--image-col", default="image_path")
-    p.add_argument("--label-col", default="label")
+    p.add_argument("--label-col", default="label",
+                   help="integer labels 0..K-1 or class-name strings (with --classnames)")
+    p.add_argument("--classnames", default=None,
+                   help="class names in label order: a file (txt or CSV) or 'a,b,c'; maps text labels to indices "
+                        "and names the classes in the outputs")
     p.add_argument("--split-col", default="split")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
     add_allow_absolute_paths(p)
@@ -150,7 +158,7 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--benchmark", nargs="+", default=None,
                    help="PAD-6 HAM-7 SNU-134 SD-128 Daffodil-5 PH2-2 ISIC2020-2 DermNet-23 (their default CSVs)")
     p.add_argument("--data-root", default=".", help="folder holding data/zero-shot-classification/ for --benchmark; their image paths are relative to it")
-    p.add_argument("--csv", default=None, help="a custom CSV (image path + label columns)")
+    p.add_argument("--csv", default=None, help="a custom CSV (image path + label columns); with one --benchmark and no --classnames: your copy of that benchmark's test CSV")
     p.add_argument("--classnames", default=None, help="class names for --csv: a file (txt or CSV) or 'a,b,c'")
     p.add_argument("--image-col", default="image_path")
     p.add_argument("--label-col", default="label", help="integer labels 0..K-1 or class-name strings")

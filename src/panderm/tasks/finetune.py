@@ -468,6 +468,11 @@ def check_splits(splits) -> int:
                             "finetuning cannot learn them")
     if len(train) < 2:
         raise DataError(f"{splits.csv}: train holds a single class")
+    names = splits.tables["train"].classnames
+    absent = [str(names[c]) for c in range(k) if c not in train] if names else []
+    if absent:
+        raise DataError(f"{splits.csv}: class(es) {absent} of the {k} class names have no train rows; "
+                        "finetuning cannot learn them (list only the classes in the CSV)")
     return k
 
 
@@ -884,7 +889,8 @@ def write_report(ft: Finetuner, test: dict, out_dir, provenance: dict, fit_resul
     if ft.cfg.bootstrap:
         ci = bootstrap_ci(test["labels"], test["probs"], n_resamples=ft.cfg.bootstrap, seed=42)
     summary = {
-        "task": "finetune", "n_classes": ft.n_classes, "n_test": int(len(test["labels"])),
+        "task": "finetune", "n_classes": ft.n_classes,
+        "classnames": list(table.classnames) if table.classnames else None, "n_test": int(len(test["labels"])),
         "checkpoint_epoch": test["epoch"], "tta": test["tta"], "monitor": ft.monitor,
         "metrics": test["metrics"], "ci": ci,
         "pooling": "mean patch tokens + fc_norm (init from final norm)" if ft.model.mean_pool else "encoder features",

@@ -33,10 +33,12 @@ def _finetune(args) -> None:
     from ..models import load_encoder
     from ..report import format_table, prepare_run_dir, provenance
     from . import finetune as ft
+    from ..data.benchmarks import load_classnames
     from .linear_probe_run import load_splits
 
+    classnames = load_classnames(args.classnames) if args.classnames else None
     splits = load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root,
-                         allow_outside_root=args.allow_outside_root)
+                         classnames=classnames, allow_outside_root=args.allow_outside_root)
     ft.check_splits(splits)
     from ..distributed import barrier, init_from_env, local_device
 
@@ -93,7 +95,11 @@ def register(sub, add_model_args) -> None:
     p.set_defaults(batch_size=128, precision="amp")
     p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
     p.add_argument("--image-col", default="image_path")
-    p.add_argument("--label-col", default="label")
+    p.add_argument("--label-col", default="label",
+                   help="integer labels 0..K-1 or class-name strings (with --classnames)")
+    p.add_argument("--classnames", default=None,
+                   help="class names in label order: a file (txt or CSV) or 'a,b,c'; maps text labels to indices "
+                        "and names the classes in the outputs")
     p.add_argument("--split-col", default="split")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
     from ..cli_support import add_allow_absolute_paths

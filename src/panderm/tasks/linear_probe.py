@@ -22,8 +22,8 @@ seeds (seed 0 is the reference), K-shot sampling, and a C search on the val spli
 
 from __future__ import annotations
 
+import logging
 import math
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from panderm.errors import DataError, PandermError
+
+log = logging.getLogger(__name__)
 
 #: ``random_state`` of the reference's pandas shuffles and per-class samples. Seed ``s`` uses
 #: ``REFERENCE_RANDOM_STATE + s``, so seed 0 reproduces the reference exactly.
@@ -449,6 +451,29 @@ def _bootstrap(y: np.ndarray, probs: np.ndarray, multi_class_auroc: str, n_resam
     return {name: out[name] for name in PROBE_METRICS}
 
 
+def _fraction_counts(train_counts: np.ndarray, percent: float) -> tuple[int, ...]:
+    """Rows per class that :func:`subsample_train` keeps at ``percent`` (the reference's rule)."""
+    if percent >= 1:
+        return tuple(int(n) for n in train_counts)
+    return tuple(min(int(n), max(1, int(int(n) * percent))) if n else 0 for n in train_counts)
+
+
+def _warn_same_fractions(values: Sequence[float], train_counts: np.ndarray) -> None:
+    """Log one warning for fractions that keep the same number of rows per class (hence the same rows)."""
+    groups: dict[tuple[int, ...], list[float]] = {}
+    for value in values:
+        if isinstance(value, (int, float, np.integer, np.floating)) and math.isfinite(value) and 0 < value <= 1:
+            groups.setdefault(_fraction_counts(train_counts, float(value)), []).append(float(value))
+    for counts, fractions in groups.items():
+        if len(fractions) < 2:
+            continue
+        present = [n for n in counts if n]
+        per_class = f"{present[0]} per class" if len(set(present)) == 1 else "per class " + "/".join(map(str, counts))
+        log.warning("linear probe: percent_data %s give the same training subset (%d images, %s): identical runs; the train "
+                    "split is too small to tell these fractions apart",
+                    " and ".join(f"{f:g}" for f in fractions), sum(counts), per_class)
+
+
 def run_linear_probe(
     train_X: Any,
     train_y: Any,
@@ -471,6 +496,7 @@ def run_linear_probe(
     bootstrap_seed: int = 42,
     max_iter: int = 1000,
     tol: float | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Fit and score the linear probe for every training fraction (or shot count) × seed.
 
@@ -506,6 +532,12 @@ def run_linear_probe(
     max_iter, tol:
         L-BFGS iteration cap and stopping rule of every probe (:class:`LogisticRegressionProbe`); ``tol=None``
         is the reference's rule, :data:`CONVERGED_TOL` the fast one.
+    class_names:
+        Names of classes ``0..K-1``, only used in log messages (default: the class indices).
+
+    Two settings that train on the same rows (fractions whose per-class counts coincide, e.g. 0.1 and 0.3 of
+    6 images per class both keep 1) and K-shot counts above a class's size are each reported in one logged
+    warning; the per-run ``"warnings"`` keep the per-class notes.
 
     Returns
     -------
@@ -576,8 +608,21 @@ def run_linear_probe(
     if len(set(values)) != len(values) or len(set(seed_list)) != len(seed_list):
         raise PandermError(f"{setting} values and seeds must not repeat, got {values!r} and {seed_list!r}")
 
+    def _name(c: int) -> str:
+        return str(class_names[c]) if class_names is not None and c < len(class_names) else str(c)
+
+    train_counts = np.bincount(y_tr, minlength=n_classes)
+    if setting == "percent":
+        _warn_same_fractions(values, train_counts)
+
     runs = []
     for value in values:
+        if setting == "shots" and isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1:
+            short = [(c, int(n)) for c, n in enumerate(train_counts) if 0 < n < value]
+            if short:
+                log.warning("linear probe: shots %d: %d class%s fewer than %d training images; using all of them: %s",
+                            value, len(short), "es have" if len(short) > 1 else " has", value,
+                            ", ".join(f"{_name(c)} {n}" for c, n in short))
         for seed in seed_list:
             random_state = REFERENCE_RANDOM_STATE + seed
             if setting == "shots":
@@ -595,8 +640,6 @@ def run_linear_probe(
                     + (f" (also missing: {missing[1:]})" if len(missing) > 1 else "")
                     + f"; every class 0..{n_classes - 1} needs at least one"
                 )
-            for note in notes:
-                warnings.warn(note, stacklevel=2)
 
             search_table = None
             if tune_c:

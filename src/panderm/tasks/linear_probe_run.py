@@ -51,8 +51,19 @@ class ProbeSplits:
     tables: dict[str, ImageTable]
 
     @property
+    def classnames(self) -> tuple[str, ...] | None:
+        """The class names given with the CSV (label k = position k), or None."""
+        return self.tables["train"].classnames
+
+    @property
     def n_classes(self) -> int:
+        if self.classnames:
+            return len(self.classnames)
         return 1 + max(int(t.labels.max()) for t in self.tables.values())
+
+    def class_labels(self) -> list[str]:
+        """Names for classes 0..K-1: the class names when given, else the indices."""
+        return list(self.classnames) if self.classnames else [str(k) for k in range(self.n_classes)]
 
 
 def load_splits(csv: str | os.PathLike, image_col: str = "image_path", label_col: str = "label",
@@ -60,9 +71,14 @@ def load_splits(csv: str | os.PathLike, image_col: str = "image_path", label_col
                 allow_outside_root: bool = False) -> ProbeSplits:
     """Validate the CSV and cut it into train / val / test (val optional)."""
     hints = {image_col: "--image-col/--image_key", label_col: "--label-col", split_col: "--split-col"}
-    table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
-                       concat_prefix=concat_prefix, flag_hints=hints,
-                       allow_outside_root=allow_outside_root)
+    try:
+        table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
+                           concat_prefix=concat_prefix, flag_hints=hints,
+                           allow_outside_root=allow_outside_root)
+    except DataError as exc:
+        if classnames is None and str(exc).endswith("give the class names so they can be mapped to indices"):
+            raise DataError(f"{exc} (--classnames FILE or 'a,b,c', in label order)") from None
+        raise
     if split_col not in table.frame.columns:
         raise DataError(f"{csv}: column {split_col!r} not found (values train/val/test); columns are: "
                         f"{', '.join(map(str, table.frame.columns))}")
@@ -99,7 +115,8 @@ def run(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: bool, *, pe
         feats["train"], t["train"].labels, feats["test"], t["test"].labels,
         feats.get("val"), t["val"].labels if has_val else None,
         percent_data=tuple(percent_data), seeds=tuple(seeds), tune_c=tune_c, C=C, n_bootstrap=n_bootstrap,
-        shots=tuple(shots) if shots else None, n_classes=splits.n_classes, device=device, tol=tol)
+        shots=tuple(shots) if shots else None, n_classes=splits.n_classes, device=device, tol=tol,
+        class_names=splits.class_labels())
 
 
 def predictions_frame(result: dict, run_index: int, test: ImageTable, id_col: str = "filename") -> pd.DataFrame:
@@ -132,7 +149,7 @@ def write_reference_outputs(result: dict, splits: ProbeSplits, output_dir, csv_f
     test = splits.tables["test"]
     run0 = result["runs"][0]
     write_csv(output_dir / splits.csv.name, predictions_frame(result, 0, test, "filename"))
-    names = [str(k) for k in range(result["n_classes"])]
+    names = splits.class_labels()
     save_figure(output_dir / f"confusion_matrix_{dataset}.jpg",
                 confusion_matrix_figure(result["test_labels"], run0["predictions"], names, title=dataset))
     # Header always written (the reference drops it on reruns).
@@ -161,12 +178,14 @@ def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, r
         write_csv(out_dir / "predictions" / f"{tag}.csv", predictions_frame(result, i, test, test.image_col))
         if r["seed"] == result["runs"][0]["seed"]:
             save_figure(out_dir / f"confusion_matrix_{tag}.png",
-                        confusion_matrix_figure(result["test_labels"], r["predictions"],
-                                                [str(k) for k in range(result["n_classes"])], title=tag))
+                        confusion_matrix_figure(result["test_labels"], r["predictions"], splits.class_labels(),
+                                        title=tag))
         runs.append({k: r[k] for k in ("percent", "shots", "seed", "random_state", "n_train", "class_counts", "C",
                                        "n_iter", "n_evals", "grad_max", "tol", "train_loss", "metrics", "ci",
                                        "warnings", "c_search")})
-    summary = {"setting": result["setting"], "n_classes": result["n_classes"], "n_features": result["n_features"],
+    summary = {"setting": result["setting"], "n_classes": result["n_classes"],
+               "classnames": list(splits.classnames) if splits.classnames else None,
+               "n_features": result["n_features"],
                "n_test": result["n_test"], "summary": result["summary"], "runs": runs, "provenance": provenance}
     if random_init:
         summary["warning"] = "RANDOM WEIGHTS: these numbers come from an untrained model"
