@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import run_door, setup_logging  # noqa: E402
+from panderm.cli_support import report_ignored, run_door, setup_logging  # noqa: E402
 
 # The reference only joins these into an image-path column it never reads, or picks a GPU for a CPU model.
 IGNORED = {
@@ -45,9 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    for flag, why in IGNORED.items():
-        if getattr(args, flag) is not None:
-            print(f"--{flag} {getattr(args, flag)!r} ignored: {why}")
+    report_ignored(args, IGNORED)
 
     def run():
         from panderm.tasks.concepts.run import run_cbm

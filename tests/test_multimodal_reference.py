@@ -404,3 +404,10 @@ def test_test_metrics_equal_the_reference_sklearn_calls(k):
     expected = recall_score(y, pred, average="binary" if k == 2 else "macro", zero_division=0)
     assert m["sensitivity"] == pytest.approx(expected, abs=1e-12)
     assert m["avg_test_loss"] == 0.5
+
+
+def test_cli_keeps_the_data_modules_resize_modes():
+    """cli.py repeats the names so `panderm --help` starts without importing torch: the two must agree."""
+    from panderm.tasks.multimodal import cli, data
+
+    assert set(cli.RESIZE_MODES) == set(data.RESIZE_MODES)

@@ -19,6 +19,13 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("panderm").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def report_ignored(args, ignored: dict[str, str]) -> None:
+    """One line per reference flag that was given but changes nothing here, with the reason."""
+    for flag, why in ignored.items():
+        if getattr(args, flag) is not None:
+            print(f"--{flag} {getattr(args, flag)!r} ignored: {why}")
+
+
 def run_door(fn: Callable[[], object], prog: str, debug: bool = False) -> int:
     """Run `fn`; bad input becomes one line on stderr and a non-zero exit.
 

@@ -81,8 +81,12 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+#: `flag_hints` key for how a command takes class names (named when text labels arrive without them).
+CLASSNAMES_HINT = "--classnames"
+
+
 def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] | None = None,
-                 num_classes: int | None = None) -> np.ndarray:
+                 num_classes: int | None = None, flag_hints: dict[str, str] | None = None) -> np.ndarray:
     """Integer labels from ints, integral floats or class-name strings; range-checked."""
     values = frame[col]
     ids = frame.index.to_numpy()  # CSV row ids (the frame may be a filtered split)
@@ -103,6 +107,7 @@ def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] 
             raise DataError(
                 f"{path}: column {col!r} holds text labels (row {_rows(ids[bad], 1)}: {values.iloc[bad[0]]!r}); "
                 "give the class names so they can be mapped to indices"
+                + (f" ({flag_hints[CLASSNAMES_HINT]})" if flag_hints and CLASSNAMES_HINT in flag_hints else "")
             )
         lookup = {str(n).strip().lower(): i for i, n in enumerate(classnames)}
         mapped = values.astype(str).str.strip().str.lower().map(lookup)
@@ -309,7 +314,8 @@ def load_table(
     warn_duplicates(frame, [image_col, label_col] if label_col else list(frame.columns), csv)
     labels = None
     if label_col:
-        labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes)
+        labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes,
+                              flag_hints=flag_hints)
     if check:
         check_images(paths, label=str(csv), root=root if root is not None else (concat_prefix or "."))
     return ImageTable(csv, frame.reset_index(drop=True), image_col, paths, labels,

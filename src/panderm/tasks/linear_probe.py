@@ -85,6 +85,11 @@ def _as_labels(labels: Any, name: str = "labels") -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
+def kept_per_class(n: int, percent: float) -> int:
+    """Rows of a class of ``n`` the reference keeps at ``percent`` < 1: ``min(n, max(1, floor(n·p)))``."""
+    return min(n, max(1, int(n * percent)))
+
+
 def subsample_train(labels: Any, percent: float, seed: int = REFERENCE_RANDOM_STATE) -> np.ndarray:
     """Row indices of the train split kept for a training fraction, exactly as the reference picks them.
 
@@ -128,8 +133,7 @@ def subsample_train(labels: Any, percent: float, seed: int = REFERENCE_RANDOM_ST
     # the ``apply`` semantics that changed across pandas versions.
     parts = []
     for _, group in shuffled.groupby("label", sort=True):
-        n_keep = min(len(group), max(1, int(len(group) * percent)))
-        parts.append(group.sample(n=n_keep, random_state=seed))
+        parts.append(group.sample(n=kept_per_class(len(group), percent), random_state=seed))
     kept = pd.concat(parts).sample(frac=1, random_state=seed)
     return kept["row"].to_numpy(dtype=np.int64)
 
@@ -455,7 +459,7 @@ def _fraction_counts(train_counts: np.ndarray, percent: float) -> tuple[int, ...
     """Rows per class that :func:`subsample_train` keeps at ``percent`` (the reference's rule)."""
     if percent >= 1:
         return tuple(int(n) for n in train_counts)
-    return tuple(min(int(n), max(1, int(int(n) * percent))) if n else 0 for n in train_counts)
+    return tuple(kept_per_class(int(n), percent) if n else 0 for n in train_counts)
 
 
 def _warn_same_fractions(values: Sequence[float], train_counts: np.ndarray) -> None:

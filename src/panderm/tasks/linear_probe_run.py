@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.tables import ImageTable, load_table
+from ..data.tables import CLASSNAMES_HINT, ImageTable, load_table
 from ..errors import DataError
 from ..features import extract_features
 from ..models.base import Encoder
@@ -70,15 +70,10 @@ def load_splits(csv: str | os.PathLike, image_col: str = "image_path", label_col
                 split_col: str = "split", root=None, concat_prefix=None, classnames=None,
                 allow_outside_root: bool = False) -> ProbeSplits:
     """Validate the CSV and cut it into train / val / test (val optional)."""
-    hints = {image_col: "--image-col/--image_key", label_col: "--label-col", split_col: "--split-col"}
-    try:
-        table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
-                           concat_prefix=concat_prefix, flag_hints=hints,
-                           allow_outside_root=allow_outside_root)
-    except DataError as exc:
-        if classnames is None and str(exc).endswith("give the class names so they can be mapped to indices"):
-            raise DataError(f"{exc} (--classnames FILE or 'a,b,c', in label order)") from None
-        raise
+    hints = {image_col: "--image-col/--image_key", label_col: "--label-col", split_col: "--split-col",
+             CLASSNAMES_HINT: "--classnames FILE or 'a,b,c', in label order"}
+    table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
+                       concat_prefix=concat_prefix, flag_hints=hints, allow_outside_root=allow_outside_root)
     if split_col not in table.frame.columns:
         raise DataError(f"{csv}: column {split_col!r} not found (values train/val/test); columns are: "
                         f"{', '.join(map(str, table.frame.columns))}")

@@ -396,10 +396,9 @@ class MultimodalTrainer:
 
 def test_metrics(labels, probs, loss: float) -> dict:
     """The reference's test metrics (eval_metrics.py), by their CSV names."""
-    from ...metrics import classification_metrics
-
-    import numpy as np
     from sklearn.metrics import recall_score
+
+    from ...metrics import classification_metrics
 
     m = classification_metrics(labels, probs, ["accuracy", "macro_f1", "auroc", "balanced_accuracy", "aupr"])
     probs = np.asarray(probs)
