@@ -13,13 +13,14 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from ..checkpoint_io import load_torch
 from ..errors import ModelError
 
 _MAX_LISTED = 5
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a `.safetensors` file or a torch pickle with `weights_only=True`.
+    """Load a `.safetensors` file or a torch file with `weights_only=True` (checkpoint_io.load_torch).
 
     Unwraps the usual containers (`state_dict`, `model`, `module`) and strips a
     leading `module.` (DataParallel) from every key.
@@ -27,18 +28,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             obj = load_file(str(path), device="cpu")
-        else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except ModelError:
-        raise
-    except Exception as exc:  # corrupt file, pickle with code objects, wrong format
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot read weights file {path}: {first}") from exc
+        except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"cannot read weights file {path}: {first}") from None
+    else:
+        obj = load_torch(path, "weights file")
     for container in ("state_dict", "model", "module"):
         if isinstance(obj, Mapping) and container in obj and isinstance(obj[container], Mapping):
             obj = obj[container]

@@ -142,6 +142,8 @@ def _build(target: str, pretrained: str | None, checkpoint: str | None, allow_ra
     if target == "demo":
         from .demo import demo_model_dir
 
+        if checkpoint is not None:
+            raise ModelError(f"{original}: the demo model is built on the fly; --checkpoint is not used")
         encoder = load_openclip(f"local-dir:{demo_model_dir()}", allow_random_init=True)
         encoder.model_id = "demo"
         return encoder

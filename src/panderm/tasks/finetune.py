@@ -61,6 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, WeightedRandomSampler
 
+from ..checkpoint_io import load_training_checkpoint, remove_stale_temps, rng_state, set_rng_state
+from ..checkpoint_io import save_training_checkpoint as save_checkpoint
 from ..errors import DataError, ModelError, PandermError
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
 from ..models.cae_vit import drop_path as _drop_path
@@ -68,6 +70,7 @@ from ..models.cae_vit import drop_path_rates as _drop_path_rates
 
 log = logging.getLogger(__name__)
 
+_LAST_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "best_metric", "best_epoch", "rng", "meta")
 BEST_STAGED = "best.pt.next"  # a new best waits here until last.pt records it
 REFERENCE_STD = (0.228, 0.224, 0.225)  # the reference's std typo (§1.4)
 MONITORS = ("auto", "acc", "recall", "auroc")
@@ -485,32 +488,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: Path, payload: dict) -> Path:
-    from ..report import atomic_path
-
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
-    from ..report import forget_claimed
-
-    forget_claimed()  # a folder holding a checkpoint is kept even if the run later fails: --resume needs it
-    return path
-
-
 def _load_weights(model: nn.Module, ck: dict, path, model_id: str) -> None:
     try:
         model.load_state_dict(ck["model"])
@@ -524,14 +501,8 @@ def _load_weights(model: nn.Module, ck: dict, path, model_id: str) -> None:
         raise ModelError(f"{path}: does not fit --model {model_id}: {str(exc).splitlines()[0]}") from exc
 
 
-def load_checkpoint(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"finetune checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file
-        raise ModelError(f"{path}: not a readable finetune checkpoint ({str(exc).splitlines()[0]})") from exc
+def load_checkpoint(path, required=("model",)) -> dict:
+    return load_training_checkpoint(path, required, "finetune checkpoint")
 
 
 # --------------------------------------------------------------------------- #
@@ -741,8 +712,10 @@ class Finetuner:
         opt, sched, scaler = self._build_optim(steps)
         start, best, best_epoch = 0, -math.inf, None
         last = self.out / "last.pt"
+        if self.rank == 0:  # a run killed while writing left these behind
+            remove_stale_temps(self.out, ("last.pt", "best.pt", BEST_STAGED, "log.jsonl"))
         if resume and last.is_file():
-            ck = load_checkpoint(last)
+            ck = load_checkpoint(last, _LAST_KEYS)
             if ck["meta"]["n_classes"] != self.n_classes or ck["meta"]["model_id"] != self.encoder.model_id:
                 raise PandermError(f"{last} was written by another run (model {ck['meta']['model_id']}, "
                                    f"K={ck['meta']['n_classes']}); use another --out or --overwrite")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pickle
 import sys
 import time
 from collections.abc import Sequence
@@ -747,13 +746,14 @@ def _load_ours(folder: Path) -> tuple[SparseAutoencoder, SAEConfig]:
 
 
 def _load_reference(path: Path) -> tuple[SparseAutoencoder, SAEConfig]:
+    from ...checkpoint_io import load_torch
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        obj = load_torch(path, "SAE checkpoint")
+    except ModelError as exc:
         raise SAECheckpointError(
             f"{path} cannot be read as a weights-only PyTorch checkpoint (objects other than tensors and "
-            f"plain containers are refused): {first}"
+            f"plain containers are refused): {str(exc).split(': ', 1)[-1]}"
         ) from None
     if isinstance(obj, dict) and "model_state_dict" in obj:
         state, model_config = obj["model_state_dict"], obj.get("model_config") or {}

@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ...errors import ModelError, PandermError
-from ..finetune import _autocast, _generator, load_checkpoint, rng_state, save_checkpoint, seed_everything, \
-    set_rng_state
+from ...checkpoint_io import load_training_checkpoint, remove_stale_temps, rng_state, set_rng_state
+from ...checkpoint_io import save_training_checkpoint as save_checkpoint
+from ..finetune import _autocast, _generator, seed_everything
 from .data import CLINICAL, DERM, IMAGENET_STD, REFERENCE_STD, IMAGENET_MEAN, RESIZE_MODES, MultimodalTable, \
     make_datasets, weighted_sampler
 from .model import FusionConfig, PanDermTFormer
@@ -286,8 +287,9 @@ class MultimodalTrainer:
         opt, sched, scaler = self._build_optim()
         start, best, best_epoch, bad = 0, -math.inf, None, 0
         last = self.out / "last.pt"
+        remove_stale_temps(self.out, ("last.pt", "best.pt", "log.jsonl"))  # a run killed while writing left these
         if resume and last.is_file():
-            ck = load_checkpoint(last)
+            ck = load_training_checkpoint(last, _LAST_KEYS, "multimodal checkpoint")
             if ck["meta"]["n_classes"] != self.n_classes or ck["meta"]["model_id"] != self.encoder.model_id:
                 raise PandermError(f"{last} was written by another run (model {ck['meta']['model_id']}, "
                                    f"K={ck['meta']['n_classes']}); use another output folder")
@@ -372,7 +374,7 @@ class MultimodalTrainer:
     def test(self, checkpoint=None) -> dict:
         """Test-split probabilities and metrics with `checkpoint` (default OUT/best.pt) loaded."""
         path = Path(checkpoint) if checkpoint else self.out / "best.pt"
-        ck = load_checkpoint(path)
+        ck = load_training_checkpoint(path, (), "multimodal checkpoint")
         meta = ck.get("meta")
         if meta is not None and meta.get("n_classes") != self.n_classes:
             raise PandermError(f"{path}: the checkpoint has {meta.get('n_classes')} classes, the data "
@@ -392,6 +394,9 @@ class MultimodalTrainer:
         res["metrics"] = test_metrics(res["labels"], res["probs"], res["loss"])
         res["epoch"] = ck.get("epoch")
         return res
+
+
+_LAST_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "best_metric", "best_epoch", "bad_epochs", "rng", "meta")
 
 
 def test_metrics(labels, probs, loss: float) -> dict:
