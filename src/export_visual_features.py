@@ -10,7 +10,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from panderm.cli_support import add_allow_absolute_paths, resolve_device, run_door, setup_logging  # noqa: E402
+from panderm.cli_support import (  # noqa: E402
+    add_allow_absolute_paths, add_max_image_pixels, resolve_device, run_door, setup_logging)
 
 
 def main(argv=None) -> int:
@@ -26,6 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--output_dir", default="./embeddings")
     p.add_argument("--debug", action="store_true")
     add_allow_absolute_paths(p)
+    add_max_image_pixels(p)
     args = p.parse_args(argv)
     setup_logging()
 
@@ -37,7 +39,7 @@ def main(argv=None) -> int:
             args.model_name, args.csv_path, args.img_col, out, root=args.data_root, kind="embed", normalize=True,
             checkpoint=args.checkpoint, device=resolve_device(args.device), batch_size=args.batch_size,
             num_workers=args.num_workers, precision="fp32", exif_transpose=False, flag_hints={args.img_col: "--img_col"},
-            allow_outside_root=args.allow_outside_root,
+            allow_outside_root=args.allow_outside_root, max_image_pixels=args.max_image_pixels,
         )
         print(f"saved {out}")
 

@@ -68,6 +68,19 @@ def last_line(err: str) -> str:
 # --------------------------------------------------------------------------------------------------------
 
 
+def bomb_png(path: Path, width: int = 30000, height: int = 30000) -> Path:
+    """A valid PNG header declaring width x height pixels with almost no data: a decompression bomb in ~100 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
 def good_frame() -> pd.DataFrame:
     names = [f"images/img{i}.jpg" for i in range(N)]
     return pd.DataFrame({
@@ -95,6 +108,7 @@ def world(tmp_path_factory, tiny_openclip, tiny_panderm_v1):
     (data / "images" / "trunc.jpg").write_bytes(full[: len(full) // 2])
     (data / "images" / "folder.jpg").mkdir()
     shutil.copy(data / "images" / "img1.jpg", base / "outside.jpg")  # a real image outside the root
+    bomb_png(data / "images" / "bomb.png")
     good_frame().to_csv(data / "good.csv", index=False)
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(N, D)).astype(np.float32)
@@ -320,13 +334,16 @@ CASES = {
     # (test.py decodes images only after loading a trained checkpoint; its CSV checks are the train door's)
     "truncated JPEG": Case({"csv", "img"}, csv=lambda w: _csv(_put(good_frame(), "image_path", "images/trunc.jpg")),
                            needles=(("trunc.jpg",),), skip=frozenset({"multimodal_finetune/test.py"})),
-    "path leaves the root": Case({"csv", "img"}, csv=lambda w: _csv(_put(good_frame(), "image_path", "../outside.jpg")),
-                                 needles=(("bad.csv", "_path'", ROW, "leaves the root", "--allow-absolute-paths"),)),
-    # src/main.py joins --parent-path + value as a string (the reference): under a non-empty prefix an absolute
-    # value is not absolute any more, just a path under the prefix that does not exist.
-    "absolute path": Case({"csv", "img"}, csv=lambda w: _csv(_put(good_frame(), "image_path", _outside(w))),
-                          needles=(("bad.csv", "_path'", ROW, "is absolute", "--allow-absolute-paths"),
-                                   ("bad.csv", "outside.jpg [missing]"))),
+    # A NUL byte cannot be in a file name (os.stat raised "ValueError: embedded null byte").
+    "NUL byte in image path": Case({"csv", "img"},
+                                   csv=lambda w: _csv(_put(good_frame(), "image_path", "images/img\x002.jpg")),
+                                   needles=(("bad.csv", "_path'", ROW, "NUL byte", "'images/img\\x002.jpg'"),)),
+    # A 30000 x 30000 PNG header (PIL raised DecompressionBombError): refused naming the pixel count and, where
+    # the image is checked against its CSV, the row; the multimodal doors name the case row after the list.
+    "decompression bomb": Case({"csv", "img"}, csv=lambda w: _csv(_put(good_frame(), "image_path", "images/bomb.png")),
+                               needles=(("bad.csv", f"row {ROW}: ", "bomb.png", "900000000 pixels", "over the limit of "
+                                         "178956970", "--max-image-pixels"),
+                                        ("bomb.png", "900000000 pixels", "--max-image-pixels", f"case row {ROW} "))),
     # -- embeddings / codes
     "missing .npy": Case({"emb"}, emb=None, needles=(("bad.npy", "not found"),)),
     "wrong row count": Case({"emb", "rows"}, emb=lambda: np.zeros((N - 3, 2 * D), np.float32),
@@ -457,25 +474,176 @@ def test_duplicate_warning_library(world, caplog):
 
 
 # --------------------------------------------------------------------------------------------------------
-# Paths outside the root: rejected by default, accepted with --allow-absolute-paths
+# Paths as the reference takes them: absolute and `../` accepted by every door; `~` is never expanded
 # --------------------------------------------------------------------------------------------------------
+
+IMAGE_DOORS = [door for door, (_, _, reads) in DOORS.items() if "img" in reads]
 
 
 @pytest.mark.parametrize("value", ["absolute", "../outside.jpg"])
-def test_allow_absolute_paths_flag(world, value, tmp_path, capsys):
+@pytest.mark.parametrize("door", IMAGE_DOORS)
+def test_every_door_accepts_absolute_and_parent_paths(world, door, value, tmp_path, capsys, monkeypatch):
+    """Research CSVs hold absolute and `../` paths; the reference opens them as written, so every door does."""
+    rel, build, _ = DOORS[door]
+    if door == "src/main.py --val-data":
+        monkeypatch.chdir(world["data"])
     path = _outside(world) if value == "absolute" else value
     csv = world["data"] / "outside.csv"
     _put(good_frame(), "image_path", path).to_csv(csv, index=False)
     out = tmp_path / "out"
     out.mkdir()
-    argv = DOORS["panderm features"][1](Ctx(world, str(csv), "", out))
-    rc, _, err = call("panderm", argv, capsys)
-    assert rc == 2 and "row(s) 4" in last_line(err) and "'image_path'" in last_line(err)
-    rc, _, err = call("panderm", [*argv, "--allow-absolute-paths"], capsys)
+    rc, stdout, err = call(rel, build(Ctx(world, str(csv), str(world["base"] / "codes.npy"), out)), capsys)
+    line = last_line(err)
+    if door == "src/main.py" and value == "absolute":
+        # --parent-path DATA/ + '/abs/outside.jpg' is the string 'DATA//abs/outside.jpg', as in the reference
+        assert rc == 2 and f"{world['data']}{world['base']}/outside.jpg [missing]" in line, line
+    elif door == "multimodal_finetune/test.py":  # the CSV is accepted; it then needs a trained model
+        assert rc == 2 and "no-such-best.pt" in line and "outside" not in line, line
+    else:
+        assert rc == 0, f"{door}: {err}"
+    if door == "panderm features":  # outside.jpg is a copy of img1.jpg: the same features
+        feats = np.load(out / "f.npy")
+        np.testing.assert_array_equal(feats[BAD_ROW], feats[1])
+
+
+def test_allow_absolute_paths_is_an_accepted_no_op(world, tmp_path, capsys):
+    csv = world["data"] / "outside.csv"
+    _put(good_frame(), "image_path", _outside(world)).to_csv(csv, index=False)
+    results = []
+    for extra in ([], ["--allow-absolute-paths"]):
+        out = tmp_path / f"out{len(extra)}"
+        out.mkdir()
+        rc, _, err = call("panderm", [*DOORS["panderm features"][1](Ctx(world, str(csv), "", out)), *extra], capsys)
+        assert rc == 0, err
+        results.append(np.load(out / "f.npy"))
+    np.testing.assert_array_equal(results[0], results[1])
+    for rel, flag in (("src/export_visual_features.py", "--allow_absolute_paths"),
+                      ("src/main.py", "--allow-absolute-paths")):
+        with pytest.raises(SystemExit) as exc:
+            door_main(rel)(["--help"])
+        assert exc.value.code == 0
+        help_text = " ".join(capsys.readouterr().out.split())
+        assert flag in help_text and "no effect" in help_text, help_text
+
+
+# Each door, run from a working directory holding a `~` folder, with HOME elsewhere: a CSV value `~/x.jpg` is
+# the file `./~/x.jpg` (what os.path.join and PIL open; the reference expands nothing), checked and opened as
+# such; `$HOME/x.jpg` is never read. On the last landing these doors checked one file and opened the other.
+TILDE_DOORS = {
+    "panderm features": ("panderm", lambda c: ["features", "--model", c.model, "--csv", "t.csv", *FAST,
+                                               "--out", c.out / "f.npy"]),
+    "src/export_visual_features.py --data_root .": ("src/export_visual_features.py", lambda c: [
+        "--model_name", c.model, "--csv_path", "t.csv", "--img_col", "image_path", "--data_root", ".",
+        "--device", "cpu", "--num_workers", 0, "--batch_size", 4, "--output_dir", c.out / "exp"]),
+    "linear_probe/linear_eval.py (default root)": ("linear_probe/linear_eval.py", lambda c: [
+        "--csv_path", "t.csv", "--image_key", "image_path", "--model", c.model, "--model_preprocess",
+        "--device", "cpu", "--num_workers", 0, "--batch_size", 4, "--output_dir", c.out / "lpe"]),
+    "src/main.py": ("src/main.py", lambda c: [
+        "--zeroshot_eval_custom", "t.csv", "--classnames", "a,b", "--csv-img-key", "image_path", "--csv-label-key",
+        "label", "--model", c.model, "--device", "cpu", "--workers", 0, "--bootstrap", 0, "--no-cache",
+        "--logs", c.out / "logs"]),
+}
+
+
+@pytest.mark.parametrize("where", ["home only", "working directory only"])
+@pytest.mark.parametrize("door", list(TILDE_DOORS))
+def test_a_tilde_path_is_checked_and_opened_as_the_same_file(world, door, where, tmp_path, capsys, monkeypatch):
+    home, cwd = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    cwd.mkdir()
+    (cwd / "images").symlink_to(world["data"] / "images")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    if where == "home only":
+        shutil.copy(world["data"] / "images" / "img1.jpg", home / "x.jpg")
+    else:
+        (cwd / "~").mkdir()
+        shutil.copy(world["data"] / "images" / "img1.jpg", cwd / "~" / "x.jpg")
+    _put(good_frame(), "image_path", "~/x.jpg").to_csv(cwd / "t.csv", index=False)
+    out = tmp_path / "out"
+    out.mkdir()
+    rel, build = TILDE_DOORS[door]
+    rc, _, err = call(rel, build(Ctx(world, "t.csv", "", out)), capsys)
+    line = last_line(err)
+    if where == "home only":
+        assert rc == 2 and f"row {ROW}: {cwd}/~/x.jpg [missing]" in line, line
+        assert sorted(p.name for p in out.iterdir()) == []
+        return
     assert rc == 0, err
-    feats = np.load(out / "f.npy")
-    # outside.jpg is a copy of img1.jpg: the same features
-    np.testing.assert_array_equal(feats[BAD_ROW], feats[1])
+    if door == "panderm features":  # the row holds the features of ./~/x.jpg, a copy of img1.jpg
+        feats = np.load(out / "f.npy")
+        np.testing.assert_array_equal(feats[BAD_ROW], feats[1])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Decompression bombs: refused with the row and the pixel count; --max-image-pixels moves the limit
+# --------------------------------------------------------------------------------------------------------
+
+PIXELS = 48 * 40  # the world's images
+
+
+@pytest.mark.parametrize("door,flag", [("panderm features", "--max-image-pixels"),
+                                       ("src/export_visual_features.py", "--max_image_pixels")])
+def test_max_image_pixels_moves_the_limit(world, door, flag, tmp_path, capsys):
+    from PIL import Image
+
+    from panderm.data.images import PIXEL_LIMIT_ENV
+
+    rel, build, _ = DOORS[door]
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = build(Ctx(world, str(world["data"] / "good.csv"), "", out))
+    rc, _, err = call(rel, [*argv, flag, PIXELS - 1], capsys)  # every image is one pixel too large
+    line = last_line(err)
+    assert rc == 2 and "8 of 8 image(s)" in line and "(too large)" in line, line
+    assert f"row 2: {world['data'] / 'images' / 'img0.jpg'} [too large (48x40 = {PIXELS} pixels, over the limit of " \
+           f"{PIXELS - 1}" in line and "--max-image-pixels" in line, line
+    assert sorted(p.name for p in out.iterdir()) == []
+    rc, _, err = call(rel, [*argv, flag, PIXELS], capsys)
+    assert rc == 0, err
+    # the limit is the run's own: PIL's and the environment are as they were
+    assert Image.MAX_IMAGE_PIXELS == 89478485 and PIXEL_LIMIT_ENV not in __import__("os").environ
+    rc, _, err = call(rel, [*argv, flag, "-5"], capsys)
+    assert rc == 2 and flag in err and "0: no limit" in err
+
+
+def test_pils_own_limit_is_reported_and_raised_by_the_flag(world, tmp_path, capsys, monkeypatch):
+    """Without the flag PIL's limit (2 x Image.MAX_IMAGE_PIXELS) holds; the flag replaces it, upwards too."""
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # PIL refuses more than 1000 pixels
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = DOORS["panderm features"][1](Ctx(world, str(world["data"] / "good.csv"), "", out))
+    rc, _, err = call("panderm", argv, capsys)
+    line = last_line(err)
+    assert rc == 2 and f"row 9: {world['data'] / 'images' / 'img7.jpg'} [too large ({PIXELS} pixels, over the " \
+                         "limit of 1000 " in line, line
+    rc, _, err = call("panderm", [*argv, "--max-image-pixels", PIXELS], capsys)
+    assert rc == 0, err
+    rc, _, err = call("panderm", [*argv, "--max-image-pixels", 0], capsys)  # 0: no limit
+    assert rc == 0, err
+    assert Image.MAX_IMAGE_PIXELS == 500
+
+
+def test_the_limit_reaches_worker_processes_through_the_environment(world, tmp_path, monkeypatch):
+    """DataLoader / preresize workers of any start method read PANDERM_MAX_IMAGE_PIXELS."""
+    import subprocess
+    import sys
+
+    code = ("from panderm.data.images import open_image\n"
+            "from panderm.errors import DataError\n"
+            "import sys\n"
+            "try:\n    open_image(sys.argv[1])\nexcept DataError as e:\n    print(e)\nelse:\n    print('opened')\n")
+    img = world["data"] / "images" / "img0.jpg"
+    env = {**__import__("os").environ, "PANDERM_MAX_IMAGE_PIXELS": str(PIXELS - 1)}
+    out = subprocess.run([sys.executable, "-c", code, str(img)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.stdout.strip() == (f"image {img} is too large (48x40 = {PIXELS} pixels, over the limit of {PIXELS - 1} "
+                                  "that guards against decompression bombs; raise the limit with --max-image-pixels N "
+                                  "or PANDERM_MAX_IMAGE_PIXELS=N)"), out.stderr
+    env["PANDERM_MAX_IMAGE_PIXELS"] = str(PIXELS)
+    out = subprocess.run([sys.executable, "-c", code, str(img)], env=env, capture_output=True, text=True, timeout=600)
+    assert out.stdout.strip() == "opened", out.stderr
 
 
 def test_symlinked_image_folder_inside_the_root_is_allowed(world, tmp_path):
@@ -554,46 +722,60 @@ def test_image_modes_work_in_every_family(world, modes, door, tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------------------------------------
-# resolve_paths: what stays under the root
+# resolve_paths: the path a CSV value names is the path that is opened
 # --------------------------------------------------------------------------------------------------------
 
 
-def test_a_leading_tilde_under_a_root_is_opened_and_checked_as_the_same_path(tmp_path):
+def test_a_leading_tilde_under_a_root_is_opened_and_checked_as_the_same_path(tmp_path, monkeypatch):
     from panderm.data.tables import resolve_paths
 
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
     frame = pd.DataFrame({"image_path": ["~/a.jpg"]})
     assert resolve_paths(frame, "image_path", tmp_path, "t.csv") == [tmp_path / "~" / "a.jpg"]
+    # a relative root (".", a CSV's own folder given as a relative path), no root, the --parent-path prefix
+    assert resolve_paths(frame, "image_path", ".", "t.csv") == [tmp_path / "~" / "a.jpg"]
+    assert resolve_paths(frame, "image_path", Path("t.csv").parent, "t.csv") == [tmp_path / "~" / "a.jpg"]
+    assert resolve_paths(frame, "image_path", None, "t.csv") == [tmp_path / "~" / "a.jpg"]
+    assert resolve_paths(frame, "image_path", None, "t.csv", concat_prefix="") == [tmp_path / "~" / "a.jpg"]
+    # a `~` typed on the command line (the root or the prefix) is expanded, as a shell would
+    assert resolve_paths(frame, "image_path", "~/data", "t.csv") == [tmp_path / "home" / "data" / "~" / "a.jpg"]
+    assert resolve_paths(frame, "image_path", None, "t.csv", concat_prefix="~/d/") == [tmp_path / "home/d/~/a.jpg"]
 
 
-@pytest.mark.parametrize("value,prefix,ok", [
-    ("images/a.jpg", None, True),
-    ("images/../b.jpg", None, True),  # `..` that stays inside is fine
-    ("../b.jpg", None, False),
-    ("images/../../b.jpg", None, False),
-    ("/etc/passwd", None, False),
-    ("~/a.jpg", None, True),  # under a root '~' is a folder name: checked as it is opened, root/~/a.jpg
-    ("{root}/images/a.jpg", None, True),  # absolute, but under the root
-    ("images/a.jpg", "", True),  # src/main.py's --parent-path '' : relative to the working directory
-    ("../b.jpg", "", False),
-    ("/etc/passwd", "", False),
-    ("a.jpg", "{root}/images/", True),
-    ("../a.jpg", "{root}/images/", False),
-    ("/a.jpg", "{root}/images/", True),  # string concatenation: '{root}/images//a.jpg'
+@pytest.mark.parametrize("value,prefix,expected", [
+    ("images/a.jpg", None, "{root}/images/a.jpg"),
+    ("images/../b.jpg", None, "{root}/images/../b.jpg"),
+    ("../b.jpg", None, "{root}/../b.jpg"),  # taken as written, as the reference's os.path.join
+    ("/etc/passwd", None, "/etc/passwd"),  # absolute: used as it is
+    ("{root}/images/a.jpg", None, "{root}/images/a.jpg"),
+    ("images/a.jpg", "", "{root}/images/a.jpg"),  # src/main.py's --parent-path '': the working directory
+    ("../b.jpg", "", "{root}/../b.jpg"),
+    ("/etc/passwd", "", "/etc/passwd"),
+    ("a.jpg", "{root}/images/", "{root}/images/a.jpg"),
+    ("../a.jpg", "{root}/images/", "{root}/images/../a.jpg"),
+    ("/a.jpg", "{root}/images/", "{root}/images/a.jpg"),  # string concatenation: '{root}/images//a.jpg'
 ])
-def test_resolve_paths_confinement(tmp_path, monkeypatch, value, prefix, ok):
+def test_resolve_paths_takes_paths_as_written(tmp_path, monkeypatch, value, prefix, expected):
     from panderm.data.tables import resolve_paths
-    from panderm.errors import DataError
 
     monkeypatch.chdir(tmp_path)
     frame = pd.DataFrame({"image_path": ["x.jpg", value.format(root=tmp_path)]})
     kw = {"concat_prefix": prefix.format(root=tmp_path)} if prefix is not None else {}
     root = None if prefix is not None else tmp_path
-    if ok:
-        paths = resolve_paths(frame, "image_path", root, "t.csv", **kw)
-        assert len(paths) == 2 and all(p.is_absolute() for p in paths)
-    else:
-        with pytest.raises(DataError) as err:
-            resolve_paths(frame, "image_path", root, "t.csv", **kw)
-        msg = str(err.value)
-        assert msg.startswith("t.csv: column 'image_path', row(s) 3: image path ") and "--allow-absolute-paths" in msg
-        assert len(resolve_paths(frame, "image_path", root, "t.csv", allow_outside_root=True, **kw)) == 2
+    paths = resolve_paths(frame, "image_path", root, "t.csv", **kw)
+    assert paths[1] == Path(expected.format(root=tmp_path))
+    # `allow_outside_root` is accepted and changes nothing
+    assert resolve_paths(frame, "image_path", root, "t.csv", allow_outside_root=True, **kw) == paths
+    assert resolve_paths(frame, "image_path", root, "t.csv", allow_outside_root=False, **kw) == paths
+
+
+def test_a_nul_byte_names_its_rows(tmp_path):
+    from panderm.data.tables import resolve_paths
+    from panderm.errors import DataError
+
+    frame = pd.DataFrame({"image_path": ["a.jpg", "b\x00.jpg", "c.jpg", "\x00"]})
+    with pytest.raises(DataError) as err:
+        resolve_paths(frame, "image_path", tmp_path, "t.csv")
+    assert str(err.value) == ("t.csv: column 'image_path', row(s) 3, 5: image path 'b\\x00.jpg' holds a NUL byte "
+                              "(\\x00), which no file name can contain")

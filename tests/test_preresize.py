@@ -223,3 +223,69 @@ def test_failure_while_writing_leaves_no_partial_file(tmp_path, monkeypatch):
     assert not (out / rel[1]).exists()
     assert (out / rel[0]).is_file() and (out / rel[2]).is_file()
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+def _door(argv, capsys):
+    from panderm.cli import main
+
+    try:
+        rc = main([str(a) for a in argv])
+    except SystemExit as exc:
+        rc = exc.code
+    err = capsys.readouterr().err
+    return rc, err, (err.strip().splitlines() or [""])[-1]
+
+
+def test_decompression_bomb_is_one_line_with_its_row_and_pixel_count(tmp_path, capsys):
+    from test_bad_input_doors import bomb_png
+
+    csv, root, rel = _subset_csv(tmp_path, "ham", 3)
+    bomb_png(root / "images" / "bomb.png")  # a 30000 x 30000 PNG header (PIL: DecompressionBombError)
+    frame = pd.read_csv(csv)
+    frame.loc[1, "image_path"] = "images/bomb.png"
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "out"
+    rc, err, last = _door(["preresize", "--csv", csv, "--root", root, "--out", out, "--size", 96, "--workers", 0],
+                          capsys)
+    assert rc == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert last.startswith("panderm: error:"), last
+    assert f"row 3: {root / 'images' / 'bomb.png'} [too large (900000000 pixels, over the limit of 178956970" in last
+    assert "--max-image-pixels" in last
+    assert not out.exists()
+
+
+def test_max_image_pixels_moves_the_limit_in_every_worker(tmp_path, capsys):
+    csv, root, rel = _subset_csv(tmp_path, "ham", 3)
+    with Image.open(root / rel[0]) as img:
+        w, h = img.size
+    out = tmp_path / "out"
+    argv = ["preresize", "--csv", csv, "--root", root, "--out", out, "--size", 96, "--workers", 2]
+    rc, err, last = _door([*argv, "--max-image-pixels", w * h - 1], capsys)
+    assert rc == 2 and f"row 2: {root / rel[0]} [too large ({w}x{h} = {w * h} pixels, over the limit of {w * h - 1} " \
+                         in last, last
+    rc, err, last = _door([*argv, "--max-image-pixels", w * h], capsys)
+    assert rc == 0, err
+    assert all((out / r).is_file() for r in rel)
+    # the API takes the same limit; a second run sees the copies up to date
+    assert preresize(csv, "image_path", out, root=root, size=96, workers=0, max_image_pixels=w * h).skipped == 3
+    with pytest.raises(DataError, match=r"row 2: .* \[too large"):
+        preresize(csv, "image_path", tmp_path / "out2", root=root, size=96, workers=0, max_image_pixels=w * h - 1)
+
+
+def test_a_tilde_is_a_folder_under_the_root(tmp_path, monkeypatch):
+    """`~/x.jpg` is root/~/x.jpg here as in every door (never $HOME/x.jpg), copied to out/~/x.jpg."""
+    csv, root, rel = _subset_csv(tmp_path, "ham", 2)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (root / "~").mkdir()
+    (root / rel[1]).rename(root / "~" / "x.jpg")
+    csv.write_text(f"image_path\n{rel[0]}\n~/x.jpg\n")
+    out = tmp_path / "out"
+    assert preresize(csv, "image_path", out, root=root, size=96, workers=0).n == 2
+    assert (out / "~" / "x.jpg").is_file() and not (tmp_path / "home").exists()
+
+
+def test_a_nul_byte_in_a_path_names_its_row(tmp_path):
+    csv, root, rel = _subset_csv(tmp_path, "ham", 2)
+    csv.write_bytes(f"image_path\n{rel[0]}\nimages/a\0b.jpg\n".encode())
+    with pytest.raises(DataError, match=r"row\(s\) 3: image path 'images/a\\x00b.jpg' holds a NUL byte"):
+        preresize(csv, "image_path", tmp_path / "out", root=root, size=96, workers=0)

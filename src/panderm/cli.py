@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .cli_support import add_allow_absolute_paths, resolve_device, run_door, setup_logging
+from .cli_support import add_allow_absolute_paths, add_max_image_pixels, resolve_device, run_door, setup_logging
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -44,7 +44,7 @@ def _features(args) -> None:
         checkpoint=args.checkpoint, device=resolve_device(args.device), batch_size=args.batch_size,
         num_workers=args.workers, precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
         allow_random_init=args.allow_random_init, flag_hints={args.image_col: "--image-col"},
-        allow_outside_root=args.allow_outside_root, compile=args.compile,
+        allow_outside_root=args.allow_outside_root, compile=args.compile, max_image_pixels=args.max_image_pixels,
     )
     if meta.get("rank") == "worker":
         return
@@ -75,7 +75,8 @@ def _preresize(args) -> None:
     from .preresize import preresize
 
     summary = preresize(args.csv, args.image_col, args.out, root=args.root, size=args.size, quality=args.quality,
-                        workers=args.workers, flag_hints={args.image_col: "--image-col"})
+                        workers=args.workers, flag_hints={args.image_col: "--image-col"},
+                        max_image_pixels=args.max_image_pixels)
     print(summary.line())
     print(f"use it with: --csv {args.csv} --root {args.out}")
 
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--normalize", action="store_true", help="L2-normalise each row")
     p.add_argument("--out", required=True, help="output .npy (a .json sidecar is written next to it)")
     add_allow_absolute_paths(p)
+    add_max_image_pixels(p)
     p.set_defaults(func=_features)
 
     p = sub.add_parser("preresize", help="write copies of a CSV's images with the short side resized (faster decoding)",
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "have room; use ≥ 2× the largest input size of the models you will run, e.g. 672 for 336 px)")
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of resized JPEG copies (default 95)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count; 0 or 1: in-process)")
+    add_max_image_pixels(p)
     p.set_defaults(func=_preresize)
 
     p = sub.add_parser("demo", help="run the tasks on the bundled real sample and print short tables")

@@ -78,10 +78,31 @@ def _close_progress_bars() -> None:
 
 
 def add_allow_absolute_paths(p) -> None:
-    """`--allow-absolute-paths` for every door that reads image paths from a CSV (both spellings)."""
+    """`--allow-absolute-paths` (both spellings): accepted and ignored, so existing command lines keep working."""
     p.add_argument("--allow-absolute-paths", "--allow_absolute_paths", dest="allow_outside_root", action="store_true",
-                   help="accept CSV image paths that are absolute or leave the root folder with '..' "
-                        "(by default they must stay under the root)")
+                   help="no effect, kept so existing command lines work: absolute and '../' image paths in a CSV "
+                        "are always accepted (relative ones resolve against the image root)")
+
+
+def _pixel_count(value: str) -> int:
+    import argparse
+    import math
+
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not math.isfinite(number) or number < 0 or number != int(number):
+        raise argparse.ArgumentTypeError(f"must be a whole number of pixels >= 0 (0: no limit), got {value!r}")
+    return int(number)
+
+
+def add_max_image_pixels(p) -> None:
+    """`--max-image-pixels N` (both spellings): the largest width x height opened (the decompression-bomb guard)."""
+    p.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=_pixel_count, default=None,
+                   metavar="N", help="open images of up to N pixels (width x height), for real gigapixel images; "
+                                     "default: PIL's decompression-bomb limit of 178956970 (also settable as "
+                                     "PANDERM_MAX_IMAGE_PIXELS, read by every door); 0: no limit")
 
 
 def resolve_device(device: str | None) -> str:

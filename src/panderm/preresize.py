@@ -32,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .data.images import open_image
+from .data.images import image_pixel_limit, open_image
 from .data.tables import _probe, _rows, list_items, read_csv, require_columns, resolve_paths
 from .errors import DataError
 
@@ -143,8 +143,19 @@ def preresize(
     quality: int = 95,
     workers: int | None = None,
     flag_hints: dict | None = None,
+    max_image_pixels: int | None = None,
 ) -> PreresizeSummary:
-    """Write the resized copies (see the module doc); raises DataError naming every bad row after the rest is done."""
+    """Write the resized copies (see the module doc); raises DataError naming every bad row after the rest is done.
+
+    `max_image_pixels`: the largest width x height opened (default: PIL's decompression-bomb limit, 178,956,970
+    pixels; 0: no limit); a larger image is refused naming its row and pixel count.
+    """
+    with image_pixel_limit(max_image_pixels):
+        return _preresize(csv, image_col, out, root=root, size=size, quality=quality, workers=workers,
+                          flag_hints=flag_hints)
+
+
+def _preresize(csv, image_col, out, *, root, size, quality, workers, flag_hints) -> PreresizeSummary:
     start = time.perf_counter()
     if size < 1:
         raise DataError(f"--size must be a positive number of pixels, got {size}")
@@ -158,16 +169,17 @@ def preresize(
     # realpath: an --out that is a symlink to the root (or the root itself spelled differently) is the root.
     if os.path.realpath(out) == os.path.realpath(root):
         raise DataError(f"--out {out} is the image root: the copies would overwrite the originals")
-    # Relative, confined paths only (absolute ones could not keep their layout under --out): rows named on error.
-    rel = [os.path.normpath(os.path.expanduser(str(v).strip())) for v in frame[image_col].astype(str)]
+    paths = resolve_paths(frame, image_col, root, csv)  # empty cells and NUL bytes named by row
+    # Relative paths that stay under --root only: the copies keep the CSV's layout under --out, and an absolute
+    # or `../` path would put its copy outside --out (where `--root OUT` would not find it). A `~` is a folder
+    # name here as in every door (never expanded).
+    rel = [os.path.normpath(str(v).strip()) for v in frame[image_col].astype(str)]
     ids = frame.index.to_numpy()
-    # Checked before resolve_paths, whose message would suggest --allow-absolute-paths, which cannot apply here.
     outside = [i for i, r in enumerate(rel) if os.path.isabs(r) or r == ".." or r.startswith(".." + os.sep)]
     if outside:
         raise DataError(f"{csv}: column {image_col!r}, row(s) {_rows(ids[outside])}: image path {rel[outside[0]]!r} "
                         "is not under --root; the copies keep the CSV's layout under --out, so the CSV's paths "
                         "must be relative to --root (rewrite them relative to a common folder and pass it as --root)")
-    paths = resolve_paths(frame, image_col, root, csv)
 
     problems = [_probe(p) for p in paths]
     bad = [i for i, why in enumerate(problems) if why]

@@ -97,6 +97,10 @@ def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] 
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all():
         arr = numeric.to_numpy(dtype=float)
+        inf = np.flatnonzero(~np.isfinite(arr))
+        if len(inf):
+            raise DataError(f"{path}: column {col!r} has non-finite label(s) in row(s) {_rows(ids[inf])} "
+                            f"(e.g. {arr[inf[0]]})")
         frac = np.flatnonzero(arr != np.round(arr))
         if len(frac):
             raise DataError(f"{path}: column {col!r} has non-integer labels in row(s) {_rows(ids[frac])} (e.g. {arr[frac[0]]})")
@@ -126,62 +130,66 @@ def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] 
     elif (labels < 0).any():
         bad = np.flatnonzero(labels < 0)
         raise DataError(f"{path}: column {col!r} has negative label(s) in row(s) {_rows(ids[bad])}")
+    else:
+        _check_contiguous(labels, ids, col, path)
     return labels
 
 
-OUTSIDE_ROOT_HINT = "pass --allow-absolute-paths to accept it"
+def _check_contiguous(labels: np.ndarray, ids: np.ndarray, col: str, path) -> None:
+    """Without class names K is the label set's size, so labels must be exactly 0..K-1.
+
+    A gap would otherwise become classes without a single row (a 10-class head for labels {0, 5, 9}) and a
+    label of 1e12 an allocation of that size; both are refused here, before anything is allocated.
+    """
+    present = np.unique(labels)
+    if len(present) and present[-1] != len(present) - 1:
+        gap = int(np.flatnonzero(present != np.arange(len(present)))[0])
+        top = np.flatnonzero(labels == present[-1])
+        raise DataError(
+            f"{path}: column {col!r} labels must be 0..K-1 without gaps when no class names are given: "
+            f"{len(present)} distinct label(s) up to {int(present[-1])} (row {_rows(ids[top], 1)}), no row has "
+            f"label {gap}; relabel them 0..{len(present) - 1} or give the class names")
 
 
-def _confinement_base(root, concat_prefix) -> str:
-    """The folder CSV image paths must stay under: `root`, or the folder part of `concat_prefix` ('' = cwd)."""
+def _join(root, concat_prefix, value: str) -> Path:
+    """The absolute path a CSV value names, exactly as it will be opened (and checked).
+
+    Under `root`: os.path.join(root, value) (an absolute value is used as it is, `..` parts are kept). With
+    `concat_prefix` (src/main.py's `--parent-path`): the plain string `prefix + value`, as the reference
+    builds it. Without either: relative to the working directory. A leading `~` in a CSV value is never
+    expanded: it is a folder name, as for os.path.join and PIL (only the root / prefix given on the
+    command line is `~`-expanded).
+    """
     if concat_prefix is not None:
-        folder = os.path.dirname(os.path.expanduser(concat_prefix)) if concat_prefix else ""
-        return os.path.normpath(os.path.abspath(folder or "."))
-    return os.path.normpath(os.path.abspath(os.path.expanduser(str(root if root is not None else "."))))
-
-
-def _escapes(base: str, candidate: str) -> bool:
-    target = os.path.normpath(candidate)
-    return not (target == base or target.startswith(base.rstrip(os.sep) + os.sep))
+        joined = os.path.expanduser(concat_prefix) + value if concat_prefix else value
+    elif root is not None:
+        joined = os.path.join(os.path.expanduser(os.fspath(root)), value)
+    else:
+        joined = value
+    return Path(joined).absolute()
 
 
 def resolve_paths(frame: pd.DataFrame, col: str, root: str | os.PathLike | None, path, concat_prefix: str | None = None,
-                  allow_outside_root: bool = False) -> list[Path]:
-    """Absolute image paths, confined to the root folder.
+                  allow_outside_root: bool = True) -> list[Path]:
+    """Absolute image paths, one per row, exactly the files that will be opened.
 
-    `root` joins like os.path.join; `concat_prefix` reproduces the reference's `--parent-path`, a plain string
-    prefix (paths are then confined to the prefix's folder, the working directory for ''). An absolute CSV
-    value, or one whose `..` parts leave that folder, is a DataError naming the row and column unless
-    `allow_outside_root` (the check is on the path as written: symlinks inside the root are followed).
+    `root` joins like os.path.join (absolute values and `..` are taken as written, as in the reference);
+    `concat_prefix` reproduces the reference's `--parent-path`, a plain string prefix; with neither, paths
+    are relative to the working directory. A `~` in a value is not expanded (see `_join`). An empty cell or
+    one holding a NUL byte is a DataError naming the rows and the column. `allow_outside_root` is accepted
+    and ignored (paths outside the root used to need it; they are always accepted now).
     """
     raw = frame[col]
     ids = frame.index.to_numpy()
     empty = np.flatnonzero(raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy())
     if len(empty):
         raise DataError(f"{path}: column {col!r} is empty in row(s) {_rows(ids[empty])}")
-    base = _confinement_base(root, concat_prefix)
-    out, outside = [], []
-    for i, value in enumerate(raw.astype(str)):
-        value = value.strip()
-        if concat_prefix is not None:
-            candidate = os.path.abspath(os.path.expanduser(concat_prefix + value))
-            p = Path(concat_prefix + value)
-        else:
-            # Checked as it will be opened: under a root, a leading '~' is a folder name (os.path.join semantics).
-            candidate = os.path.join(base, value if root is not None else os.path.expanduser(value))
-            p = Path(root) / value if root is not None else Path(value)
-        if not allow_outside_root and _escapes(base, candidate):
-            outside.append(i)
-        out.append(p.expanduser().absolute())
-    if outside:
-        first = str(raw.iloc[outside[0]]).strip()
-        what = "is absolute, outside" if (os.path.isabs(os.path.expanduser(first)) and concat_prefix in (None, "")) \
-            else "leaves"
-        raise DataError(
-            f"{path}: column {col!r}, row(s) {_rows(ids[outside])}: image path {first!r} {what} the root folder "
-            f"{base}; image paths must stay under the root ({OUTSIDE_ROOT_HINT})"
-        )
-    return out
+    values = [v.strip() for v in raw.astype(str)]
+    nul = [i for i, v in enumerate(values) if "\0" in v]
+    if nul:
+        raise DataError(f"{path}: column {col!r}, row(s) {_rows(ids[nul])}: image path {values[nul[0]]!r} holds a NUL "
+                        "byte (\\x00), which no file name can contain")
+    return [_join(root, concat_prefix, v) for v in values]
 
 
 def warn_duplicates(frame: pd.DataFrame, columns: Sequence[str], path) -> list[int]:
@@ -202,7 +210,9 @@ def warn_duplicates(frame: pd.DataFrame, columns: Sequence[str], path) -> list[i
 
 
 def _probe(path: Path) -> str | None:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
+
+    from .images import ImageTooLarge, open_header
 
     try:
         st = path.stat()
@@ -215,8 +225,10 @@ def _probe(path: Path) -> str | None:
     if st.st_size == 0:
         return "empty file"
     try:
-        with Image.open(path) as img:
+        with open_header(path) as img:
             img.size  # header only: full decoding happens once, during extraction
+    except ImageTooLarge as exc:
+        return exc.reason
     except UnidentifiedImageError:
         return "not an image"
     except OSError as exc:
@@ -224,21 +236,26 @@ def _probe(path: Path) -> str | None:
     return None
 
 
-def check_images(paths: Sequence[Path], label: str = "", workers: int = 8, root=None) -> None:
-    """Raise one DataError listing the missing, empty or non-image files (the first few, and how many)."""
+def check_images(paths: Sequence[Path], label: str = "", workers: int = 8, root=None,
+                 rows: Sequence[int] | None = None) -> None:
+    """Raise one DataError listing the missing, empty or non-image files (the first few, and how many).
+
+    `rows`: the frame index of each path, so every listed image is named with its CSV row.
+    """
     with ThreadPoolExecutor(max_workers=workers) as pool:
         problems = list(pool.map(_probe, paths))
-    bad = [(p, why) for p, why in zip(paths, problems) if why]
+    bad = [(i, p, why) for i, (p, why) in enumerate(zip(paths, problems)) if why]
     if bad:
         where = f" in {label}" if label else ""
-        kinds = sorted({why.split(" (")[0] for _, why in bad})
+        kinds = sorted({why.split(" (")[0] for _, _, why in bad})
         hint = ""
         if len(bad) == len(paths) and kinds == ["missing"] and root is not None:
             hint = (f"; no image exists under {root}: are the CSV's paths relative to another folder? "
                     "(give it as the image root)")
+        row = (lambda i: f"row {_rows([rows[i]])}: ") if rows is not None else (lambda i: "")
         raise DataError(
             f"{len(bad)} of {len(paths)} image(s){where} cannot be used ({', '.join(kinds)}): "
-            + list_items([f"{p} [{why}]" for p, why in bad]) + hint
+            + list_items([f"{row(i)}{p} [{why}]" for i, p, why in bad]) + hint
         )
 
 
@@ -294,10 +311,10 @@ def load_table(
 ) -> ImageTable:
     """Read and validate a CSV dataset.
 
-    Relative image paths resolve against `root`, which defaults to the CSV's folder
-    (the reference doors pass the working directory instead), and must stay under it unless
-    `allow_outside_root` (see `resolve_paths`). Exact duplicate rows (same image path and label) are
-    kept with one warning line.
+    Relative image paths resolve against `root`, which defaults to the CSV's folder (the reference doors
+    pass the working directory instead); absolute and `../` paths are taken as written, a `~` is not
+    expanded (see `resolve_paths`; `allow_outside_root` is accepted and ignored). Exact duplicate rows
+    (same image path and label) are kept with one warning line.
     """
     csv = Path(csv)
     frame = read_csv(csv, sep=sep, encoding=encoding)
@@ -317,6 +334,7 @@ def load_table(
         labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes,
                               flag_hints=flag_hints)
     if check:
-        check_images(paths, label=str(csv), root=root if root is not None else (concat_prefix or "."))
+        check_images(paths, label=str(csv), root=root if root is not None else (concat_prefix or "."),
+                     rows=frame.index.to_numpy())
     return ImageTable(csv, frame.reset_index(drop=True), image_col, paths, labels,
                       tuple(classnames) if classnames else None)

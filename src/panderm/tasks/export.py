@@ -55,14 +55,31 @@ def export_features(
     allow_outside_root: bool = False,
     compile: bool = False,
     exif_transpose: bool = True,
+    max_image_pixels: int | None = None,
 ) -> dict:
     """Validate the CSV, load the model, encode (or read the cache), write `out` + `out.json`.
 
-    `exif_transpose=False` ignores EXIF orientation tags, as the reference's loader did."""
+    `exif_transpose=False` ignores EXIF orientation tags, as the reference's loader did. `max_image_pixels`:
+    the largest width x height opened (default: PIL's decompression-bomb limit, 178,956,970 pixels; 0: no
+    limit); a larger image is refused naming its CSV row and pixel count. `allow_outside_root` is accepted
+    and ignored (absolute and `../` image paths are always accepted)."""
+    from ..data.images import image_pixel_limit
+
+    with image_pixel_limit(max_image_pixels):
+        return _export_features(model, csv, image_col, out, root=root, kind=kind, normalize=normalize,
+                                checkpoint=checkpoint, device=device, batch_size=batch_size,
+                                num_workers=num_workers, precision=precision, cache=cache, cache_dir=cache_dir,
+                                allow_random_init=allow_random_init, preprocess=preprocess, progress=progress,
+                                flag_hints=flag_hints, compile=compile, exif_transpose=exif_transpose)
+
+
+def _export_features(model, csv, image_col, out, *, root, kind, normalize, checkpoint, device, batch_size,
+                     num_workers, precision, cache, cache_dir, allow_random_init, preprocess, progress, flag_hints,
+                     compile, exif_transpose) -> dict:
     out = Path(out)
     if out.suffix != ".npy":
         out = out.with_suffix(out.suffix + ".npy") if out.suffix else out.with_suffix(".npy")
-    table = load_table(csv, image_col, root=root, flag_hints=flag_hints, allow_outside_root=allow_outside_root)
+    table = load_table(csv, image_col, root=root, flag_hints=flag_hints)
     encoder = load_encoder(model, checkpoint=checkpoint, device=device, allow_random_init=allow_random_init,
                            preprocess=preprocess)
     if not exif_transpose:

@@ -54,5 +54,5 @@ def load_pairs(
     if check_images:
         from ..data.tables import check_images as _check
 
-        _check(table.paths, label=str(csv))
+        _check(table.paths, label=str(csv), rows=list(range(len(table.paths))))
     return RetrievalPairs(table, raw.astype(str).tolist(), caption_col, groups)

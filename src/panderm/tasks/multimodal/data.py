@@ -45,7 +45,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ...data.images import open_image
-from ...data.tables import _rows, list_items, parse_labels, read_csv, require_columns, resolve_paths
+from ...data.tables import _probe, _rows, list_items, parse_labels, read_csv, require_columns, resolve_paths
 from ...data.tables import check_images as _check_images
 from ...errors import DataError
 from .prompts import (
@@ -207,8 +207,7 @@ def _bad_image_rows(frame: pd.DataFrame, parts: list[pd.DataFrame], source_rows=
 
     def usable(p: str) -> bool:
         if p not in bad:
-            path = Path(p)
-            bad[p] = not (path.is_file() and path.stat().st_size > 0)
+            bad[p] = _probe(Path(p)) is not None  # the same test as the image list's (too large, not an image, ...)
         return not bad[p]
 
     found, offset = [], 0
