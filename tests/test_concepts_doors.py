@@ -31,7 +31,7 @@ F = D * EXPANSION
 
 def door(name, *args):
     return subprocess.run([sys.executable, str(DOORS / name), *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=1200)  # hang guard only
 
 
 def assert_clean_error(proc, *words):

@@ -175,7 +175,7 @@ def test_global_door_equals_numpy(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, str(REPO / "automated-concept-discovery/2_global_concept_viz_binary-class.py"),
                            "--csv", str(csv), "--embeddings", str(tmp_path / "codes.npy"), "--topk", "3",
-                           "--out_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+                           "--out_dir", str(out)], cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr
     assert "label column: melanoma" in proc.stdout
     assert not list(out.glob("*.npy")) and not list(out.glob("*.pkl"))
@@ -193,7 +193,7 @@ def test_global_door_equals_numpy(tmp_path):
     assert int(got["1"]["top_indices"][0]) == 5
     bad = subprocess.run([sys.executable, str(REPO / "automated-concept-discovery/2_global_concept_viz_binary-class.py"),
                           "--csv", str(csv), "--embeddings", str(tmp_path / "missing.npy"), "--out_dir", str(out)],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+                         cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "not found" in bad.stderr
 
 
