@@ -7,8 +7,9 @@ Reads `<save_dir>/all_embeddings.npy` (or `--embeddings`) and writes to `<save_d
 Reference flags: `--save_dir` (default: the current folder, as the reference's empty default),
 `--expansion` (8), `--l1` (3e-5), and the run labels `--data`, `--backbone`, `--trial`, which change nothing
 (a line says so). Our additions keep the reference's fixed values as defaults (lr 5e-4, batch 4096, 200 epochs,
-no dead-latent resampling). `--save_dir` works with or without a trailing slash and is created. Training is
-seeded (`--seed`). The work is done by `panderm.tasks.concepts.run.train_sae_from_file`.
+no dead-latent resampling, zero pre-bias: `--pre_bias_init`). `--save_dir` works with or without a trailing
+slash and is created. Training is seeded (`--seed`). The work is done by
+`panderm.tasks.concepts.run.train_sae_from_file`.
 """
 import argparse
 import os
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--resample_every", type=int, default=0,
                    help="resample dead latents every N epochs (0: never, the reference)")
+    p.add_argument("--pre_bias_init", default="zeros", choices=["zeros", "mean", "geometric_median"],
+                   help="initial tied pre-bias (zeros: the reference)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="run label (reference default 'ham'); ignored")
     p.add_argument("--backbone", default=None, help="run label; ignored")
@@ -60,9 +63,12 @@ def main(argv=None) -> int:
 
         embeddings = args.embeddings or os.path.join(args.save_dir, "all_embeddings.npy")
         device = resolve_device("auto" if args.gpu is None else f"cuda:{args.gpu}")
+        # The reference's recipe unless asked otherwise: zero pre-bias, no resampling.
         cfg = dict(expansion=args.expansion, l1=args.l1, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                   resample_every=args.resample_every, seed=args.seed, device=device)
-        s = train_sae_from_file(embeddings, args.save_dir or ".", cfg, progress=not args.quiet)
+                   resample_every=args.resample_every, pre_bias_init=args.pre_bias_init, seed=args.seed,
+                   device=device)
+        flags = {name: f"--{name}" for name in ("pre_bias_init", "resample_every", "epochs", "expansion")}
+        s = train_sae_from_file(embeddings, args.save_dir or ".", cfg, progress=not args.quiet, flag_names=flags)
         f = s["final"]
         print(f"SAE {s['d_in']} -> {s['n_latents']} on {s['n_samples']} rows: loss {f['loss']:.4g}, "
               f"FVU {f['fvu']:.4f}, L0 {f['l0']:.1f}, dead {f['dead_fraction']:.3f}")

@@ -82,6 +82,7 @@ def test_train_sae_door_outputs(data, sae_dir):
         assert (sae_dir / name).is_file(), name
     cfg = json.loads((sae_dir / "sae_config.json").read_text())["config"]
     assert cfg["resample_every"] == 0 and cfg["epochs"] == 3 and cfg["expansion"] == EXPANSION
+    assert cfg["pre_bias_init"] == "zeros"  # the reference's recipe, not the library's default
     assert len((sae_dir / "sae_history.jsonl").read_text().splitlines()) == 3
     # The .pth is the reference layout, tensors only.
     obj = torch.load(sae_dir / "autoencoder.pth", weights_only=True)
@@ -304,6 +305,41 @@ def test_cli_explain_equals_match_concepts(data, sae_dir, text, tmp_path):
         assert g["cosine"] == pytest.approx(m["cosine"], abs=1e-5)
         assert g["weight"] == w[m["latent"]]
     assert (out / "concept_weights.png").stat().st_size > 0 and (out / "results.json").is_file()
+
+
+def test_cli_explain_defaults_with_fewer_weights_than_concepts(data, sae_dir, text, tmp_path, caplog):
+    """Issue 18 item 5: with its defaults (the reference's ten concepts) explain stopped on "5 non-zero weights but
+    10 concepts were given". Like the reference's linear_sum_assignment, the 5 latents get the 5 concepts with the
+    largest total cosine; the other 5 are listed as unmatched, with one warning line naming the way out."""
+    from panderm.errors import DataError
+    from panderm.tasks.concepts.run import REFERENCE_CONCEPTS
+
+    w = np.zeros(F)
+    w[[3, 11, 20, 41, 60]] = [0.5, -1.0, 2.0, 0.1, -0.3]
+    weights = tmp_path / "w.npy"
+    np.save(weights, w)
+    out = tmp_path / "explain"
+    with caplog.at_level("WARNING"):
+        cli("explain", "--model", text[0], "--sae", sae_dir, "--weights", weights, "--out", out)
+    got = json.loads((out / "concept_matches.json").read_text())
+    model, _ = load_sae(sae_dir)
+    emb = text[1](REFERENCE_CONCEPTS)
+    assert sorted(m["latent"] for m in got["matches"]) == [3, 11, 20, 41, 60]
+    # The same as the reference's Hungarian matching on the rectangular (10 x 5) similarity matrix.
+    from scipy.optimize import linear_sum_assignment
+
+    dirs = decoder_directions(model)[[3, 11, 20, 41, 60]]
+    sim = emb @ (dirs / np.linalg.norm(dirs, axis=1, keepdims=True)).T
+    rows, cols = linear_sum_assignment(-sim)
+    assert [(m["word"], m["latent"]) for m in got["matches"]] == [
+        (REFERENCE_CONCEPTS[r], [3, 11, 20, 41, 60][c]) for r, c in zip(rows, cols)]
+    assert sorted(got["unmatched"]) == sorted(set(REFERENCE_CONCEPTS) - {m["word"] for m in got["matches"]})
+    lines = [r.getMessage() for r in caplog.records if "non-zero weight" in r.getMessage()]
+    assert len(lines) == 1 and "--alpha" in lines[0] and "--concepts" in lines[0], lines
+    # No non-zero weight at all: one line naming the way out.
+    np.save(weights, np.zeros(F))
+    with pytest.raises(DataError, match=r"no non-zero weight.*--alpha"):
+        cli("explain", "--model", text[0], "--sae", sae_dir, "--weights", weights, "--out", tmp_path / "e2")
 
 
 def test_cli_train_sae_and_cbm_with_split_and_baseline(data, tmp_path):

@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,7 +76,9 @@ def test_reference_defaults():
     cfg = SAEConfig(d_in=768)
     assert (cfg.expansion, cfg.latents, cfg.l1, cfg.lr, cfg.batch_size, cfg.epochs, cfg.k) == (
         8, 6144, 3e-5, 5e-4, 4096, 200, None)
-    assert cfg.init_scheme == "reference" and cfg.pre_bias_init == "zeros"
+    assert cfg.init_scheme == "reference"
+    # The recipe of the reference's SAE library (Anthropic's), which the reference itself never ran.
+    assert (cfg.pre_bias_init, cfg.resample_every, cfg.max_resamples) == ("geometric_median", 10, 4)
 
 
 def test_forward_matches_hand_computation():
@@ -377,3 +380,230 @@ def test_bad_arrays(X, message):
 def test_bad_config(changes):
     with pytest.raises(DataError):
         small_cfg(**changes).validate()
+
+
+# ---------------------------------------------------------------------------------------------- the default recipe
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_CSVS = [REPO / "data" / "sample" / "ph2" / "ph2.csv",
+               REPO / "data" / "sample" / "ham10000_sample" / "ham10000_sample.csv",
+               REPO / "data" / "sample" / "pad_ufes20_sample" / "pad_ufes20_sample.csv"]
+
+
+@pytest.fixture(scope="module")
+def sample_embeddings(tmp_path_factory):
+    """L2-normalised `demo`-model embeddings of every bundled sample image ([465, 64]), as `panderm features`
+    writes them; like real embeddings they share a large common component (‖mean‖ ≈ 0.98)."""
+    from panderm.cli import main
+
+    tmp = tmp_path_factory.mktemp("sample_emb")
+    parts = []
+    for csv in SAMPLE_CSVS:
+        out = tmp / f"{csv.stem}.npy"
+        assert main(["features", "--model", "demo", "--csv", str(csv), "--normalize", "--precision", "fp32",
+                     "--device", "cpu", "--out", str(out)]) == 0
+        parts.append(np.load(out))
+    X = np.concatenate(parts)
+    np.save(tmp / "all_embeddings.npy", X)
+    return tmp / "all_embeddings.npy"
+
+
+def test_default_recipe_learns_on_sample(sample_embeddings, tmp_path, caplog):
+    """Issue 18 item 1: `panderm concepts train-sae --embeddings X.npy` with its defaults must learn.
+
+    Before the fix (pre-bias zeros, resampling every 10 epochs to the end) this ended at FVU 4.15 with 64 %
+    dead latents; the reference's own recipe (no resampling) at FVU 0.064 with 65 % dead.
+    """
+    from panderm.cli import main
+
+    X = np.load(sample_embeddings)
+    out = tmp_path / "sae"
+    with caplog.at_level("WARNING"):
+        assert main(["concepts", "train-sae", "--embeddings", str(sample_embeddings), "--device", "cpu",
+                     "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    final = res["final"]
+    print(f"\ndefault recipe on the bundled sample ({X.shape[0]} x {X.shape[1]} demo embeddings, "
+          f"{res['n_latents']} latents, {final['epoch']} epochs): FVU {final['fvu']:.4f}, "
+          f"dead fraction {final['dead_fraction']:.3f}, L0 {final['l0']:.1f}")
+    assert res["config"]["pre_bias_init"] == "geometric_median" and res["config"]["resample_every"] == 10
+    assert final["fvu"] < 0.3
+    assert final["dead_fraction"] < 0.5
+    assert res["warnings"] == [] and "warning: the SAE" not in caplog.text
+    history = [json.loads(line) for line in (out / "sae_history.jsonl").read_text().splitlines()]
+    resampled_at = [r["epoch"] for r in history if r["n_resampled"]]
+    assert resampled_at and max(resampled_at) <= 40  # at most 4 resamplings, every 10 epochs, then it settles
+
+    # The reference's recipe on the same data ends with most latents dead: one warning line, kept in the summary.
+    caplog.clear()
+    cfg = SAEConfig(d_in=X.shape[1], resample_every=0, pre_bias_init="zeros")
+    with caplog.at_level("WARNING"):
+        _, ref_history = train_sae(X, cfg)
+    ref = ref_history[-1]
+    print(f"reference recipe (zero pre-bias, no resampling): FVU {ref['fvu']:.4f}, "
+          f"dead fraction {ref['dead_fraction']:.3f}")
+    assert ref["dead_fraction"] > 0.5
+    lines = [r.getMessage() for r in caplog.records if "warning: the SAE" in r.getMessage()]
+    assert len(lines) == 1 and "dead" in lines[0] and "pre_bias_init geometric_median" in lines[0], lines
+
+
+def test_end_of_training_warning_lines():
+    from panderm.tasks.concepts.sae import training_warning
+
+    cfg = SAEConfig(d_in=4, pre_bias_init="zeros", resample_every=0)
+    assert training_warning({"fvu": 0.9, "dead_fraction": 0.5}, cfg) is None  # the limits themselves are fine
+    both = training_warning({"fvu": 6.79, "dead_fraction": 0.67}, cfg, {"pre_bias_init": "--pre-bias-init",
+                                                                        "resample_every": "--resample-every"})
+    assert "FVU 6.79 > 1" in both and "67% of the latents dead" in both and "\n" not in both
+    assert "--pre-bias-init geometric_median" in both and "--resample-every 10" in both
+    fvu_only = training_warning({"fvu": 1.5, "dead_fraction": 0.1}, SAEConfig(d_in=4))
+    assert "FVU 1.5" in fvu_only and "dead" not in fvu_only and "pre_bias_init" not in fvu_only
+
+
+def restated_resampling(model, X, dead, seed, n_inputs, l1):
+    """Anthropic's resampling, restated from its description in float64 numpy; shares only the random draws
+    (the row subset and the loss²-weighted draw without replacement) with the implementation."""
+    g = torch.Generator().manual_seed(seed)
+    b = model.pre_bias.detach().double().numpy()
+    we = model.encoder.weight.detach().double().numpy()
+    be = model.encoder.bias.detach().double().numpy()
+    wd = model.decoder.weight.detach().double().numpy()
+    rows = torch.randperm(X.shape[0], generator=g)[:n_inputs].numpy()
+    xs = X[rows].astype(np.float64)
+    f = np.maximum((xs - b) @ we.T + be, 0.0)
+    loss = ((xs - (f @ wd.T + b)) ** 2).mean(axis=1) + l1 * np.abs(f).sum(axis=1)
+    pick = torch.multinomial(torch.from_numpy(loss ** 2), int(dead.sum()), replacement=False, generator=g).numpy()
+    v = xs[pick] - b
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    alive_norm = np.linalg.norm(we[~dead], axis=1).mean()
+    return {"decoder": v.T, "encoder": v * 0.2 * alive_norm, "bias": np.zeros(int(dead.sum())), "rows": rows[pick]}
+
+
+@pytest.mark.parametrize("l1", [0.0, 0.5])
+def test_resampling_equals_restatement(l1):
+    X, _ = planted_data(n=300)
+    X = X + 2.0  # a common component, as real embeddings have
+    cfg = small_cfg()
+    model = SparseAutoencoder.from_config(cfg, torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    for start in range(0, 256, 64):  # fill Adam's moments, move the pre-bias
+        sae_train_step(model, opt, torch.from_numpy(X[start:start + 64]), cfg)
+    dead = np.zeros(model.n_latents, dtype=bool)
+    dead[[1, 4, 9, 33, 60]] = True
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = {p: {k: v.clone() for k, v in opt.state[p].items()} for p in model.parameters()}
+    want = restated_resampling(model, X, dead, seed=7, n_inputs=200, l1=l1)
+    n = resample_dead_latents(model, X, dead, opt, torch.Generator().manual_seed(7), n_inputs=200, l1=l1)
+    assert n == 5 and len(set(want["rows"].tolist())) == 5  # distinct inputs
+    np.testing.assert_allclose(model.decoder.weight.detach()[:, dead].numpy(), want["decoder"], atol=2e-6)
+    np.testing.assert_allclose(model.encoder.weight.detach()[dead].numpy(), want["encoder"], rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(model.encoder.bias.detach()[dead].numpy(), want["bias"])
+    # Nothing else moved; the resampled rows' Adam moments are zero, the others' untouched.
+    keep = torch.from_numpy(~dead)
+    assert torch.equal(model.pre_bias.detach(), before["pre_bias"])
+    assert torch.equal(model.encoder.weight.detach()[keep], before["encoder.weight"][keep])
+    assert torch.equal(model.encoder.bias.detach()[keep], before["encoder.bias"][keep])
+    assert torch.equal(model.decoder.weight.detach()[:, keep], before["decoder.weight"][:, keep])
+    for param, axis in ((model.encoder.weight, 0), (model.encoder.bias, 0), (model.decoder.weight, 1)):
+        for key in ("exp_avg", "exp_avg_sq"):
+            now, then = opt.state[param][key], moments[param][key]
+            assert torch.all(now.index_select(axis, torch.from_numpy(np.flatnonzero(dead))) == 0)
+            kept = torch.from_numpy(np.flatnonzero(~dead))
+            assert torch.equal(now.index_select(axis, kept), then.index_select(axis, kept))
+    assert torch.equal(opt.state[model.pre_bias]["exp_avg"], moments[model.pre_bias]["exp_avg"])
+
+
+def test_resampling_stops_after_max_resamples(planted, monkeypatch):
+    import panderm.tasks.concepts.sae as sae_module
+
+    calls = []
+    real = sae_module.resample_dead_latents
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("l1"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sae_module, "resample_dead_latents", counting)
+    X = planted[0][:500]
+    train_sae(X, small_cfg(epochs=8, resample_every=1, max_resamples=3))
+    assert calls == [small_cfg().l1] * 3  # epochs 1-3 only, with the training L1 in the sampling loss
+    calls.clear()
+    train_sae(X, small_cfg(epochs=8, resample_every=2, max_resamples=None))
+    assert len(calls) == 3  # epochs 2, 4, 6 (never after the last)
+    calls.clear()
+    train_sae(X, small_cfg(epochs=4, resample_every=1, k=3))
+    assert calls == [0.0] * 3  # TopK: no L1 term in the loss
+
+
+# ---------------------------------------------------------------------------------------------- issue 13
+
+
+def test_divergence_stops_with_one_line(planted, tmp_path, capsys):
+    """Embeddings scaled by 1e30 used to train to all-NaN weights and exit 0 ("trained")."""
+    from panderm.cli import main
+    from panderm.tasks.concepts.sae import SAETrainingError
+
+    X = planted[0][:300] * np.float32(1e30)
+    with pytest.raises(SAETrainingError, match=r"diverged at epoch 1: .*not finite.*nothing was saved") as info:
+        train_sae(X, small_cfg(epochs=3))
+    assert isinstance(info.value, DataError) and "\n" not in str(info.value)
+    emb = tmp_path / "huge.npy"
+    np.save(emb, X)
+    capsys.readouterr()
+    assert main(["concepts", "train-sae", "--embeddings", str(emb), "--epochs", "3", "--expansion", "2",
+                 "--device", "cpu", "--out", str(tmp_path / "run")]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "diverged" in err[0] and "--normalize" in err[0], err
+    assert not (tmp_path / "run" / "sae.safetensors").exists()
+
+
+def test_absurd_sizes_are_one_line_before_allocation(planted, tmp_path, capsys):
+    """Issue 13: an SAE config claiming expansion 10^7 allocated ~160 GB (MemoryError traceback).
+
+    The sizes here are terabytes, more than any machine this runs on, so the check always refuses them.
+    """
+    from panderm.cli import main
+
+    wide = np.random.default_rng(0).normal(size=(10, 768)).astype(np.float32)
+    with pytest.raises(DataError, match=r"768 inputs x 7,680,000,000 latents needs about .* GB .*choose fewer latents"):
+        train_sae(wide, SAEConfig(d_in=768, expansion=10**7))
+    with pytest.raises(DataError, match="needs about"):
+        SparseAutoencoder(768, 768 * 10**7)
+    # A saved SAE whose config claims another size than its weights.
+    model, _ = train_sae(planted[0][:200], small_cfg(epochs=1))
+    folder = save_sae(model, small_cfg(epochs=1), tmp_path / "sae")
+    meta = json.loads((folder / "sae_config.json").read_text())
+    meta["config"]["expansion"] = 10**10
+    (folder / "sae_config.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"claims d_in=16, n_latents=160,000,000,000 but sae.safetensors holds "
+                                        r"d_in=16, n_latents=64"):
+        load_sae(folder)
+    # The CLI: one line, before any training.
+    emb = tmp_path / "emb.npy"
+    np.save(emb, wide)
+    capsys.readouterr()
+    assert main(["concepts", "train-sae", "--embeddings", str(emb), "--expansion", str(10**7), "--device", "cpu",
+                 "--out", str(tmp_path / "run")]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "needs about" in err[0], err
+
+
+def test_cli_reruns_are_byte_identical(planted, tmp_path):
+    """Issue 13: the same flags and seed gave different files on rerun (safetensors metadata order, the
+    temporary file's name inside autoencoder.pth)."""
+    import subprocess
+    import sys
+
+    emb = tmp_path / "emb.npy"
+    np.save(emb, planted[0][:600])
+    files = ("sae.safetensors", "autoencoder.pth", "learned_activation.npy")
+    digests = []
+    for run in ("a", "b"):  # separate processes: hash seeds and temp names differ as they would for a user
+        proc = subprocess.run([sys.executable, "-m", "panderm.cli", "concepts", "train-sae", "--embeddings", str(emb),
+                               "--expansion", "2", "--epochs", "6", "--batch-size", "128", "--resample-every", "2",
+                               "--device", "cpu", "--out", str(tmp_path / run)],
+                              capture_output=True, text=True, timeout=1200)
+        assert proc.returncode == 0, proc.stderr
+        digests.append({name: (tmp_path / run / name).read_bytes() for name in files})
+    for name in files:
+        assert digests[0][name] == digests[1][name], name

@@ -384,13 +384,16 @@ def match_concepts(
     word_embeddings: Any,
     candidate_latents: Any = None,
     words: Sequence[str] | None = None,
+    allow_unmatched: bool = False,
 ) -> list[dict[str, Any]]:
     """Hungarian 1-to-1 matching of concept words to SAE dictionary directions, maximising total cosine.
 
     ``decoder_dirs`` ``[F, D]`` (row j = decoder column j), ``word_embeddings`` ``[W, D]`` (text embeddings of
     the concept words), ``candidate_latents`` the latents allowed (the reference: those with a non-zero CBM
     weight; a boolean mask or indices; default all). Each word gets a distinct latent, so ``W`` must not
-    exceed the number of candidates. Returns, in word order, ``{"word", "latent", "cosine"}``.
+    exceed the number of candidates, unless ``allow_unmatched``: then, as ``linear_sum_assignment`` does on
+    the reference's rectangular matrix, only as many words as there are candidates get one (the set with the
+    largest total cosine) and the others are left out. Returns, in word order, ``{"word", "latent", "cosine"}``.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -400,7 +403,10 @@ def match_concepts(
     if len(names) != emb.shape[0]:
         raise DataError(f"{len(names)} words given for {emb.shape[0]} word embeddings")
     cand = _candidates(candidate_latents, dirs.shape[0])
-    if len(cand) < emb.shape[0]:
+    if len(cand) == 0:
+        raise DataError("no candidate latents to match the concept words to (no latent has a non-zero classifier "
+                        "weight?)")
+    if len(cand) < emb.shape[0] and not allow_unmatched:
         raise DataError(
             f"{emb.shape[0]} concept words but only {len(cand)} candidate latents; each word needs its own latent"
         )

@@ -2,8 +2,9 @@
 
 Sub-actions ``train-sae``, ``activations``, ``cbm``, ``explain``, ``intervene``. Each handler only maps flags
 to :mod:`panderm.tasks.concepts.run`, prints a short table and writes ``results.json`` in its ``--out`` run
-folder. Unlike the reference doors in ``automated-concept-discovery/``, the SAE resamples dead latents by
-default (``--resample-every 10``; 0 is the reference) and labels are taken by column name.
+folder. Unlike the reference doors in ``automated-concept-discovery/``, the SAE follows the recipe of the
+reference's SAE library (pre-bias at the geometric median, dead latents resampled every 10 epochs at most 4
+times; ``--pre-bias-init zeros --resample-every 0`` is the reference) and labels are taken by column name.
 """
 from __future__ import annotations
 
@@ -55,6 +56,23 @@ def _load_model(args):
                         allow_random_init=args.allow_random_init)
 
 
+#: SAEConfig field -> `panderm concepts train-sae` flag, for the hints of the end-of-training warning.
+TRAIN_SAE_FLAGS = {"pre_bias_init": "--pre-bias-init", "resample_every": "--resample-every", "epochs": "--epochs",
+                   "expansion": "--expansion"}
+
+
+def _max_resamples(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'none', got {text!r}")
+    return value
+
+
 def _train_sae(args) -> None:
     from panderm.cli_support import resolve_device
     from panderm.tasks.concepts.run import train_sae_from_file
@@ -62,8 +80,10 @@ def _train_sae(args) -> None:
     out = _claim(args)
     cfg = dict(expansion=args.expansion, n_latents=args.n_latents, k=args.k, l1=args.l1, lr=args.lr,
                batch_size=args.batch_size, epochs=args.epochs, resample_every=args.resample_every,
-               pre_bias_init=args.pre_bias_init, seed=args.seed, device=resolve_device(args.device))
-    s = train_sae_from_file(args.embeddings, out, cfg, reference_pth=not args.no_pth, progress=args.progress)
+               max_resamples=args.max_resamples, pre_bias_init=args.pre_bias_init, seed=args.seed,
+               device=resolve_device(args.device))
+    s = train_sae_from_file(args.embeddings, out, cfg, reference_pth=not args.no_pth, progress=args.progress,
+                            flag_names=TRAIN_SAE_FLAGS)
     f = s["final"]
     weights = [v for k, v in s["files"].items() if k in ("safetensors", "sae", "pth", "config")] or [out]
     _finish(out, {"task": "concepts train-sae", **s}, [{
@@ -156,7 +176,10 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--epochs", type=int, default=200)
     p.add_argument("--resample-every", type=int, default=10, help="resample dead latents every N epochs (0: never, "
                                                                    "the reference)")
-    p.add_argument("--pre-bias-init", default="zeros", choices=["zeros", "mean", "geometric_median"])
+    p.add_argument("--max-resamples", type=_max_resamples, default=4, metavar="N|none",
+                   help="resample at most N times (Anthropic's recipe: 4), so training settles afterwards")
+    p.add_argument("--pre-bias-init", default="geometric_median", choices=["geometric_median", "mean", "zeros"],
+                   help="initial tied pre-bias: the embeddings' geometric median or mean, or zeros (the reference)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--no-pth", action="store_true", help="skip the reference-layout autoencoder.pth")

@@ -20,15 +20,19 @@ Pipeline (ref-panderm2 §6):
    and reports before/after).
 
 Defaults: the **reference doors** (``automated-concept-discovery/*.py``) default to the reference, i.e. the SAE
-never resamples dead latents (``resample_every=0``) and the label is the CSV column the reference picks by
-position; the **library and the CLI** default to resampling every 10 epochs (``SAEConfig``'s default) and to a
-label column given by name. Everything is seeded (SAE init/shuffling, SGD ``random_state``), unlike the
-reference's unseeded SGD. The ``autoencoder.pth`` written here is a plain dict of tensors and ints (readable
-with ``torch.load(weights_only=True)``), in the reference key layout with the leading component axis.
+never resamples dead latents (``resample_every=0``), keeps the pre-bias at zero (``pre_bias_init="zeros"``) and
+the label is the CSV column the reference picks by position; the **library and the CLI** default to the recipe of
+the reference's SAE library (``SAEConfig``'s defaults: pre-bias at the geometric median, resampling every 10
+epochs, at most 4 times) and to a label column given by name. Everything is seeded (SAE init/shuffling, SGD
+``random_state``), unlike the reference's unseeded SGD. The ``autoencoder.pth`` written here is a plain dict of
+tensors and ints (readable with ``torch.load(weights_only=True)``), in the reference key layout with the leading
+component axis.
 """
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,8 @@ import pandas as pd
 
 from panderm.errors import DataError
 from panderm.report import write_csv, write_json, write_npy
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "load_array",
@@ -186,8 +192,14 @@ def write_reference_pth(model, path: str | Path, train_shape: Sequence[int] | No
                          "n_components": 1},
         "train_shape": [int(s) for s in train_shape] if train_shape is not None else None,
     }
+    # Serialised in memory: torch names the zip members after the file it writes to, so saving to the
+    # temporary file would put its random name into the bytes. This way identical weights give identical files.
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path, suffix=".pth") as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buf.getvalue())
     return Path(path)
 
 
@@ -211,6 +223,7 @@ def train_sae_from_file(
     activations: bool = True,
     activation_batch_size: int = 512,
     progress: bool = False,
+    flag_names: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Train an SAE on ``embeddings_npy`` ``[N, D]`` and write it to ``out_dir``; return a summary dict.
 
@@ -219,11 +232,25 @@ def train_sae_from_file(
     ``sae_config.json``, ``autoencoder.pth`` (reference layout, tensors only) when ``reference_pth``,
     ``learned_activation.npy`` ``[N, F]`` float32 (codes of the training rows) when ``activations``,
     ``sae_history.jsonl`` and ``sae_history.png``, and ``sae_summary.json``.
+
+    Sizes (training, and the codes when ``activations``) are checked before training starts. A diverging
+    run raises :class:`~panderm.tasks.concepts.sae.SAETrainingError` and writes nothing. A run that ends
+    with FVU > 1 or more than half its latents dead logs one warning line and keeps it in the summary
+    (``"warnings"``); ``flag_names`` spells the hints in the caller's flags.
     """
-    from panderm.tasks.concepts.sae import plot_history, sae_activations, save_sae, train_sae
+    from panderm.tasks.concepts.sae import (
+        check_sae_fits,
+        plot_history,
+        sae_activations,
+        save_sae,
+        train_sae,
+        training_warning,
+    )
 
     X = load_array(embeddings_npy, "embeddings")
     cfg = _sae_config(X.shape[1], config)
+    check_sae_fits(cfg.d_in, cfg.latents, cfg.device, n_rows=X.shape[0], batch_size=cfg.batch_size, training=True,
+                   codes_rows=X.shape[0] if activations else 0)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise DataError(f"SAE output path exists and is not a folder: {out}")
@@ -232,7 +259,7 @@ def train_sae_from_file(
 
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "sae_history.jsonl"
-        model, history = train_sae(X, cfg, log_path=log, progress=progress)
+        model, history = train_sae(X, cfg, log_path=log, progress=progress, flag_names=flag_names)
         out.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {"history": out / "sae_history.jsonl"}
         from panderm.report import atomic_path
@@ -256,6 +283,7 @@ def train_sae_from_file(
         "n_latents": int(cfg.latents),
         "config": cfg.to_dict(),
         "final": last,
+        "warnings": [w for w in [training_warning(last, cfg, flag_names) if last else None] if w],
         "latents_active_on_training_rows": n_active,
         "files": {k: str(v) for k, v in paths.items()},
     }
@@ -445,9 +473,11 @@ def explain(
     """Global explanation: match each concept word to a distinct latent with a non-zero CBM weight.
 
     Hungarian matching of the text embeddings to the SAE dictionary directions (cosine), restricted to latents
-    with a non-zero weight, as the reference notebooks do. Writes ``concept_matches.json`` (matches with their
-    weights and |weight| ranks, plus the top latents per class), ``concept_matches.csv`` and
-    ``concept_weights.png``. Returns the JSON content.
+    with a non-zero weight, as the reference notebooks do. With fewer non-zero weights than concepts, the
+    reference's ``linear_sum_assignment`` matches as many concepts as there are such latents (the set with the
+    largest total cosine); the others are listed under ``"unmatched"`` and one warning line says so. Writes
+    ``concept_matches.json`` (matches with their weights and |weight| ranks, plus the top latents per class),
+    ``concept_matches.csv`` and ``concept_weights.png``. Returns the JSON content.
     """
     from panderm.tasks.concepts.cbm import match_concepts, plot_weights, top_concepts
     from panderm.tasks.concepts.sae import decoder_directions
@@ -457,12 +487,23 @@ def explain(
     w2 = w[None, :] if w.ndim == 1 else w
     importance = np.abs(w2).sum(axis=0)
     n_nonzero = int(np.count_nonzero(importance))
-    if n_nonzero < len(concepts):
-        raise DataError(f"{cbm_weights_npy} has {n_nonzero} non-zero weights but {len(concepts)} concepts were "
-                        "given; each concept needs its own latent")
+    if not len(concepts):
+        raise DataError("no concept words to match; give some (--concepts WORD ...) or leave them out for the "
+                        "reference's ten")
+    if n_nonzero == 0:
+        raise DataError(f"{cbm_weights_npy} has no non-zero weight, so no latent can be named: the CBM's L1 penalty "
+                        "removed every latent; refit it with a smaller --alpha (panderm concepts cbm --alpha)")
     dirs = decoder_directions(model)
     text, encoder = encode_concepts(concepts, model.d_in, model_id, encoder, checkpoint, device, allow_random_init)
-    matches = match_concepts(dirs, text, importance != 0, words=list(concepts))
+    matches = match_concepts(dirs, text, importance != 0, words=list(concepts), allow_unmatched=True)
+    left = Counter(concepts)
+    left.subtract(m["word"] for m in matches)
+    unmatched = [word for word in dict.fromkeys(concepts) for _ in range(max(left[word], 0))]
+    if unmatched:
+        log.warning("warning: %s has %d non-zero weight(s) for %d concepts: matched the %d with the largest total "
+                    "cosine, left out %s; for more, refit the CBM with a smaller --alpha or give fewer --concepts",
+                    cbm_weights_npy, n_nonzero, len(concepts), len(matches),
+                    ", ".join(repr(word) for word in unmatched))
     order = np.argsort(-importance, kind="stable")
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
@@ -481,6 +522,7 @@ def explain(
         "n_latents": int(model.n_latents),
         "n_nonzero_weights": n_nonzero,
         "matches": matches,
+        "unmatched": unmatched,
         "top_latents": top_concepts(w2, k=top_k),
     }
     table = pd.DataFrame([{k: (v if not isinstance(v, list) else str(v)) for k, v in m.items()} for m in matches])
