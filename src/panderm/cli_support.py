@@ -1,6 +1,7 @@
 """What every door shares: logging setup, one-line errors, exit codes."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -43,9 +44,10 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False) -> int:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread (e.g. called from a notebook worker)
         pass
-    from .report import discard_claimed, forget_claimed
+    from .report import discard_claimed, forget_claimed, forget_inputs, release_run_dirs
 
     forget_claimed()
+    forget_inputs()
     try:
         fn()
     except PandermError as exc:
@@ -60,11 +62,30 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False) -> int:
         _close_progress_bars()
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:
+        if debug or exc.errno not in _STORAGE_ERRNOS:
+            raise
+        discard_claimed()
+        _close_progress_bars()
+        print(f"{prog}: error: {storage_error_line(exc)}", file=sys.stderr)
+        return 2
     finally:
         if previous is not None:  # a door called in-process (tests, notebooks) leaves the handler as it was
             signal.signal(signal.SIGTERM, previous)
+        release_run_dirs()
     forget_claimed()
     return 0
+
+
+# A full disk, a read-only or foreign folder, a quota: the user's storage, not a bug.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+
+
+def storage_error_line(exc: OSError) -> str:
+    """'cannot write PATH: No space left on device (errno 28)'; the path where the OS names one."""
+    where = exc.filename if exc.filename is not None else "the output"
+    what = exc.strerror or os.strerror(exc.errno)
+    return f"cannot write {where}: {what} (errno {exc.errno}); nothing partial was kept"
 
 
 def _close_progress_bars() -> None:

@@ -18,3 +18,14 @@ class DataError(PandermError):
 
 class ModelError(PandermError):
     """A model id, weights file or checkpoint that cannot be loaded as given."""
+
+
+def require_finite(settings, flag=lambda name: "--" + name.replace("_", "-")) -> None:
+    """Every float field of the dataclass `settings` is a finite number (``--lr nan`` is one line, not a NaN run)."""
+    import dataclasses
+    import math
+
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PandermError(f"{flag(f.name)} must be a finite number, got {value}")

@@ -17,12 +17,20 @@ from typing import Any, Iterator
 import numpy as np
 
 
+def current_umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a result file is as readable as any other
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -152,14 +160,58 @@ def discard_claimed() -> list[Path]:
     return removed
 
 
+# Run folders this process holds (an open descriptor with an exclusive flock each), released at exit.
+_LOCKED: dict[str, int] = {}
+
+
+def lock_run_dir(path: str | os.PathLike) -> Path:
+    """Hold an exclusive lock on the run folder `path` (created if absent) for the rest of this process.
+
+    A second run on the same folder, started while this one works (with or without --resume/--overwrite),
+    gets one error line instead of writing into it. The lock is on the folder itself (flock on its
+    descriptor), so it leaves no file behind and dies with the process, even under kill -9.
+    """
+    from .errors import PandermError
+
+    path = Path(path)
+    key = str(path.resolve())
+    if key in _LOCKED:
+        return path
+    claim_dir(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        # The folder belongs to the run holding the lock: never remove it when this run fails.
+        _CLAIMED[:] = [top for top in _CLAIMED if not (top == path or top in path.parents)]
+        raise PandermError(f"output folder {path} is in use by another run that is still working; wait for it "
+                           "or choose another --out") from None
+    except (ImportError, OSError):  # no flock on this platform or file system: run unlocked
+        os.close(fd)
+        return path
+    _LOCKED[key] = fd
+    return path
+
+
+def release_run_dirs() -> None:
+    """Let go of every run folder this process locked (the door's run is over)."""
+    while _LOCKED:
+        _, fd = _LOCKED.popitem()
+        os.close(fd)
+
+
 def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Create a run folder; an existing non-empty one is an error unless `overwrite`."""
+    """Create and lock a run folder; an existing non-empty one is an error unless `overwrite`."""
     from .errors import PandermError
 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PandermError(f"output path exists and is not a folder: {path}")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    lock_run_dir(path)
+    if any(path.iterdir()) and not overwrite:
         raise PandermError(f"output folder {path} already holds a run; pass --overwrite or choose another --out")
     return claim_dir(path)
 
@@ -193,12 +245,27 @@ def confusion_matrix_figure(y_true, y_pred, classnames, title: str = ""):
     return fig
 
 
+# Side files a run read (class-name and template files): provenance hashes them with the declared inputs.
+_READ_INPUTS: list[Path] = []
+
+
+def record_input(path: str | os.PathLike) -> None:
+    """Note a file the current run read, so that its provenance carries the file's sha256."""
+    if Path(path) not in _READ_INPUTS:
+        _READ_INPUTS.append(Path(path))
+
+
+def forget_inputs() -> None:
+    """A new run starts: forget the side files earlier runs in this process read."""
+    _READ_INPUTS.clear()
+
+
 def provenance(encoder=None, csv_files=(), seed=None, extra: dict | None = None, device=None, inputs=(),
                model: dict | None = None) -> dict:
     """What a reader needs to rerun a result: command line, versions, model, data hashes, seed, device.
 
     `inputs` are other files the result depends on (embeddings, SAE checkpoints): their sha256 goes under
-    `input_sha256`. Without an encoder, `model` describes what stands in for it (e.g. an SAE) and `device`
+    `input_sha256`, with every side file recorded by `record_input` (class names, templates). Without an encoder, `model` describes what stands in for it (e.g. an SAE) and `device`
     says where the work ran.
     """
     import platform
@@ -227,7 +294,7 @@ def provenance(encoder=None, csv_files=(), seed=None, extra: dict | None = None,
         out["device"] = str(device)
     out["csv_sha256"] = {str(csv): file_sha256(csv) for csv in csv_files}
     hashed = {}
-    for f in inputs:
+    for f in [*inputs, *_READ_INPUTS]:
         f = Path(f)
         if f.is_file():
             hashed[str(f)] = file_sha256(f)

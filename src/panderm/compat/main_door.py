@@ -157,9 +157,7 @@ def run(args) -> None:
                                precision=args.precision, cache=not args.no_cache, n_bootstrap=args.bootstrap,
                                reference_logits=True)
         for r in results:
-            from ..report import write_csv
-
-            write_csv(logs.per_sample_csv(r.dataset.folder, short), r.predictions_frame(args.csv_img_key))
+            logs.write_per_sample(r.dataset.folder, short, r.predictions_frame(args.csv_img_key))
             metrics.update(r.reference_metrics())
         if retrieval_table is not None:
             from ..tasks import retrieval_run

@@ -80,6 +80,9 @@ def load_templates(path: str | Path) -> tuple[str, ...]:
         raise DataError(f"{path}: template file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read template file ({exc})") from None
+    from ..report import record_input
+
+    record_input(path)
 
     templates: list[str] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):

@@ -63,7 +63,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, Weighte
 
 from ..checkpoint_io import load_training_checkpoint, remove_stale_temps, rng_state, set_rng_state
 from ..checkpoint_io import save_training_checkpoint as save_checkpoint
-from ..errors import DataError, ModelError, PandermError
+from ..errors import DataError, ModelError, PandermError, require_finite
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
 from ..models.cae_vit import drop_path as _drop_path
 from ..models.cae_vit import drop_path_rates as _drop_path_rates
@@ -112,6 +112,10 @@ class FinetuneConfig:
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
+        require_finite(self)
+        if self.lr <= 0 or self.min_lr < 0 or self.weight_decay < 0:
+            raise PandermError(f"--lr must be positive and --min-lr, --weight-decay not negative "
+                               f"(got {self.lr}, {self.min_lr}, {self.weight_decay})")
         if self.monitor not in MONITORS:
             raise PandermError(f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
         if self.normalize not in ("reference", "imagenet", "model"):

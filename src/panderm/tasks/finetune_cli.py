@@ -31,7 +31,7 @@ def _finetune(args) -> None:
     from ..cli_support import resolve_device
     from ..features import default_workers
     from ..models import load_encoder
-    from ..report import format_table, prepare_run_dir, provenance
+    from ..report import format_table, lock_run_dir, prepare_run_dir, provenance
     from . import finetune as ft
     from ..data.benchmarks import load_classnames
     from .linear_probe_run import load_splits
@@ -53,6 +53,8 @@ def _finetune(args) -> None:
     # --resume on a folder holding only this command's files but no last.pt yet (killed before the first
     # checkpoint landed) starts afresh instead of refusing the folder.
     stale = args.resume and out.is_dir() and all(p.name in _RUN_FILES for p in out.iterdir())
+    if resuming and rank == 0:
+        lock_run_dir(out)
     if not args.eval and not resuming and rank == 0:
         prepare_run_dir(out, args.overwrite or stale)
         for name in _RUN_FILES:  # --overwrite: a fresh run must not append to an old log

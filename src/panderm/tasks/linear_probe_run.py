@@ -86,7 +86,10 @@ def load_splits(csv: str | os.PathLike, image_col: str = "image_path", label_col
     for s in ("train", "test"):
         if s not in tables:
             raise DataError(f"{csv}: no rows with {split_col} == {s!r}")
-    return ProbeSplits(Path(csv), tables)
+    splits = ProbeSplits(Path(csv), tables)
+    if splits.n_classes < 2:
+        raise DataError(f"{csv}: every row has label 0: a classifier needs at least two classes")
+    return splits
 
 
 def split_features(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: bool, **kw) -> dict[str, np.ndarray]:

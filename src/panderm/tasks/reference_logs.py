@@ -2,7 +2,10 @@
 
 - `<logs>/<name>/out.log` and `params.txt`; a run aborts if `out.log` exists.
 - `<logs>/<name>/checkpoints/results.jsonl`: one JSON line of metrics per evaluation.
-- `<logs>/<DATASET-FOLDER>/<model>.csv`: per-sample predictions.
+- `<logs>/<DATASET-FOLDER>/<model>.csv`: per-sample predictions. This path does not hold the run name, so
+  runs with different `--name`s overwrite each other's file (the reference's layout, kept so scripts find it);
+  every run also keeps its own copy in `<logs>/<name>/predictions/<DATASET-FOLDER>/<model>.csv`, and replacing
+  another run's file is a warning line.
 """
 from __future__ import annotations
 
@@ -42,6 +45,18 @@ class ReferenceLogs:
 
     def per_sample_csv(self, folder: str, model_short: str) -> Path:
         return self.logs / folder / f"{model_short}.csv"
+
+    def write_per_sample(self, folder: str, model_short: str, frame) -> Path:
+        """The reference's shared per-sample CSV plus this run's own copy (which no other run replaces)."""
+        from ..report import write_csv
+
+        shared = self.per_sample_csv(folder, model_short)
+        if shared.is_file():
+            logging.getLogger("panderm").warning(
+                "%s exists (another run, or an earlier one, wrote it) and is replaced as the reference does; "
+                "this run's copy is also in %s", shared, self.run_dir / "predictions" / folder)
+        write_csv(self.run_dir / "predictions" / folder / f"{model_short}.csv", frame)
+        return write_csv(shared, frame)
 
     def close(self) -> None:
         logging.getLogger().removeHandler(self._handler)

@@ -110,6 +110,8 @@ def load_array(
     if arr.ndim not in dims:
         want = " or ".join(f"{d}-D" for d in dims)
         raise DataError(f"{path} has shape {arr.shape}; {name} must be {want}")
+    if arr.size == 0:
+        raise DataError(f"{path} is empty (shape {arr.shape}); {name} needs at least one row and column")
     if n_rows is not None and arr.shape[0] != n_rows:
         raise DataError(f"{path} has {arr.shape[0]} rows (shape {arr.shape}) but {rows_of or 'the input'} "
                         f"has {n_rows}; they must be in the same order, one row each")

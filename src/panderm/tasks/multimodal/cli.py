@@ -294,9 +294,11 @@ def _build(args, train: bool):
     cfg.check()
     out = Path(args.output_dir)
     if train:
-        from ...report import prepare_run_dir
+        from ...report import lock_run_dir, prepare_run_dir
 
-        if not (args.resume and (out / "last.pt").is_file()):
+        if args.resume and (out / "last.pt").is_file():
+            lock_run_dir(out)
+        else:
             prepare_run_dir(out, args.overwrite)
             for name in _RUN_FILES:
                 (out / name).unlink(missing_ok=True)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from ...errors import ModelError, PandermError
+from ...errors import ModelError, PandermError, require_finite
 from ...checkpoint_io import load_training_checkpoint, remove_stale_temps, rng_state, set_rng_state
 from ...checkpoint_io import save_training_checkpoint as save_checkpoint
 from ..finetune import _autocast, _generator, seed_everything
@@ -84,6 +84,7 @@ class TrainConfig:
     wandb: bool = False
 
     def check(self) -> None:
+        require_finite(self, lambda name: "--learning_rate" if name == "lr" else f"--{name}")
         if self.monitor not in MONITORS:
             raise PandermError(f"unknown --monitor {self.monitor!r}; use one of {', '.join(MONITORS)}")
         for name in ("epochs", "batch_size", "accum_freq"):
