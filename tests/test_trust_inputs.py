@@ -186,3 +186,13 @@ def test_main_door_keeps_each_named_runs_per_sample_csv(tiny_openclip, tmp_path,
     shared = pd.read_csv(logs / "PH2-2" / "tiny-clip.csv")
     for name in ("one", "two"):  # each run's own copy stays
         pd.testing.assert_frame_equal(pd.read_csv(logs / name / "predictions" / "PH2-2" / "tiny-clip.csv"), shared)
+
+
+def test_finetune_reruns_write_byte_identical_checkpoints(tiny_panderm_v1, tiny_csv, tmp_path, capsys):  # noqa: F811
+    """Same flags and seed on CPU: the same weights, and the same bytes (no temp-file name inside the zip)."""
+    for run in ("a", "b"):
+        assert panderm_main(["finetune", "--model", "panderm-v1-base", "--checkpoint", str(tiny_panderm_v1), "--csv",
+                             str(tiny_csv), "--epochs", "2", "--batch-size", "8", "--warmup-epochs", "1",
+                             "--bootstrap", "0", "--device", "cpu", "--seed", "4", "--out", str(tmp_path / run)]) == 0
+    for name in ("last.pt", "best.pt"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
