@@ -94,10 +94,14 @@ DEMO_TASKS = ("features", "zeroshot", "retrieval_run", "linear_probe_run")
 def _models(args) -> None:
     from .models.registry import ALIASES
 
-    width = max(map(len, ALIASES))
-    for name, alias in ALIASES.items():
-        target = alias.model_id + (f" (pretrained {alias.pretrained})" if alias.pretrained else "")
-        print(f"{name.ljust(width)}  {target}  {alias.note}".rstrip())
+    from .report import format_table
+
+    rows = [{"alias": name, "loads": alias.model_id + (f" (pretrained {alias.pretrained})" if alias.pretrained else ""),
+             "notes": alias.note} for name, alias in ALIASES.items()]
+    rows.append({"alias": "demo", "loads": "built on the fly", "notes": "tiny random-weight model (demos and tests)"})
+    wanted = (args.filter or "").lower()
+    rows = [r for r in rows if wanted in " ".join(r.values()).lower()]
+    print(format_table(rows) if rows else f"no alias matches {args.filter!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("models", help="list model aliases")
+    p.add_argument("--filter", default=None, metavar="TEXT", help="only aliases whose name, target or notes hold TEXT")
     p.set_defaults(func=_models)
     from .tasks import cli_tasks
 
