@@ -18,15 +18,28 @@ SAMPLE_SETS = {
 
 
 def sample_root() -> Path:
-    """The bundled sample: `data/sample` of a source checkout."""
+    """The bundled sample: `$PANDERM_SAMPLE`, else `data/sample` of the source checkout this package runs from.
+
+    A wheel does not carry the 7 MB of images; an installed (non-editable) package finds them through
+    PANDERM_SAMPLE pointing at a checkout's `data/sample`.
+    """
+    import os
+
+    from .errors import DataError
+
+    given = os.environ.get("PANDERM_SAMPLE")
+    if given:
+        if (Path(given) / "ham10000_sample").is_dir():
+            return Path(given)
+        raise DataError(f"PANDERM_SAMPLE={given} does not hold the bundled sample (ham10000_sample/ is missing)")
     here = Path(__file__).resolve()
     for parent in here.parents:
         candidate = parent / "data" / "sample"
         if (candidate / "ham10000_sample").is_dir():
             return candidate
-    from .errors import DataError
-
-    raise DataError("bundled sample not found (expected data/sample/ in the source checkout)")
+    raise DataError("bundled sample not found: this install has no source checkout beside it; set "
+                    "PANDERM_SAMPLE=PATH/TO/panderm/data/sample (the repository's data/sample folder), or install "
+                    "from a checkout with `pip install -e .`")
 
 
 def run_demo(model: str = "demo", out_dir: str | Path = "demo-output", device: str = "cpu",
