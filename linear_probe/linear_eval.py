@@ -55,7 +55,7 @@ def main(argv=None) -> int:
         print(format_table(lp.summary_rows(result)))
         print(f"wrote {out}")
 
-    return run_door(run, "linear_eval.py", debug=args.debug)
+    return run_door(run, "linear_eval.py", debug=args.debug, flags={"image_root": "--root_path"})
 
 
 if __name__ == "__main__":

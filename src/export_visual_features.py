@@ -43,7 +43,7 @@ def main(argv=None) -> int:
         )
         print(f"saved {out}")
 
-    return run_door(run, "export_visual_features.py", debug=args.debug)
+    return run_door(run, "export_visual_features.py", debug=args.debug, flags={"image_root": "--data_root"})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from panderm.compat.main_door import build_parser, run  # noqa: E402
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    return run_door(lambda: run(args), "main.py", debug=args.debug)
+    return run_door(lambda: run(args), "main.py", debug=args.debug, flags={"image_root": "--parent-path"})
 
 
 if __name__ == "__main__":

@@ -196,3 +196,30 @@ def test_finetune_reruns_write_byte_identical_checkpoints(tiny_panderm_v1, tiny_
                              "--bootstrap", "0", "--device", "cpu", "--seed", "4", "--out", str(tmp_path / run)]) == 0
     for name in ("last.pt", "best.pt"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_a_wrong_image_root_names_each_doors_own_flag(tmp_path, capsys):
+    """The library says which setting is at fault (param="image_root"); each door names its own flag for it."""
+    import importlib.util
+
+    csv = PH2 / "ph2.csv"  # paths relative to the CSV's folder; every door below is pointed elsewhere
+
+    def door(rel):
+        spec = importlib.util.spec_from_file_location(Path(rel).stem, ROOT / rel)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.main
+
+    cases = [
+        (door("linear_probe/linear_eval.py"), ["--csv_path", str(csv), "--model", "demo", "--image_key", "image_path",
+                                               "--root_path", str(tmp_path), "--output_dir", str(tmp_path / "o")],
+         "--root_path"),
+        (door("src/export_visual_features.py"), ["--csv_path", str(csv), "--img_col", "image_path", "--model_name",
+                                                 "demo", "--data_root", str(tmp_path), "--output_dir",
+                                                 str(tmp_path / "e")], "--data_root"),
+        (panderm_main, ["features", "--model", "demo", "--csv", str(csv), "--image-col", "image_path", "--root",
+                        str(tmp_path), "--out", str(tmp_path / "f.npy")], "--root"),
+    ]
+    for main, argv, flag in cases:
+        last = _one_line(main(argv), capsys, "no image exists under", f"(set it with {flag})")
+        assert "give it as" not in last

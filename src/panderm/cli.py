@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
         finish()
 
-    return run_door(run, "panderm", debug=args.debug)
+    return run_door(run, "panderm", debug=args.debug, flags={"image_root": "--root"})
 
 
 if __name__ == "__main__":

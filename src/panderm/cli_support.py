@@ -27,9 +27,10 @@ def report_ignored(args, ignored: dict[str, str]) -> None:
             print(f"--{flag} {getattr(args, flag)!r} ignored: {why}")
 
 
-def run_door(fn: Callable[[], object], prog: str, debug: bool = False) -> int:
+def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: dict[str, str] | None = None) -> int:
     """Run `fn`; bad input becomes one line on stderr and a non-zero exit.
 
+    `flags` maps an error's `param` (e.g. "image_root") to this door's flag for it, named in the message.
     `--debug` (or PANDERM_DEBUG=1) keeps the traceback.
     """
     debug = debug or os.environ.get("PANDERM_DEBUG") == "1"
@@ -55,7 +56,7 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False) -> int:
             raise
         discard_claimed()  # output folders this run created: a failed run leaves nothing behind
         _close_progress_bars()
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc.render(flags)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         forget_claimed()  # keep checkpoints and progress records: --resume continues from them

@@ -7,9 +7,25 @@ is a bug and keeps its traceback.
 
 
 class PandermError(Exception):
-    """Bad input: the message names the file, row, column or flag at fault."""
+    """Bad input: the message names the file, row, column or flag at fault.
+
+    `param` names the setting that would fix it (e.g. "image_root") without a flag spelling: the door that
+    prints the error knows its own flag for it (`render`).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+    def render(self, flags: dict[str, str] | None = None) -> str:
+        """The message, ending with the door's own flag for `param` where the door has one."""
+        text = str(self)
+        if self.param is None:
+            return text
+        flag = (flags or {}).get(self.param)
+        return f"{text} (set it with {flag})" if flag else f"{text} (give it as the {self.param.replace('_', ' ')})"
 
 
 class DataError(PandermError):

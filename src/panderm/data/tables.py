@@ -248,14 +248,13 @@ def check_images(paths: Sequence[Path], label: str = "", workers: int = 8, root=
     if bad:
         where = f" in {label}" if label else ""
         kinds = sorted({why.split(" (")[0] for _, _, why in bad})
-        hint = ""
+        hint, param = "", None
         if len(bad) == len(paths) and kinds == ["missing"] and root is not None:
-            hint = (f"; no image exists under {root}: are the CSV's paths relative to another folder? "
-                    "(give it as the image root)")
+            hint, param = f"; no image exists under {root}: are the CSV's paths relative to another folder?", "image_root"
         row = (lambda i: f"row {_rows([rows[i]])}: ") if rows is not None else (lambda i: "")
         raise DataError(
             f"{len(bad)} of {len(paths)} image(s){where} cannot be used ({', '.join(kinds)}): "
-            + list_items([f"{row(i)}{p} [{why}]" for i, p, why in bad]) + hint
+            + list_items([f"{row(i)}{p} [{why}]" for i, p, why in bad]) + hint, param=param
         )
 
 
