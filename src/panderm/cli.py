@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tasks.multimodal import cli as multimodal_cli
 
     multimodal_cli.register(sub, add_model_args)
+    from .tasks.segmentation import cli as segmentation_cli
+
+    segmentation_cli.register(sub, add_model_args)
     return parser
 
 
