@@ -161,6 +161,27 @@ def test_binary_auroc_equals_reference_one_hot_ovr_macro():
     assert M.auroc(y, p, multi_class="ovo") == M.auroc(y, p)  # K=2 ignores multi_class
 
 
+def test_onehot_auroc_is_the_reference_two_column_mean_and_differs_on_ties():
+    """Rows 0 and 1 tie on p1 (0.7) but not on p0 (0.3 vs 0.2999), as separately rounded softmax columns can.
+    p1 only: the tied pair is worth 1/2, so 3.5 / 4 = 0.875. Column 0 separates every pair: 1.0. The zero-shot
+    reference's roc_auc_score(one_hot, probs, average="macro") is their mean, 0.9375."""
+    y = np.array([0, 1, 0, 1])
+    probs = np.array([[0.3, 0.7], [0.2999, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    assert M.auroc(y, probs) == 0.875 == skm.roc_auc_score(y, probs[:, 1])
+    assert M.auroc(y, probs, "onehot") == 0.9375 == skm.roc_auc_score(np.eye(2)[y], probs, average="macro")
+    metrics = M.classification_metrics(y, probs, ["auroc"], "onehot")
+    assert metrics["auroc"] == 0.9375
+    ci = M.bootstrap_ci(y, probs, ["auroc"], n_resamples=50, multi_class="onehot")
+    assert ci["auroc"]["value"] == 0.9375
+    # Without ties, and for K > 2, it is the usual AUROC.
+    y3, p3 = make_data(300, 2, 11)
+    assert M.auroc(y3, p3, "onehot") == pytest.approx(M.auroc(y3, p3), abs=1e-12)
+    y4, p4 = make_data(300, 4, 12)
+    assert M.auroc(y4, p4, "onehot") == M.auroc(y4, p4, "ovr")
+    with pytest.raises(DataError, match="'ovr', 'ovo' or 'onehot'"):
+        M.auroc(y, probs, "columns")
+
+
 def test_ovo_and_ovr_differ_and_each_match_sklearn():
     # Imbalanced classes with class-dependent separability: OvR and OvO weigh
     # the confusions differently.

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from torchvision import transforms as T
@@ -53,7 +54,8 @@ def test_main_py_reproduces_reference_probabilities_and_keys(tiny_openclip, tmp_
                  "--zeroshot-eval2", str(ZS / "HAM-official-7-zero-shot-test.csv"),
                  "--zeroshot-eval6", str(ZS / "ph2-2-zero-shot-test.csv"),
                  "--csv-img-key", "image_path", "--csv-label-key", "label", "--model", f"local-dir:{tiny_openclip}",
-                 "--device", "cpu", "--workers", "0", "--logs", str(logs), "--name", "run1", "--bootstrap", "50")
+                 "--device", "cpu", "--workers", "0", "--logs", str(logs), "--name", "run1", "--bootstrap", "50",
+                 "--precision", "fp32")  # float32 here; the default amp (CPU autocast) is checked further down
     assert r.returncode == 0, r.stderr
     line = json.loads((logs / "run1" / "checkpoints" / "results.jsonl").read_text().strip())
     expected_keys = {"zeroshot-pad-wf1", "zeroshot-pad-acc", "zeroshot-ham-wf1", "zeroshot-ham-acc",
@@ -318,3 +320,149 @@ def test_cli_one_benchmark_with_its_csv(tiny_openclip, tmp_path):
     probs, labels = reference_probs(tiny_openclip, ZS / "pad-zero-shot-test.csv", get_benchmark("PAD-6").classnames)
     assert res["datasets"]["PAD-6"]["metrics"]["accuracy"] == pytest.approx(
         accuracy_score(labels, probs.argmax(1)), abs=1e-12)
+
+
+# --------------------------------------------------------------------------- reference CPU autocast (issue 13)
+def cpu_amp_reference_probs(model_dir, images, classifier, batch_size):
+    """The reference's `src/main.py --precision amp` zero-shot scores on CPU, one operation at a time.
+
+    How the numbers are obtained: open_clip_train's get_autocast(amp, device_type="cpu") wraps the reference's
+    zero-shot loop in torch.autocast("cpu", dtype=float16), and its classifier is built under a CUDA-only
+    autocast (float32 on CPU). Written out here without autocast, with explicit casts, for the PanDerm-2 CAE
+    tower (BEiT/CAE attention, ref-panderm2 §1.1) read straight from the checkpoint:
+    - CPU autocast ops run in float16 (inputs, weights and biases cast): conv2d, linear, matmul (`@`);
+    - everything else keeps its input's dtype: LayerNorm of the float32 residual stream stays float32, softmax
+      and GELU of float16 tensors are float16, F.normalize of the float16 embedding is float16;
+    - float32 parameters combined with float16 tensors promote to float32 (cat with the CLS token, γ · x).
+    Scores: normalise the float16 embedding, 100 · f @ W (an autocast matmul: float16), softmax in float16,
+    per batch of `batch_size` images as the reference's loader yields them.
+    """
+    from safetensors.torch import load_file
+
+    half = torch.float16
+    v = {k[len("visual."):]: t for k, t in load_file(str(model_dir / "open_clip_model.safetensors")).items()
+         if k.startswith("visual.")}
+
+    def linear(x, name, bias=None):  # autocast: weights, bias and input in float16
+        b = v[f"{name}.bias"] if bias is None else bias
+        return F.linear(x.to(half), v[f"{name}.weight"].to(half), b.to(half))
+
+    def layer_norm(x, name):  # not cast on CPU: float32 in, float32 out
+        return F.layer_norm(x, x.shape[-1:], v[f"{name}.weight"], v[f"{name}.bias"], eps=1e-6)
+
+    heads, depth = 2, 2
+    w_half = classifier.T.contiguous().to(half)  # [D, K] as the reference builds it, cast by the autocast matmul
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = F.conv2d(images[start:start + batch_size].to(half), v["patch_embed.proj.weight"].to(half),
+                     v["patch_embed.proj.bias"].to(half), stride=8).flatten(2).transpose(1, 2)  # float16
+        x = torch.cat([v["cls_token"].expand(len(x), -1, -1), x], dim=1)  # promoted to float32
+        x = x + v["pos_embed"]
+        for i in range(depth):
+            p = f"blocks.{i}"
+            zero = torch.zeros_like(v[f"{p}.attn.v_bias"])
+            qkv = linear(layer_norm(x, f"{p}.norm1"), f"{p}.attn.qkv",
+                         bias=torch.cat([v[f"{p}.attn.q_bias"], zero, v[f"{p}.attn.v_bias"]]))
+            b, n, d3 = qkv.shape
+            q, k, val = qkv.reshape(b, n, 3, heads, d3 // 3 // heads).permute(2, 0, 3, 1, 4)
+            q = q * (d3 // 3 // heads) ** -0.5  # float16
+            attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)  # float16 matmul, float16 softmax
+            o = (attn @ val).transpose(1, 2).reshape(b, n, d3 // 3)
+            x = x + v[f"{p}.gamma_1"] * linear(o, f"{p}.attn.proj")  # float32 γ · float16 → float32
+            h = F.gelu(linear(layer_norm(x, f"{p}.norm2"), f"{p}.mlp.fc1"))  # float16
+            x = x + v[f"{p}.gamma_2"] * linear(h, f"{p}.mlp.fc2")
+        x = layer_norm(x, "norm")
+        emb = linear(layer_norm(x[:, 1:].mean(dim=1), "norm"), "head")  # the same LayerNorm twice, then float16
+        f = F.normalize(emb, dim=-1)  # float16
+        out.append(torch.softmax(100.0 * f @ w_half, dim=1))  # float16 logits, float16 softmax
+    return torch.cat(out)
+
+
+def test_main_py_amp_on_cpu_reproduces_the_reference_cpu_autocast(tiny_panderm2, tmp_path):
+    """`src/main.py` with its default `--precision amp` on CPU equals the reference's CPU autocast run.
+
+    Checked against `cpu_amp_reference_probs` (above; the tiny PanDerm-2 CAE tower of tests/tiny_models.py):
+    every probability equal to the last float16 bit, AUROC = sklearn's roc_auc_score(one_hot, probs,
+    average="macro") on them, accuracy from their argmax. Measured here: the float32 scores the door gave
+    before (also `--precision fp32`) differ from these by up to ~1e-3.
+    """
+    from panderm.models import load_encoder
+
+    csv = ZS / "ph2-2-zero-shot-test.csv"
+    logs = tmp_path / "logs"
+    common = ["--zeroshot-eval6", str(csv), "--csv-img-key", "image_path", "--csv-label-key", "label",
+              "--model", f"local-dir:{tiny_panderm2}", "--device", "cpu", "--workers", "0", "--batch-size", "64",
+              "--logs", str(logs), "--bootstrap", "0", "--no-cache"]
+    r = run_main(*common, "--name", "amp")
+    assert r.returncode == 0, r.stderr
+    got = pd.read_csv(logs / "PH2-2" / "tiny-panderm2.csv")
+    line = json.loads((logs / "amp" / "checkpoints" / "results.jsonl").read_text())
+
+    enc = load_encoder(f"local-dir:{tiny_panderm2}")
+    frame = pd.read_csv(csv)
+    images = torch.stack([enc.preprocess(Image.open(REPO / p).convert("RGB")) for p in frame["image_path"]])
+    with torch.no_grad():  # the classifier in float32 (10 classes, i.e. all 16 prompts, per forward)
+        names = get_benchmark("PH2-2").classnames
+        t = enc.encode_text(enc.tokenize([tpl.format(c=c) for c in names for tpl in SKIN_TEMPLATES]))
+        t = F.normalize(t, dim=-1).reshape(len(names), len(SKIN_TEMPLATES), -1).mean(dim=1)
+        classifier = F.normalize(t, dim=-1)
+        ref = cpu_amp_reference_probs(tiny_panderm2, images, classifier, 64).numpy()
+    ours = got[["probability_class_0", "probability_class_1"]].to_numpy()
+    np.testing.assert_array_equal(ours.astype(np.float16), ref)
+    # Written as float16 numbers, as the reference's pandas writes its float16 array (e.g. 0.566, not 0.56591797).
+    cols = ["probability_class_0", "probability_class_1"]
+    text = pd.read_csv(logs / "PH2-2" / "tiny-panderm2.csv", dtype=str)[cols]
+    assert text.to_csv(index=False) == pd.DataFrame({c: ref[:, i] for i, c in enumerate(cols)}).to_csv(index=False)
+    labels = frame["label"].to_numpy()
+    assert (got["predicted_label"].to_numpy() == ref.argmax(1)).all()
+    assert line["zeroshot-PH2-acc"] == accuracy_score(labels, ref.argmax(1))
+    assert line["zeroshot-PH2-auroc"] == pytest.approx(roc_auc_score(np.eye(2)[labels], ref, average="macro"),
+                                                       abs=1e-12)
+    # The float32 computation (what the door gave with amp on CPU before) is measurably different.
+    r32 = run_main(*common, "--name", "fp32", "--precision", "fp32")
+    assert r32.returncode == 0, r32.stderr
+    fp32 = pd.read_csv(logs / "PH2-2" / "tiny-panderm2.csv")[["probability_class_0", "probability_class_1"]]
+    assert np.abs(fp32.to_numpy() - ref.astype(np.float64)).max() > 1e-4
+
+
+def test_door_two_class_auroc_averages_both_columns_when_probabilities_tie(tiny_panderm2, tmp_path, monkeypatch):
+    """The reference's two-class AUROC is roc_auc_score(one_hot, probs, average="macro"): the mean of the AUROC
+    of p0 for class 0 and of p1 for class 1. Hand-made scores tied on p1 but not on p0 (each column is rounded
+    on its own): p1-only gives 0.5, the reference 0.75. `panderm zeroshot` keeps the binary AUROC on p1."""
+    from panderm.models import load_encoder
+    from panderm.tasks import zeroshot
+
+    frame = pd.read_csv(ZS / "ph2-2-zero-shot-test.csv").groupby("label").head(3)
+    csv = tmp_path / "ph2.csv"
+    frame.to_csv(csv, index=False)
+    labels = frame["label"].to_numpy()
+    tied = np.column_stack([np.where(labels == 0, 0.5009766, 0.5), np.full(len(labels), 0.5)]).astype(np.float16)
+    assert roc_auc_score(labels, tied[:, 1]) == 0.5
+    assert roc_auc_score(np.eye(2)[labels], tied, average="macro") == 0.75
+    monkeypatch.setattr(zeroshot, "cpu_autocast_probs", lambda *a, **k: tied)
+    enc = load_encoder(f"local-dir:{tiny_panderm2}")
+    ds = zeroshot.build_dataset(csv, benchmark=get_benchmark("PH2-2"), root=REPO)
+    door = zeroshot.evaluate(enc, ds, num_workers=0, cache=False, n_bootstrap=20, reference=True)
+    assert door.reference_metrics()["zeroshot-PH2-auroc"] == 0.75
+    assert door.ci["auroc"]["value"] == 0.75
+    own = zeroshot.evaluate(enc, ds, num_workers=0, cache=False, n_bootstrap=0)  # float32, its own scores
+    assert own.metrics["auroc"] == roc_auc_score(labels, own.probs[:, 1])
+
+
+def test_cpu_autocast_is_the_doors_alone_and_keyed_apart(tiny_openclip):
+    """Only the doors' amp / amp_bf16 on CPU change (and get their own feature-cache key); CUDA, fp32 and every
+    `panderm` command keep their precision."""
+    from panderm.features import cache_key, cpu_autocast, effective_precision
+    from panderm.models import load_encoder
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert effective_precision(cpu, cpu_autocast("amp")) == "cpu-fp16"
+    assert effective_precision(cpu, cpu_autocast("amp_bf16")) == effective_precision(cpu, cpu_autocast(
+        "amp_bfloat16")) == "cpu-bf16"
+    for other in ("fp32", "fp16", "bf16", "pure_fp16", "pure_bf16"):  # no autocast in the reference
+        assert effective_precision(cpu, cpu_autocast(other)) == "fp32"
+    assert effective_precision(gpu, cpu_autocast("amp")) == effective_precision(gpu, "amp") == "fp16"
+    assert effective_precision(cpu, "amp") == "fp32"
+    enc = load_encoder(f"local-dir:{tiny_openclip}")
+    paths = [ZS.parent / "ph2" / "images" / "IMD003.jpg"]
+    assert cache_key(enc, "embed", paths, cpu_autocast("amp")) != cache_key(enc, "embed", paths, "amp")

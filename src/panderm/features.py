@@ -13,6 +13,7 @@ grow with the number of images.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import hashlib
 import json
@@ -73,20 +74,65 @@ def default_workers(device: torch.device) -> int:
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32", "pure_bf16", "pure_fp16")
 
 
+# The reference doors on CPU: open_clip_train's get_autocast(precision, device_type=<the device>) wraps the image
+# tower (and retrieval's text tower) in torch.autocast("cpu", dtype=float16 for amp, bfloat16 for amp_bf16); its
+# other precisions get no autocast. `cpu_autocast(precision)` asks for that; only the doors use it.
+CPU_AUTOCAST = "+cpu-autocast"
+_CPU_AUTOCAST_DTYPES = {"amp": torch.float16, "amp_bf16": torch.bfloat16, "amp_bfloat16": torch.bfloat16}
+
+
+def cpu_autocast(precision: str) -> str:
+    """`precision` as the reference runs it: on CPU, amp / amp_bf16 under CPU autocast (CUDA: unchanged)."""
+    return precision if precision.endswith(CPU_AUTOCAST) else precision + CPU_AUTOCAST
+
+
+def base_precision(precision: str) -> str:
+    """`precision` without the cpu_autocast marker."""
+    return precision[:-len(CPU_AUTOCAST)] if precision.endswith(CPU_AUTOCAST) else precision
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_autocast_works(dtype: torch.dtype) -> bool:
+    """Whether this torch runs CPU autocast in `dtype` (older releases disable float16 with a warning; the
+    reference then computes in float32 as well)."""
+    import warnings
+
+    from .models.cae_vit import cpu_autocast_active
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.autocast("cpu", dtype=dtype):
+            return cpu_autocast_active()
+
+
 def effective_precision(device: torch.device, precision: str) -> str:
-    """What the numbers are computed in: fp32 on CPU; fp16 or bf16 autocast on CUDA unless fp32."""
+    """What the numbers are computed in: fp32 on CPU; fp16 or bf16 autocast on CUDA unless fp32.
+
+    `cpu_autocast(precision)` on CPU gives "cpu-fp16" / "cpu-bf16" for amp / amp_bf16 (the reference doors).
+    """
+    marked = precision.endswith(CPU_AUTOCAST)
+    precision = base_precision(precision)
     if precision not in PRECISIONS:
         raise ModelError(f"unknown precision {precision!r} (one of {', '.join(PRECISIONS)})")
+    if marked and device.type == "cpu" and precision in _CPU_AUTOCAST_DTYPES \
+            and _cpu_autocast_works(_CPU_AUTOCAST_DTYPES[precision]):
+        return "cpu-bf16" if _CPU_AUTOCAST_DTYPES[precision] == torch.bfloat16 else "cpu-fp16"
     if device.type != "cuda" or precision == "fp32":
         return "fp32"
     return "bf16" if precision in ("bf16", "amp_bf16", "amp_bfloat16", "pure_bf16") else "fp16"
+
+
+def autocast_dtype(mode: str) -> torch.dtype | None:
+    """The reduced dtype of an effective precision (None for fp32)."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "cpu-fp16": torch.float16,
+            "cpu-bf16": torch.bfloat16}.get(mode)
 
 
 def _autocast(device: torch.device, precision: str):
     mode = effective_precision(device, precision)
     if mode == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+    return torch.autocast("cpu" if mode.startswith("cpu-") else "cuda", dtype=autocast_dtype(mode))
 
 
 def cache_dir_default() -> Path:
@@ -475,7 +521,9 @@ def extract_features(
     if compile:
         _check_compile_possible(encoder.device)
     start = time.perf_counter()
-    head = encoder.projection_head() if kind == "embed" else None
+    # Under CPU autocast the projection runs in the reduced dtype too, as in the reference: no `features` shortcut.
+    cpu_ac = effective_precision(encoder.device, precision).startswith("cpu-")
+    head = encoder.projection_head() if kind == "embed" and not cpu_ac else None
     if head is not None:
         return _embed_via_features(encoder, head, paths, start, batch_size=batch_size, num_workers=num_workers,
                                    precision=precision, cache=cache, cache_dir=cache_dir, draft=draft,

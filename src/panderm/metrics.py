@@ -4,7 +4,8 @@ Every metric the PanDerm-2 / DermFM-Zero evaluation code reports, with the same
 definitions as the scikit-learn calls used there:
 
 * zero-shot (ref-panderm2 §2.5): accuracy ("top-1"), weighted F1, top-3 accuracy,
-  AUROC (one-hot OvR macro, which equals binary AUROC when K == 2);
+  AUROC (one-hot macro over the columns, ``multi_class="onehot"``: for K == 2 the
+  mean of both columns' AUROCs, which equals binary AUROC on p1 unless scores tie);
 * linear probe (ref-panderm2 §4.5): accuracy, balanced accuracy, quadratic kappa,
   weighted F1, AUROC (binary, or OvO macro), macro average precision (AUPR);
 * bootstrap CI pipeline (ref-dermfm-zero §4): accuracy, balanced accuracy,
@@ -83,7 +84,7 @@ REFERENCE_BOOTSTRAP_METRICS = (
 )
 
 _TOPK_RE = re.compile(r"^top(\d+)_accuracy$")
-_MULTI_CLASS = ("ovr", "ovo")
+_MULTI_CLASS = ("ovr", "ovo", "onehot")
 
 # Upper bound on the number of float64 cells one bootstrap chunk may hold in a
 # [replicates, samples] or [replicates, K*K] array (~16 MB); keeps memory flat for
@@ -190,7 +191,7 @@ def _label_pair(
 
 def _check_multi_class(multi_class: str) -> None:
     if multi_class not in _MULTI_CLASS:
-        raise DataError(f"multi_class must be 'ovr' or 'ovo', got {multi_class!r}")
+        raise DataError(f"multi_class must be 'ovr', 'ovo' or 'onehot', got {multi_class!r}")
 
 
 # --------------------------------------------------------------------------- #
@@ -324,9 +325,9 @@ def _binary_ap(scores: np.ndarray, is_pos: np.ndarray, W: np.ndarray) -> np.ndar
 
 def _auroc_w(y: np.ndarray, probs: np.ndarray, W: np.ndarray, multi_class: str) -> np.ndarray:
     k = probs.shape[1]
-    if k == 2:
+    if k == 2 and multi_class != "onehot":
         return _binary_auc(probs[:, 1], y == 1, W)
-    if multi_class == "ovr":
+    if multi_class in ("ovr", "onehot"):
         # Class c is nan in a replicate without it; macro over the classes present.
         per_class = np.stack([_binary_auc(probs[:, c], y == c, W) for c in range(k)], 1)
         return _masked_mean(per_class, ~np.isnan(per_class))
@@ -551,10 +552,15 @@ def top_k_accuracy(y_true: Any, probs: Any, k: int = 3) -> float:
 def auroc(y_true: Any, probs: Any, multi_class: str = "ovr") -> float:
     """Area under the ROC curve.
 
-    Binary (K == 2): ``roc_auc_score(y, probs[:, 1])``; this also equals the
-    zero-shot code's one-hot OvR macro on the two columns. Multi-class: macro
+    Binary (K == 2): ``roc_auc_score(y, probs[:, 1])``. Multi-class: macro
     ``"ovr"`` (zero-shot code and DermFM-Zero bootstrap) or macro ``"ovo"``
     (linear-probe code), as sklearn computes them.
+
+    ``"onehot"`` is the zero-shot code's ``roc_auc_score(one_hot, probs,
+    average="macro")``: the mean of every column's one-vs-rest AUROC, both columns
+    when K == 2. That equals the binary AUROC on p1 unless probabilities tie: p0
+    is rounded on its own, so rows tied on p1 can differ on p0 (and the other way
+    round), and each column gives tied rows half credit. For K > 2 it is ``"ovr"``.
 
     Differences from sklearn, which raises in these cases: classes absent from
     ``y_true`` are left out of the macro mean (OvR: their column; OvO: every pair

@@ -155,7 +155,7 @@ def run(args) -> None:
         metrics: dict = {}
         results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
                                precision=args.precision, cache=not args.no_cache, n_bootstrap=args.bootstrap,
-                               reference_logits=True)
+                               reference=True)
         for r in results:
             logs.write_per_sample(r.dataset.folder, short, r.predictions_frame(args.csv_img_key))
             metrics.update(r.reference_metrics())

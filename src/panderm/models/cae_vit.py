@@ -32,6 +32,14 @@ from ..errors import ModelError
 POOLINGS = ("double_ln", "single_ln", "cls")
 
 
+def cpu_autocast_active() -> bool:
+    """Whether the calling code runs under an enabled CPU autocast."""
+    try:
+        return torch.is_autocast_enabled("cpu")
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled()
+
+
 def sincos_pos_embed(grid: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
     """The fixed 2-D sin-cos position embedding of the CAE code, CLS slot included.
 
@@ -128,9 +136,22 @@ class Attention(nn.Module):
         bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
         qkv = F.linear(x, self.qkv.weight, bias).reshape(b, n, 3, self.heads, d // self.heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        mask = None if score_bias is None else score_bias.to(q.dtype).unsqueeze(0)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if x.device.type == "cpu" and cpu_autocast_active():
+            out = self._explicit(q, k, v, score_bias)
+        else:
+            mask = None if score_bias is None else score_bias.to(q.dtype).unsqueeze(0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+    @staticmethod
+    def _explicit(q, k, v, score_bias):
+        """The reference's attention step by step, softmax((q·scale) @ kᵀ [+ bias]) @ v. Under CPU autocast (the
+        reference doors' `--precision amp` on CPU) each step rounds to the half type there: the matmuls are autocast
+        ops and softmax keeps its input's dtype, roundings a fused attention kernel does not make."""
+        attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+        if score_bias is not None:
+            attn = attn + score_bias.unsqueeze(0)
+        return attn.softmax(dim=-1) @ v
 
 
 class Mlp(nn.Module):

@@ -53,6 +53,11 @@ few ulps apart can order differently than in a full-matrix matmul, as they can
 between two BLAS libraries; the benchmark checks the chunked ranks against the
 reference's argsort ranks on the same data.
 
+The reference door (``src/main.py --val-data``) needs the reference's own
+order among equal scores (repeated captions, float16 scores under CPU
+autocast): :func:`argsort_ranks` builds the full matrix and argsorts it as the
+reference does, whenever that fits in memory (:func:`argsort_fits`).
+
 Duplicates and groups
 ---------------------
 The reference counts duplicates (the same image with several captions, or the
@@ -79,7 +84,9 @@ column naming the image) follows CLIP_benchmark's multi-caption recall instead:
 from __future__ import annotations
 
 import math
+import os
 import warnings
+from contextlib import nullcontext as _nullcontext
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,6 +107,9 @@ __all__ = [
     "rank_metrics",
     "retrieval_metrics",
     "clip_val_loss",
+    "argsort_ranks",
+    "argsort_fits",
+    "reference_clip_loss",
     "duplicate_groups",
     "bootstrap_retrieval_ci",
 ]
@@ -685,6 +695,87 @@ def retrieval_metrics(
     metrics["num_images"] = len(r_i2t)
     metrics["num_texts"] = len(r_t2i)
     return RetrievalResult(metrics, r_i2t, r_t2i, img_q, txt_q, groups)
+
+
+# --------------------------------------------------------------------------- the reference's full-matrix ranking
+
+
+def argsort_bytes(n: int, itemsize: int) -> int:
+    """Peak memory of :func:`argsort_ranks` for N pairs: the N x N scores, argsort's sorted copy (and a
+    contiguous copy of the transposed matrix) in the scores' dtype, and its int64 indices."""
+    return n * n * (3 * itemsize + 8)
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def argsort_fits(n: int, itemsize: int, available: int | None = None) -> bool:
+    """Whether the reference's N x N ranking takes at most half the available memory (4 GB when unknown)."""
+    available = _available_memory() if available is None else available
+    return argsort_bytes(n, itemsize) <= (available // 2 if available else 4 << 30)
+
+
+def argsort_ranks(image_features: torch.Tensor, text_features: torch.Tensor,
+                  logit_scale: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's ranks (open_clip ``get_clip_metrics``, ref-panderm2 §3), ties included.
+
+    The scores are ``(logit_scale · I) @ Tᵀ`` over the full N x N matrix, in the features' dtype (float16
+    for features computed under CPU autocast), with ``logit_scale`` a float32 scalar tensor as the model
+    returns it. Every row of the matrix (image_to_text) and of its transpose, a view as there
+    (text_to_image), is ordered by ``torch.argsort(descending=True)``; the rank is the position of the
+    ground truth. Among equal scores that order is torch's unstable sort, not row order: it is what the
+    reference reports for repeated captions. Memory: :func:`argsort_bytes`.
+    Returns 0-based (image_to_text, text_to_image) ranks.
+    """
+    n = image_features.shape[0]
+    scale = torch.as_tensor(logit_scale, dtype=torch.float32)
+    truth = torch.arange(n)[:, None]
+    out = []
+    with torch.inference_mode():
+        logits = scale * image_features @ text_features.t()
+        for mat in (logits, logits.t()):
+            order = torch.argsort(mat, descending=True)
+            ranks = np.empty(n, dtype=np.int64)
+            for a in range(0, n, 1024):  # where the ground truth sits, a block of rows at a time
+                ranks[a:a + 1024] = (order[a:a + 1024] == truth[a:a + 1024]).nonzero()[:, 1].numpy()
+            del order
+            out.append(ranks)
+    return out[0], out[1]
+
+
+def reference_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: Any,
+                        batch_size: int, autocast_dtype: torch.dtype | None = None) -> float:
+    """The reference's ``clip_val_loss`` as it accumulates it: per batch of ``batch_size`` rows
+    ``(CE(s·I_b @ T_bᵀ) + CE of the transpose) / 2`` (under CPU autocast in ``autocast_dtype`` when given,
+    where the matmul is in that dtype and the cross-entropy in float32), summed as a float32 tensor weighted
+    by batch size, divided by N."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise DataError(f"loss batch size must be a positive integer, got {batch_size!r}")
+    scale = torch.as_tensor(_check_logit_scale(logit_scale), dtype=torch.float32)
+    n = image_features.shape[0]
+    total: Any = 0.0
+    with torch.inference_mode():
+        for a in range(0, n, int(batch_size)):
+            b = min(a + int(batch_size), n)
+            ctx = torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype is not None else _nullcontext()
+            with ctx:
+                logits = scale * image_features[a:b] @ text_features[a:b].t()
+                labels = torch.arange(b - a)
+                loss = (torch.nn.functional.cross_entropy(logits, labels)
+                        + torch.nn.functional.cross_entropy(logits.t(), labels)) / 2
+            total = total + loss * (b - a)
+    return float(total / n)
 
 
 # --------------------------------------------------------------------------- CLIP loss

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
+import torch.nn.functional as F
 
 from ..features import extract_features, extract_text_features
 from ..models.base import Encoder
@@ -18,10 +20,12 @@ GROUP_MODES = ("auto", "none")
 
 
 def encode_pairs(encoder: Encoder, pairs: RetrievalPairs, *, batch_size: int = 64, num_workers=None,
-                 precision: str = "amp", cache: bool = True, cache_dir=None) -> tuple[np.ndarray, np.ndarray]:
+                 precision: str = "amp", cache: bool = True, cache_dir=None,
+                 text_batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     images = extract_features(encoder, pairs.table.paths, "embed", batch_size=batch_size, num_workers=num_workers,
                               precision=precision, cache=cache, cache_dir=cache_dir).array
-    texts = extract_text_features(encoder, pairs.captions, precision=precision, cache=cache, cache_dir=cache_dir)
+    texts = extract_text_features(encoder, pairs.captions, batch_size=text_batch_size, precision=precision,
+                                  cache=cache, cache_dir=cache_dir)
     return np.asarray(images, dtype=np.float32), texts
 
 
@@ -47,12 +51,69 @@ def evaluate(encoder: Encoder, pairs: RetrievalPairs, *, group_mode: str = "auto
     return result, ci, img, txt
 
 
+def _output_dtypes(encoder: Encoder, pairs: RetrievalPairs, precision: str) -> tuple[torch.dtype, torch.dtype]:
+    """The dtypes the image and text towers return under `precision`'s autocast (one dummy image, one caption)."""
+    from ..features import _autocast
+    from .zeroshot import embed_dtype
+
+    with torch.inference_mode(), _autocast(encoder.device, precision):
+        text = encoder.encode_text(encoder.tokenize(pairs.captions[:1]).to(encoder.device)).dtype
+    return embed_dtype(encoder, precision), text
+
+
+def reference_result(encoder: Encoder, pairs: RetrievalPairs, args, available_memory: int | None = None):
+    """Ranks and loss as the reference's `evaluate` computes them (ref-panderm2 §3): images and captions encoded
+    in batches of `--batch-size` (under CPU autocast for `--precision amp` on CPU), features L2-normalised in the
+    towers' output dtype, the full-matrix argsort ranking (:func:`~.retrieval.argsort_ranks`) when N x N fits
+    in half the available memory, block-wise counting with ties broken by row order above that (one warning).
+    Returns (RetrievalResult, "argsort" | "chunked")."""
+    from ..features import _autocast, autocast_dtype, cpu_autocast, effective_precision
+    from .retrieval import argsort_bytes, argsort_fits, argsort_ranks, rank_metrics, reference_clip_loss
+
+    precision = cpu_autocast(args.precision)
+    img, txt = encode_pairs(encoder, pairs, batch_size=args.batch_size, num_workers=args.workers,
+                            precision=precision, cache=not getattr(args, "no_cache", False),
+                            text_batch_size=args.batch_size)
+    mode = effective_precision(encoder.device, precision)
+    cpu_dtype = autocast_dtype(mode) if mode.startswith("cpu-") else None
+    img_dtype, txt_dtype = _output_dtypes(encoder, pairs, precision) if cpu_dtype else (torch.float32,) * 2
+    with torch.inference_mode(), _autocast(torch.device("cpu"), precision if cpu_dtype else "fp32"):
+        I = F.normalize(torch.from_numpy(np.array(img)).to(img_dtype), dim=-1)  # a copy: img may be a read-only map
+        T = F.normalize(torch.from_numpy(np.array(txt)).to(txt_dtype), dim=-1)
+    n = len(pairs)
+    scale = getattr(encoder, "logit_scale", None)
+    itemsize = torch.promote_types(I.dtype, T.dtype).itemsize
+    if argsort_fits(n, itemsize, available_memory):
+        r_i2t, r_t2i = argsort_ranks(I, T, scale if scale is not None else 1.0)
+        path = "argsort"
+    else:
+        log.warning("retrieval: the reference's %d x %d argsort needs %.1f GB, more than half the free memory: "
+                    "ranks counted block by block, exact ties broken by row order (docs/REFERENCE.md)",
+                    n, n, argsort_bytes(n, itemsize) / 1e9)
+        result = retrieval_metrics(I.float(), T.float())
+        r_i2t, r_t2i = result.image_to_text_ranks, result.text_to_image_ranks
+        path = "chunked"
+    metrics = rank_metrics(r_i2t, DEFAULT_KS, "image_to_text")
+    metrics.update(rank_metrics(r_t2i, DEFAULT_KS, "text_to_image"))
+    metrics["mean_recall"] = (metrics["image_to_text_mean_recall"] + metrics["text_to_image_mean_recall"]) / 2
+    if scale is not None:
+        metrics["clip_val_loss"] = reference_clip_loss(I, T, scale, args.batch_size, cpu_dtype)
+    metrics["num_samples"] = metrics["num_images"] = metrics["num_texts"] = n
+    rows = np.arange(n)
+    return RetrievalResult(metrics, r_i2t, r_t2i, rows, rows), path
+
+
 def reference_metrics(encoder: Encoder, pairs: RetrievalPairs, args) -> dict:
     """The `src/main.py --val-data` keys: reference keys, then our R@1 and mean-recall keys."""
-    mode = "auto" if getattr(args, "group_by", None) else "none"
-    result, _, _, _ = evaluate(encoder, pairs, group_mode=mode, n_bootstrap=0, batch_size=args.batch_size,
-                               num_workers=args.workers, precision=args.precision,
-                               cache=not getattr(args, "no_cache", False), loss_batch_size=args.batch_size)
+    if getattr(args, "group_by", None):
+        from ..features import cpu_autocast
+
+        result, _, _, _ = evaluate(encoder, pairs, group_mode="auto", n_bootstrap=0, batch_size=args.batch_size,
+                                   num_workers=args.workers, precision=cpu_autocast(args.precision),
+                                   cache=not getattr(args, "no_cache", False), loss_batch_size=args.batch_size,
+                                   text_batch_size=args.batch_size)
+    else:
+        result, _ = reference_result(encoder, pairs, args)
     m = result.metrics
     keys = [f"{d}_{k}" for d in ("image_to_text", "text_to_image")
             for k in ("mean_rank", "median_rank", "R@5", "R@10", "R@50")]

@@ -96,11 +96,50 @@ def zero_shot_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, sca
 
 
 def reference_logits_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The dtype the reference's autocast gives the zero-shot logits under `precision` (None: float32)."""
+    """The dtype the reference's CUDA autocast gives the zero-shot logits under `precision` (None: float32)."""
     from ..features import effective_precision
 
     mode = effective_precision(torch.device(device), precision)
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
+
+
+def cpu_autocast_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, dtype: torch.dtype,
+                       batch_size: int, embed_dtype: torch.dtype | None = None,
+                       scale: float = LOGIT_SCALE) -> np.ndarray:
+    """The reference's scores with `--precision amp` (amp_bf16) on CPU, where its zero-shot loop runs under
+    torch.autocast("cpu", dtype) (ref-panderm2 §2.5; open_clip_train's get_autocast with the device's type).
+
+    Per batch of `batch_size` images, as the reference's loop: the tower's output, in `embed_dtype` (its dtype
+    under that autocast: `dtype` when a projection ends the tower), is L2-normalised in that dtype; `100.0 * f`
+    keeps it; `@ W` (W the [D, K] float32 classifier, built outside the autocast because the reference's
+    classifier autocast is CUDA-only) is an autocast matmul, so the logits are in `dtype`; softmax is not an
+    autocast op on CPU and keeps `dtype`. Probabilities come back in float16 as the reference keeps them
+    (its per-sample CSV prints float16 values); bfloat16 ones as float32 (NumPy has no bfloat16, and the
+    reference's own `.numpy()` fails there).
+    """
+    embed_dtype = embed_dtype or dtype
+    w = torch.as_tensor(np.asarray(class_weights), dtype=torch.float32).T.contiguous()  # [D, K], as built there
+    out = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype):
+        for start in range(0, len(image_embeddings), batch_size):
+            f = np.array(image_embeddings[start:start + batch_size], dtype=np.float32)  # a copy: maybe a read-only map
+            f = F.normalize(torch.from_numpy(f).to(embed_dtype), dim=-1)
+            out.append(torch.softmax(scale * f @ w, dim=1))
+    probs = torch.cat(out)
+    return probs.numpy() if probs.dtype == torch.float16 else probs.float().numpy()
+
+
+def embed_dtype(encoder: Encoder, precision: str) -> torch.dtype:
+    """The dtype of `encoder.encode_image(x, "embed")` under `precision`'s autocast (one dummy image, once)."""
+    from ..features import _autocast, effective_precision
+
+    memo = encoder.__dict__.setdefault("_panderm_embed_dtype", {})
+    mode = effective_precision(encoder.device, precision)
+    if mode not in memo:
+        size = encoder.preprocess_spec.size
+        with torch.inference_mode(), _autocast(encoder.device, precision):
+            memo[mode] = encoder.encode_image(torch.zeros(1, 3, size, size, device=encoder.device), "embed").dtype
+    return memo[mode]
 
 
 @dataclass
@@ -171,22 +210,38 @@ def evaluate(
     cache_dir: str | os.PathLike | None = None,
     n_bootstrap: int = 1000,
     seed: int = 42,
-    reference_logits: bool = False,
+    reference: bool = False,
 ) -> ZeroShotResult:
-    """Zero-shot metrics of one dataset. `reference_logits` rounds the logits as the reference's autocast
-    does (only where `precision` is a half type on CUDA; on CPU everything is float32 anyway)."""
-    from ..features import extract_features
+    """Zero-shot metrics of one dataset.
 
+    `reference` (the `src/main.py` door) computes as the reference does: under CUDA autocast the logits are
+    rounded to the half type; with `--precision amp` / `amp_bf16` on CPU the image tower runs under CPU autocast
+    and the scores follow :func:`cpu_autocast_probs` (the text classifier stays float32 there, as the
+    reference's classifier autocast is CUDA-only); two-class AUROC is the mean over both probability columns.
+    """
+    from ..features import (autocast_dtype, base_precision, cpu_autocast, effective_precision, extract_features,
+                            resolve_batch_size)
+
+    image_precision = cpu_autocast(precision) if reference else base_precision(precision)
     feats = extract_features(encoder, dataset.table.paths, "embed", batch_size=batch_size, num_workers=num_workers,
-                             precision=precision, cache=cache, cache_dir=cache_dir)
-    weights = class_embeddings(encoder, dataset.classnames, templates, cache=cache, precision=precision,
-                               cache_dir=cache_dir)
-    dtype = reference_logits_dtype(encoder.device, precision) if reference_logits else None
-    probs = zero_shot_probs(feats.array, weights, logits_dtype=dtype)
+                             precision=image_precision, cache=cache, cache_dir=cache_dir)
+    weights = class_embeddings(encoder, dataset.classnames, templates, cache=cache,
+                               precision=base_precision(precision), cache_dir=cache_dir)
+    mode = effective_precision(encoder.device, image_precision)
+    if mode.startswith("cpu-"):
+        rows = resolve_batch_size(encoder, batch_size, "embed", image_precision)  # the loader's batches
+        probs = cpu_autocast_probs(feats.array, weights, autocast_dtype(mode), rows,
+                                   embed_dtype(encoder, image_precision))
+    else:
+        dtype = reference_logits_dtype(encoder.device, precision) if reference else None
+        probs = zero_shot_probs(feats.array, weights, logits_dtype=dtype)
     labels = dataset.table.labels
     names = dataset.report_metrics
-    metrics = classification_metrics(labels, probs, names)
-    ci = bootstrap_ci(labels, probs, names, n_resamples=n_bootstrap, seed=seed) if n_bootstrap else {}
+    # The reference's roc_auc_score(one_hot, probs, average="macro") averages both columns of a two-class set.
+    multi_class = "onehot" if reference else "ovr"
+    metrics = classification_metrics(labels, probs, names, multi_class)
+    ci = bootstrap_ci(labels, probs, names, n_resamples=n_bootstrap, seed=seed, multi_class=multi_class) \
+        if n_bootstrap else {}
     return ZeroShotResult(dataset, probs, labels, metrics, ci)
 
 
