@@ -96,7 +96,7 @@ def main(argv=None) -> int:
     rows[1]["peak / frozen"] = round(rows[1]["peak_MB"] / rows[0]["peak_MB"], 2)
     from panderm.report import format_table
 
-    print(format_table(rows, floatfmt=".3f"))
+    print(format_table(rows, columns=list(rows[1]), floatfmt=".3f"))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

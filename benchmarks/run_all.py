@@ -27,6 +27,7 @@ SUITE: dict[str, tuple[list[str], list[str]]] = {
     "linear_probe": ([], ["--n", "2000", "--dim", "256", "--classes", "7", "--repeats", "1"]),
     "sae": (["--n", "50000"], ["--n", "4096", "--d", "64"]),
     "multimodal": ([], ["--steps", "2", "--batch", "4"]),
+    "segmentation": ([], ["--width", "64", "--depth", "2", "--size", "32", "--warmup", "1", "--steps", "2"]),
 }
 
 

@@ -434,3 +434,41 @@ def test_text_labels_with_classnames(tiny_panderm_v1, tiny_csv, tmp_path):
     # A listed class with no train rows cannot be learned.
     with pytest.raises(DataError, match=r"\['extra'\].*no train rows"):
         _cli(*common, "--classnames", ",".join(names + ["extra"]), "--out", tmp_path / "extra")
+
+
+def test_an_epoch_that_has_not_trained_is_never_the_best(tiny_panderm_v1, tiny_csv, tmp_path, monkeypatch, caplog):
+    """Warm-up starts at lr 0: with one step per epoch and one warm-up epoch, epoch 0 trains nothing. Even when
+    its (untrained) head scores best on val, the checkpoint kept is a trained one (issue 18)."""
+    splits = load_splits(tiny_csv)
+    scores = iter([0.9, 0.5, 0.6])  # the untrained epoch 0 "wins" under the reference's strict-improvement rule
+
+    def fake_metrics(labels, probs):
+        return {"accuracy": next(scores)}
+
+    monkeypatch.setattr(ft, "_metrics", fake_metrics)
+    out = tmp_path / "run"
+    tuner = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=3, warmup_epochs=1, max_steps=1), out)
+    init = {k: v.clone() for k, v in tuner.model.state_dict().items()}
+    res = tuner.fit()
+    assert [r["lr"] for r in res["history"]][0] == 0.0
+    assert [r["trained"] for r in res["history"]] == [False, True, True]
+    # epoch 1 replaces the untrained placeholder whatever its score; epoch 2 then improves on it strictly
+    assert res["best_epoch"] == 2 and res["best_metric"] == 0.6
+    best = torch.load(out / "best.pt", weights_only=False)
+    assert best["epoch"] == 2
+    assert any(not torch.equal(best["model"][k], init[k]) for k in init)
+
+    scores = iter([0.9, 0.5])
+    res = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=2, warmup_epochs=1, max_steps=1),
+                       tmp_path / "run2").fit()
+    assert res["best_epoch"] == 1 and res["best_metric"] == 0.5
+
+
+def test_a_run_that_never_trains_says_so(tiny_panderm_v1, tiny_csv, tmp_path, caplog):
+    splits = load_splits(tiny_csv)
+    with caplog.at_level("WARNING", logger="panderm.tasks.finetune"):
+        res = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=1, warmup_epochs=1, max_steps=1),
+                           tmp_path / "run").fit()
+    assert res["best_epoch"] == 0 and res["history"][0]["trained"] is False
+    assert (tmp_path / "run" / "best.pt").is_file()
+    assert any("no epoch trained" in r.getMessage() for r in caplog.records)

@@ -371,3 +371,15 @@ def test_reference_door_smoke(tiny_panderm_v1, tmp_path, two_torch_threads, monk
                     "--pretrained_path", str(tiny_panderm_v1), "--save_dir", str(tmp_path / "x")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "not supported" in err and "--dataset" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("name,size,vit", [("timm:vit_tiny_patch16_224", 224, True), ("timm:resnet18", 64, False)])
+def test_timm_vit_and_cnn_towers(name, size, vit):
+    from panderm.models import load_encoder
+    from panderm.tasks.segmentation.model import SegmentationModel
+
+    enc = load_encoder(name, allow_random_init=True)
+    model = SegmentationModel(enc, 3, 16, freeze_encoder=True).eval()
+    assert model.taps.is_vit is vit
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, size, size)).shape == (1, 3, size, size)

@@ -83,8 +83,12 @@ class Model:
                            benchmark: str | None = None, data_root: str | os.PathLike = ".",
                            image_col: str = "image_path", label_col: str = "label", root=None,
                            templates: Sequence[str] | None = None, n_bootstrap: int = 1000, seed: int = 42,
-                           batch_size: int = 64, cache: bool = True, allow_outside_root: bool = False) -> dict:
+                           batch_size: int = 64, cache: bool = True, allow_outside_root: bool = False,
+                           split: str | None = None) -> dict:
         """Zero-shot metrics (and bootstrap CIs) on a labelled CSV or one of the reference benchmarks.
+
+        ``split="test"`` scores only the rows whose ``split`` column says so; without it every row is scored (one
+        warning when the CSV has a ``split`` column).
 
         Returns ``{"dataset", "n", "classnames", "metrics", "ci", "probs", "labels"}``.
         """
@@ -99,10 +103,10 @@ class Model:
             bench = get_benchmark(benchmark)
             ds = zeroshot.build_dataset(bench.csv_path(data_root), benchmark=bench, image_col=image_col,
                                         label_col=label_col, root=root or data_root,
-                                        allow_outside_root=allow_outside_root)
+                                        allow_outside_root=allow_outside_root, split=split, warn_unsplit=True)
         else:
             ds = zeroshot.build_dataset(csv, classnames, image_col=image_col, label_col=label_col, root=root,
-                                        allow_outside_root=allow_outside_root)
+                                        allow_outside_root=allow_outside_root, split=split, warn_unsplit=True)
         r = zeroshot.evaluate(self.encoder, ds, list(templates or SKIN_TEMPLATES), batch_size=batch_size,
                               cache=cache, n_bootstrap=n_bootstrap, seed=seed)
         return {"dataset": ds.name, "n": len(r.labels), "classnames": list(ds.classnames), "metrics": r.metrics,

@@ -43,13 +43,15 @@ def _zeroshot(args) -> None:
         csv = bench_csv or bench.csv_path(args.data_root)
         root = args.root or (None if bench_csv else args.data_root)
         datasets.append(zeroshot.build_dataset(csv, benchmark=bench, image_col=args.image_col, label_col=args.label_col,
-                                               root=root, flag_hints=hints, allow_outside_root=args.allow_outside_root))
+                                               root=root, flag_hints=hints, allow_outside_root=args.allow_outside_root,
+                                               split=args.split, warn_unsplit=True))
     if args.csv and not bench_csv:
         if not args.classnames:
             raise PandermError("--csv needs --classnames FILE or 'a,b,c'")
         datasets.append(zeroshot.build_dataset(args.csv, load_classnames(args.classnames), image_col=args.image_col,
                                                label_col=args.label_col, root=args.root, flag_hints=hints,
-                                               allow_outside_root=args.allow_outside_root))
+                                               allow_outside_root=args.allow_outside_root, split=args.split,
+                                               warn_unsplit=True))
     encoder, out = _encoder_and_run_dir(args)
     results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
                            precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
@@ -165,6 +167,9 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--root", default=None,
                    help="folder image paths are relative to (default: the CSV's folder; '.' for --benchmark)")
     add_allow_absolute_paths(p)
+    p.add_argument("--split", default=None, metavar="NAME",
+                   help="score only the rows whose 'split' column equals NAME (e.g. test); default: every row, "
+                        "with a warning when the CSV has a split column")
     p.add_argument("--templates", default=None, help="prompt templates file, one per line with {c}")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: off)")
     p.add_argument("--seed", type=int, default=42, help="bootstrap seed")

@@ -352,6 +352,10 @@ class WarmupCosine:
     def step(self) -> None:
         self.step_num += 1
 
+    def trained_by(self, steps: int) -> bool:
+        """Whether any of the first `steps` optimiser steps had a learning rate above 0 (warm-up starts at 0)."""
+        return any(self.lr_at(i) > 0 for i in range(min(steps, self.warmup_steps + 1)))
+
     def state_dict(self) -> dict:
         return {"step_num": self.step_num, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps}
 
@@ -779,13 +783,19 @@ class Finetuner:
             record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else None,
                       "step_losses": losses, "lr": sched.lr_at(max(sched.step_num - 1, 0)), "steps": len(losses)}
             improved = False
+            # Warm-up starts at lr 0: an epoch whose steps all had lr 0 (a short run, 1 step per epoch) leaves the
+            # head untrained. Such an epoch is only a placeholder best (so best.pt exists); the first trained epoch
+            # replaces it whatever its metric, and later ones need a strict improvement (the reference's rule).
+            trained = sched.trained_by((epoch + 1) * steps)
+            record["trained"] = trained
+            placeholder = best_epoch is None or not sched.trained_by((best_epoch + 1) * steps)
             if has_val:
                 probs, labels = self.predict_split("val")
                 val = _metrics(labels, probs)
                 record["val"] = val
                 value = val[self.monitor]
                 value = -math.inf if value is None or math.isnan(value) else value
-                improved = value > best
+                improved = (placeholder or value > best) if trained else best_epoch is None
                 if improved:
                     best, best_epoch = value, epoch
             else:
@@ -818,6 +828,10 @@ class Finetuner:
                 self.on_epoch_end(epoch, record)
             if cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch and epoch < cfg.epochs - 1:
                 return {"stopped_after_epoch": epoch, "history": history}
+        if best_epoch is not None and not sched.trained_by((best_epoch + 1) * steps):
+            log.warning("finetune: no epoch trained (the learning rate was 0 throughout: warm-up starts at 0); "
+                        "best.pt is the untrained head of epoch %d; use more epochs or steps, or --warmup-epochs 0",
+                        best_epoch)
         return {"history": history, "best_epoch": best_epoch, "best_metric": best}
 
     # -- test ----------------------------------------------------------------------------

@@ -44,6 +44,8 @@ REFERENCE_RANDOM_STATE = 42
 #: ``auroc_ovr`` the OvR macro AUROC used by the zero-shot and finetuning tasks, for comparison.
 # Gradient tolerance of the fast stopping rule (`tol`): the panderm CLI's default; the doors keep the reference's.
 CONVERGED_TOL = 1e-5
+#: Cap on the float64 L-BFGS restarts (of ``max_iter`` iterations each) that finish a fast-rule fit.
+MAX_REFINE_ROUNDS = 5
 SOLVERS = ("fast", "reference")
 
 
@@ -231,10 +233,13 @@ class LogisticRegressionProbe:
     tol:
         ``None`` (default): the reference's stopping rule. In float32 the gradient never reaches 1e-7, so the
         reference runs until the loss stops changing, and its last iterations are strong-Wolfe line searches
-        of up to 25 evaluations that no longer move the weights — most of its time. A number stops as soon
-        as ``max |∇| ≤ tol`` (same objective, same start, same L-BFGS): :data:`CONVERGED_TOL` (1e-5, ten times
-        stricter than scikit-learn's default ``tol``) reaches the reference's solution to ~1e-3 in
-        probability at a fraction of its cost (docs/BENCHMARKS.md).
+        of up to 25 evaluations that no longer move the weights — most of its time. A number is the rule
+        ``max |∇| ≤ tol`` (same objective, same start, same L-BFGS, stopped as soon as the rule holds):
+        :data:`CONVERGED_TOL` (1e-5, ten times stricter than scikit-learn's default ``tol``) reaches the
+        reference's solution to ~1e-3 in probability at a fraction of its cost (docs/BENCHMARKS.md). Where
+        float32 stalls first (ill-conditioned features: the loss stops changing at max |∇| 1e-4–1e-1), the fit
+        goes on in float64 (L-BFGS restarts, at most :data:`MAX_REFINE_ROUNDS` × ``max_iter`` more iterations)
+        until the rule holds; ``converged_`` says whether it did.
     device:
         "cpu" (default, bit-for-bit repeatable), "cuda", or "auto" (CUDA when available, like the reference).
 
@@ -242,7 +247,9 @@ class LogisticRegressionProbe:
     --------------------------
     coef_ : np.ndarray [K, D] float32 · intercept_ : np.ndarray [K] float32 · classes_ : ``arange(K)``
     C_ : float, the C actually used · n_iter_ : L-BFGS iterations · loss_ : final objective value ·
-    n_features_in_ : D · n_evals_ : objective evaluations · grad_max_ : final ``max |∇|``.  ``C`` keeps the constructor value (``None`` stays ``None``), as in sklearn.
+    n_features_in_ : D · n_evals_ : objective evaluations · grad_max_ : final ``max |∇|`` (with ``tol``: in
+    float64 at the stored float32 weights) · converged_ : ``grad_max_ <= tol`` (None for the reference rule) ·
+    n_rounds_ : L-BFGS runs (1, plus the float64 restarts).  ``C`` keeps the constructor value (``None`` stays ``None``), as in sklearn.
     """
 
     def __init__(self, C: float | None = None, seed: int = 0, max_iter: int = 1000, device: str | None = "cpu",
@@ -309,20 +316,103 @@ class LogisticRegressionProbe:
 
         # One step = up to max_iter L-BFGS iterations on the full batch, as in the reference.
         optimizer.step(closure)
-
-        optimizer.zero_grad()
-        final = probe_loss(linear.weight, linear.bias, feats, targets, C)
-        final.backward()
-        self.loss_ = float(final.detach())
-        self.grad_max_ = float(max(linear.weight.grad.abs().max(), linear.bias.grad.abs().max()))
-        self.n_evals_ = evals
         self.n_iter_ = int(optimizer.state[linear.weight].get("n_iter", 0))
-        self.coef_ = linear.weight.detach().cpu().numpy().copy()
-        self.intercept_ = linear.bias.detach().cpu().numpy().copy()
+        self.n_evals_ = evals
+        self.n_rounds_ = 1
+
+        if self.tol is None:  # the reference's rule: its weights, its float32 measures
+            optimizer.zero_grad()
+            final = probe_loss(linear.weight, linear.bias, feats, targets, C)
+            final.backward()
+            self.loss_ = float(final.detach())
+            self.grad_max_ = float(max(linear.weight.grad.abs().max(), linear.bias.grad.abs().max()))
+            self.converged_ = None
+            weight, bias = linear.weight.detach(), linear.bias.detach()
+        else:
+            weight, bias = self._finish(linear.weight.detach(), linear.bias.detach(), feats, targets, C, y_np,
+                                        n_classes)
+        self.coef_ = weight.cpu().numpy().astype(np.float32, copy=True)
+        self.intercept_ = bias.cpu().numpy().astype(np.float32, copy=True)
         self.classes_ = np.arange(n_classes)
         self.n_features_in_ = n_features
         self.C_ = C
         return self
+
+    def _finish(self, weight: torch.Tensor, bias: torch.Tensor, feats: torch.Tensor, targets: torch.Tensor,
+                C: float, y_np: np.ndarray, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fast rule's end: make ``max |∇| ≤ tol`` hold, measured in float64 at the float32 weights returned.
+
+        The float32 L-BFGS stops where the float32 loss stops changing, which on ill-conditioned features (large,
+        correlated embeddings) is far from stationary (max |∇| 1e-4 to 1e-1). From there, L-BFGS restarts in
+        float64 (fresh curvature history each round, at most :data:`MAX_REFINE_ROUNDS` rounds of ``max_iter``
+        iterations) until the rule holds at the rounded float32 weights. When the optimum is the penalty's kink
+        W = 0 (small C, uninformative features) the gradient never vanishes; there the subgradient condition
+        ``‖∇_W CE(0, b*)‖_F ≤ 0.5/C`` is checked and, when it holds, ``W = 0`` with the prior-matching bias is the
+        exact optimum (its minimum-norm subgradient is 0). Sets ``loss_``, ``grad_max_`` (float64), ``converged_``,
+        and adds the extra iterations / evaluations to ``n_iter_`` / ``n_evals_``.
+        """
+        tol = float(self.tol)
+        X64 = feats.double()
+        W = weight.double().clone().requires_grad_(True)
+        b = bias.double().clone().requires_grad_(True)
+
+        def measure() -> tuple[float, float]:
+            # The stored weights are float32: measure there, in float64.
+            w32 = W.detach().float().double().requires_grad_(True)
+            b32 = b.detach().float().double().requires_grad_(True)
+            loss = probe_loss(w32, b32, X64, targets, C)
+            loss.backward()
+            return float(loss.detach()), float(max(w32.grad.abs().max(), b32.grad.abs().max()))
+
+        loss, grad = measure()
+        kink = self._zero_optimum(X64, targets, C, y_np, n_classes) if grad > tol else None
+        if kink is not None:
+            W, b = kink
+            # At W = 0 only the bias gradient is left: -∇_W CE lies inside the penalty's subdifferential.
+            b_req = b.clone().requires_grad_(True)
+            final = probe_loss(W, b_req, X64, targets, C)
+            final.backward()
+            loss, grad = float(final.detach()), float(b_req.grad.abs().max())
+        rounds = MAX_REFINE_ROUNDS if kink is not None else 0
+        while grad > tol and rounds < MAX_REFINE_ROUNDS:
+            rounds += 1
+            # A stricter target inside the round leaves room for rounding the weights to float32.
+            opt = torch.optim.LBFGS([W, b], line_search_fn="strong_wolfe", max_iter=self.max_iter,
+                                    tolerance_grad=0.5 * tol, tolerance_change=1e-15, history_size=100)
+            evals = 0
+
+            def closure() -> torch.Tensor:
+                nonlocal evals
+                evals += 1
+                opt.zero_grad()
+                out = probe_loss(W, b, X64, targets, C)
+                out.backward()
+                return out
+
+            opt.step(closure)
+            done = int(opt.state[W].get("n_iter", 0))
+            self.n_iter_ += done
+            self.n_evals_ += evals
+            self.n_rounds_ += 1
+            before = grad
+            loss, grad = measure()
+            if done == 0 or not grad < before:
+                break  # no progress left in float64 either
+        self.loss_, self.grad_max_, self.converged_ = loss, grad, grad <= tol
+        return W.detach().float(), b.detach().float()
+
+    @staticmethod
+    def _zero_optimum(X64: torch.Tensor, targets: torch.Tensor, C: float, y_np: np.ndarray,
+                      n_classes: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(W = 0, b*) when it is the optimum of the unsquared-norm objective, else None."""
+        prior = np.bincount(y_np, minlength=n_classes) / len(y_np)
+        log_prior = np.log(prior)
+        b = torch.as_tensor(log_prior - log_prior.mean(), dtype=torch.float64, device=X64.device)
+        W = torch.zeros(n_classes, X64.shape[1], dtype=torch.float64, device=X64.device, requires_grad=True)
+        F.cross_entropy(X64 @ W.T + b, targets).backward()
+        if float(torch.linalg.matrix_norm(W.grad, ord="fro")) > 0.5 / C:
+            return None
+        return W.detach(), b
 
     def _check_fitted(self, X: Any) -> np.ndarray:
         if not hasattr(self, "coef_"):
@@ -552,7 +642,8 @@ def run_linear_probe(
     * ``"runs"``: one dict per setting × seed, in that loop order, with ``"percent"`` (float or None),
       ``"shots"`` (int or None), ``"seed"``, ``"random_state"``, ``"train_indices"`` (int array into the train
       split, in training order), ``"n_train"``, ``"class_counts"`` (list, length K), ``"C"``, ``"c_search"``
-      (the :func:`tune_c` table, or None), ``"n_iter"``, ``"train_loss"``, ``"metrics"`` (name → float),
+      (the :func:`tune_c` table, or None), ``"n_iter"``, ``"n_evals"``, ``"grad_max"``, ``"converged"`` (the
+      stopping rule held; None for the reference rule), ``"tol"``, ``"train_loss"``, ``"metrics"`` (name → float),
       ``"ci"`` (name → :func:`panderm.metrics.bootstrap_ci` entry, or None), ``"probs"`` (float array
       ``[n_test, K]``), ``"predictions"`` (int array ``[n_test]``), ``"warnings"`` (list of str).
     * ``"summary"``: setting value (the fraction or the shot count) → metric name →
@@ -669,6 +760,7 @@ def run_linear_probe(
                 "n_iter": probe.n_iter_,
                 "n_evals": probe.n_evals_,
                 "grad_max": probe.grad_max_,
+                "converged": probe.converged_,
                 "tol": tol,
                 "train_loss": probe.loss_,
                 "metrics": _score(y_te, probs, multi_class_auroc),
@@ -679,6 +771,14 @@ def run_linear_probe(
                 "predictions": np.argmax(probs, axis=1),
                 "warnings": notes,
             })
+
+    unconverged = [r for r in runs if r["converged"] is False]
+    if unconverged:
+        worst = max(unconverged, key=lambda r: r["grad_max"])
+        log.warning("linear probe: %d of %d fits stopped before max|grad| <= %g (worst: %s seed %d, %d iterations, "
+                    "max|grad| %.3g); results.json records n_iter, grad_max and converged per fit",
+                    len(unconverged), len(runs), tol, f"{setting} {worst[setting]}", worst["seed"],
+                    worst["n_iter"], worst["grad_max"])
 
     summary: dict[Any, dict[str, dict[str, Any]]] = {}
     key = "shots" if setting == "shots" else "percent"

@@ -179,7 +179,7 @@ def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, r
                         confusion_matrix_figure(result["test_labels"], r["predictions"], splits.class_labels(),
                                         title=tag))
         runs.append({k: r[k] for k in ("percent", "shots", "seed", "random_state", "n_train", "class_counts", "C",
-                                       "n_iter", "n_evals", "grad_max", "tol", "train_loss", "metrics", "ci",
+                                       "n_iter", "n_evals", "grad_max", "converged", "tol", "train_loss", "metrics", "ci",
                                        "warnings", "c_search")})
     summary = {"setting": result["setting"], "n_classes": result["n_classes"],
                "classnames": list(splits.classnames) if splits.classnames else None,

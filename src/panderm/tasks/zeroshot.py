@@ -151,6 +151,7 @@ class ZeroShotDataset:
     classnames: tuple[str, ...]
     benchmark: Benchmark | None = None
     folder: str = "customized_dataset"  # reference per-sample CSV folder (DermFM-Zero)
+    split: str | None = None  # the rows scored: those of this split (None: every row)
 
     @property
     def report_metrics(self) -> tuple[str, ...]:
@@ -280,8 +281,16 @@ def build_dataset(
     check_images: bool = True,
     flag_hints: dict | None = None,
     allow_outside_root: bool = False,
+    split: str | None = None,
+    split_col: str = "split",
+    warn_unsplit: bool = False,
 ) -> ZeroShotDataset:
-    """Validate a CSV against its class list (before any model is loaded)."""
+    """Validate a CSV against its class list (before any model is loaded).
+
+    `split` keeps only the rows whose `split_col` equals it. With `warn_unsplit` (the `panderm` CLI and the API;
+    the reference door scores every row, as the reference does) a CSV that has a `split_col` column but no
+    chosen split is scored whole, with one warning line naming `--split`.
+    """
     from ..data.tables import load_table
 
     if classnames is None:
@@ -293,7 +302,12 @@ def build_dataset(
         raise DataError(f"{csv}: zero-shot classification needs at least 2 class names, got {len(classnames)}")
     table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
                        concat_prefix=concat_prefix, check=check_images, flag_hints=flag_hints,
-                       allow_outside_root=allow_outside_root)
+                       allow_outside_root=allow_outside_root, split=split, split_col=split_col)
+    if warn_unsplit and split is None and split_col in table.frame.columns:
+        values = table.frame[split_col].astype(str).str.strip().value_counts()
+        log.warning("%s: the CSV has a %r column (%s) but no split was chosen: scoring all %d rows; "
+                    "give --split NAME (API: split=) to score one", csv, split_col,
+                    ", ".join(f"{k} {v}" for k, v in values.items()), len(table))
     absent = [c for i, c in enumerate(classnames) if not (table.labels == i).any()]
     if absent:
         # Harmless for a test set missing a rare class; a class list that does not belong to the CSV (a file
@@ -301,7 +315,8 @@ def build_dataset(
         log.warning("%s: %d of %d class names have no image in the CSV: %s", csv, len(absent), len(classnames),
                     ", ".join(absent[:10]) + (f" (+{len(absent) - 10} more)" if len(absent) > 10 else ""))
     folder = benchmark.folder if benchmark is not None else "customized_dataset"
-    return ZeroShotDataset(name or (benchmark.name if benchmark else Path(csv).stem), table, classnames, benchmark, folder)
+    return ZeroShotDataset(name or (benchmark.name if benchmark else Path(csv).stem), table, classnames, benchmark, folder,
+                           split)
 
 
 def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, provenance: dict,
@@ -321,6 +336,7 @@ def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, 
         datasets[r.dataset.name] = {
             "csv": str(r.dataset.table.csv_path),
             "n": len(r.labels),
+            "split": r.dataset.split,
             "classnames": list(r.dataset.classnames),
             "headline_metric": r.dataset.headline,
             "metrics": r.metrics,
