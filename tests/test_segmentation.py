@@ -3,7 +3,6 @@ and training on the bundled real PH2 images and expert masks."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np

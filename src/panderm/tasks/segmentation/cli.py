@@ -53,8 +53,10 @@ def _train(args) -> None:
     from .data import percent_subset
     from .train import Segmenter, write_results
 
+    from ...errors import PandermError
+
     if args.csv is None and args.isic_root is None:
-        raise SystemExit("panderm segment train: error: give --csv or --isic-root")
+        raise PandermError("give the data: --csv (image, mask and split columns) or --isic-root")
     tables = _tables(args, [("train", args.train_split), ("val", args.val_split)])
     if args.percent_data < 100:
         tables["train"] = percent_subset(tables["train"], args.percent_data, args.seed)
@@ -115,7 +117,7 @@ def _test(args) -> None:
     if args.batch_size:
         cfg.batch_size = args.batch_size
     if args.csv is None and args.isic_root is None:
-        raise PandermError("give --csv or --isic-root")
+        raise PandermError("give the data: --csv (image, mask and split columns) or --isic-root")
     table = _tables(args, [("test", args.split)])["test"]
     out = prepare_run_dir(Path(args.out), args.overwrite)
     device = resolve_device(args.device)
