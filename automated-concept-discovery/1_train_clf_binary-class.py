@@ -27,7 +27,7 @@ IGNORED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--csv", required=True)
     p.add_argument("--embeddings", required=True, help="[N, F] SAE codes or [N, D] embeddings, CSV row order")
     p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")

@@ -27,7 +27,7 @@ IGNORED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--train_csv", required=True)
     p.add_argument("--test_csv", required=True)
     p.add_argument("--train_embeddings", required=True, help="train SAE codes, train CSV row order")

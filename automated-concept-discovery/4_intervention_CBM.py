@@ -29,7 +29,7 @@ IGNORED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--top_n", type=int, default=5)
     p.add_argument("--concept", default="hair", help="concept text, e.g. hair, 'purple ink', 'calibration scale'")
     p.add_argument("--method", default="matching", choices=["matching", "topk"])
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         out = path(args.output, args.split, args.output_file)
         info = intervene_codes(args.sae_checkpoint, weights, codes, out, concept=args.concept, method=args.method,
                                top_n=args.top_n, model_id=args.model, checkpoint=args.checkpoint,
-                               device=resolve_device(args.device))
+                               device=resolve_device(args.device, reference_cuda=True))
         if info["random_init"]:
             print("RANDOM WEIGHTS: the concept text was encoded by an untrained model")
         what = f"matched to {args.concept!r}" if args.method == "matching" else "with the largest |weight|"

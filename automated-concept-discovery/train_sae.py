@@ -28,7 +28,7 @@ IGNORED = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--save_dir", default="",
                    help="folder holding all_embeddings.npy; outputs go here (default: the current folder)")
     p.add_argument("--embeddings", default=None,

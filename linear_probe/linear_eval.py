@@ -12,11 +12,12 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import add_allow_absolute_paths, resolve_device, run_door, setup_logging  # noqa: E402
+from panderm.cli_support import (  # noqa: E402
+    add_allow_absolute_paths, check_inputs, resolve_device, run_door, setup_logging)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--csv_path", required=True)
     p.add_argument("--csv_filename", default="results.csv", help="summary CSV: Dataset, W_F1, AUROC, BACC, ACC, AUPR")
     p.add_argument("--image_key", default="filename")
@@ -27,7 +28,9 @@ def main(argv=None) -> int:
     p.add_argument("--num_workers", type=int, default=8)
     p.add_argument("--output_dir", default="./output_dir")
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default=None,
+                   help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
+                        "an explicitly named device that is not there is an error")
     p.add_argument("--model_preprocess", action="store_true",
                    help="use the model's own preprocessing instead (needed by models whose input size is not "
                         "224 px, e.g. demo)")
@@ -37,6 +40,7 @@ def main(argv=None) -> int:
     setup_logging()
 
     def run():
+        check_inputs([(args.csv_path, "--csv_path")])  # a missing CSV: one line before torch is imported
         from panderm.models import REFERENCE_LP_PREPROCESS, load_encoder
         from panderm.report import format_table
         from panderm.tasks import linear_probe_run as lp

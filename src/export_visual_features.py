@@ -11,11 +11,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from panderm.cli_support import (  # noqa: E402
-    add_allow_absolute_paths, add_max_image_pixels, resolve_device, run_door, setup_logging)
+    add_allow_absolute_paths, add_max_image_pixels, check_inputs, resolve_device, run_door, setup_logging)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--model_name", default="hf-hub:redlessone/PanDerm2")
     p.add_argument("--checkpoint", default=None, help="optional open_clip state dict replacing the model's weights")
     p.add_argument("--csv_path", required=True)
@@ -23,7 +23,9 @@ def main(argv=None) -> int:
     p.add_argument("--data_root", required=True)
     p.add_argument("--batch_size", type=int, default=2048)
     p.add_argument("--num_workers", type=int, default=16)
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default=None,
+                   help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
+                        "an explicitly named device that is not there is an error")
     p.add_argument("--output_dir", default="./embeddings")
     p.add_argument("--debug", action="store_true")
     add_allow_absolute_paths(p)
@@ -32,6 +34,7 @@ def main(argv=None) -> int:
     setup_logging()
 
     def run():
+        check_inputs([(args.csv_path, "--csv_path")])  # a missing CSV: one line before torch is imported
         from panderm.tasks.export import export_features
 
         out = os.path.join(args.output_dir, "all_embeddings.npy")

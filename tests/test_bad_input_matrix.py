@@ -79,6 +79,6 @@ def test_in_process_door_restores_the_sigterm_handler(tmp_path, capsys):
     from panderm.cli import main
 
     before = signal.getsignal(signal.SIGTERM)
-    assert main(["features", "--csv", str(tmp_path / "none.csv"), "--out", str(tmp_path / "f.npy")]) == 2
+    assert main(["features", "--model", "demo", "--csv", str(tmp_path / "none.csv"), "--out", str(tmp_path / "f.npy")]) == 2
     assert signal.getsignal(signal.SIGTERM) is before
     assert "CSV not found" in capsys.readouterr().err

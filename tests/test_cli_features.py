@@ -63,7 +63,7 @@ def test_second_run_is_served_from_cache(tiny_openclip, ham_csv, tmp_path):
 
 
 def test_demo_model_says_it_is_random(ham_csv, tmp_path):
-    r = panderm("features", "--csv", str(ham_csv), "--out", str(tmp_path / "d.npy"))
+    r = panderm("features", "--model", "demo", "--csv", str(ham_csv), "--out", str(tmp_path / "d.npy"))
     assert r.returncode == 0, r.stderr
     assert "RANDOM WEIGHTS" in r.stdout
     assert "RANDOM WEIGHTS" in json.loads((tmp_path / "d.json").read_text())["warning"]
@@ -100,10 +100,10 @@ def test_bad_inputs_fail_with_one_line(tiny_openclip, tiny_panderm2, ham_csv, tm
                           "column 'filename' not found", out=out)
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    _assert_clean_failure(panderm("features", "--csv", str(empty), "--out", str(out)), "CSV is empty", out=out)
+    _assert_clean_failure(panderm("features", "--model", "demo", "--csv", str(empty), "--out", str(out)), "CSV is empty", out=out)
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("image_path\n" + f"{ham_csv.parent / 'images' / 'ISIC_0024354.jpg'}\nmissing1.jpg\nmissing2.jpg\n")
-    _assert_clean_failure(panderm("features", "--csv", str(bad_csv), "--out", str(out), "--allow-absolute-paths"),
+    _assert_clean_failure(panderm("features", "--model", "demo", "--csv", str(bad_csv), "--out", str(out), "--allow-absolute-paths"),
                           "missing1.jpg [missing]", "missing2.jpg [missing]", out=out)
 
 
@@ -182,7 +182,7 @@ def test_debug_flag_works_after_the_subcommand_too(tmp_path):
     from panderm.cli import main
     from panderm.errors import DataError
 
-    argv = ["features", "--csv", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x.npy")]
+    argv = ["features", "--model", "demo", "--csv", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "x.npy")]
     assert main(argv) == 2  # one line, exit 2
     for debug_argv in (["--debug", *argv], [*argv, "--debug"]):
         with pytest.raises(DataError, match="CSV not found"):

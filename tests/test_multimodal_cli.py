@@ -19,7 +19,10 @@ TINY = ["--num-head", "2", "--meta-num-head", "2", "--att-depth", "1", "--meta-a
 
 
 def _cli(argv, capsys):
-    rc = panderm_main(["multimodal", *[str(a) for a in argv]])
+    argv = [str(a) for a in argv]
+    if "--model" not in argv:  # --model is required; these checks fail before the model would load
+        argv = [argv[0], "--model", "demo", *argv[1:]]
+    rc = panderm_main(["multimodal", *argv])
     return rc, capsys.readouterr()
 
 
@@ -108,10 +111,11 @@ def test_csv_columns_are_flags_and_test_keeps_the_training_record(trained_run, c
 def test_csv_column_flags_parse_in_both_spellings():
     p = argparse.ArgumentParser()
     register(p.add_subparsers(), add_model_args)
-    args = p.parse_args(["multimodal", "train", "--data-path", "x.csv", *OWN_COLS, "--meta-cols", "a, b"])
+    args = p.parse_args(["multimodal", "train", "--model", "demo", "--data-path", "x.csv", *OWN_COLS,
+                         "--meta-cols", "a, b"])
     assert (args.clinical_col, args.derm_col, args.label_col, args.split_col, args.meta_cols) == \
         ("clin", "dermo", "y", "part", "a, b")
-    defaults = p.parse_args(["multimodal", "test", "--data-path", "x.csv"])
+    defaults = p.parse_args(["multimodal", "test", "--model", "demo", "--data-path", "x.csv"])
     assert (defaults.clinical_col, defaults.derm_col, defaults.label_col, defaults.split_col) == \
         ("clinical_path", "derm_path", "label", "split")
     from panderm.tasks.multimodal.cli import reference_parser
@@ -190,7 +194,7 @@ def test_hidden_dim_note_only_when_given(pad_small, tmp_path, caplog, capsys):
 
     p = argparse.ArgumentParser()
     register(p.add_subparsers(), add_model_args)
-    assert p.parse_args(["multimodal", "train", "--data-path", "x"]).hidden_dim is None
+    assert p.parse_args(["multimodal", "train", "--model", "demo", "--data-path", "x"]).hidden_dim is None
     assert cli.reference_parser("train").parse_args([]).hidden_dim is None
     base = ["--model", "demo", "--dataset", "pad", "--data-path", pad_small, "--use-cli", *TINY, "--epochs", 1]
     with caplog.at_level(logging.INFO, logger="panderm.tasks.multimodal.cli"):
@@ -208,8 +212,10 @@ def test_hidden_dim_note_only_when_given(pad_small, tmp_path, caplog, capsys):
 def test_out_and_weighted_sampler_aliases():
     p = argparse.ArgumentParser()
     register(p.add_subparsers(), add_model_args)
-    args = p.parse_args(["multimodal", "train", "--data-path", "x", "--out", "o", "--weighted-sampler"])
+    args = p.parse_args(["multimodal", "train", "--model", "demo", "--data-path", "x", "--out", "o",
+                         "--weighted-sampler"])
     assert args.output_dir == "o" and args.weight_sampler is True
-    args = p.parse_args(["multimodal", "train", "--data-path", "x", "--output-dir", "o2", "--weight-sampler"])
+    args = p.parse_args(["multimodal", "train", "--model", "demo", "--data-path", "x", "--output-dir", "o2",
+                         "--weight-sampler"])
     assert args.output_dir == "o2" and args.weight_sampler is True
-    assert p.parse_args(["multimodal", "test", "--data-path", "x", "--out", "o"]).output_dir == "o"
+    assert p.parse_args(["multimodal", "test", "--model", "demo", "--data-path", "x", "--out", "o"]).output_dir == "o"

@@ -215,5 +215,5 @@ def test_door_defaults_to_reference_bgr_and_panderm_to_rgb():
     assert reference_parser("train").parse_args(["--rgb"]).bgr is False
     p = argparse.ArgumentParser()
     register(p.add_subparsers(), add_model_args)
-    assert p.parse_args(["multimodal", "train", "--data-path", "x.csv"]).bgr is False
-    assert p.parse_args(["multimodal", "train", "--data-path", "x.csv", "--bgr"]).unpaired is False
+    assert p.parse_args(["multimodal", "train", "--model", "demo", "--data-path", "x.csv"]).bgr is False
+    assert p.parse_args(["multimodal", "train", "--model", "demo", "--data-path", "x.csv", "--bgr"]).unpaired is False

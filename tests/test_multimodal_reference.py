@@ -156,7 +156,7 @@ def _built_config(monkeypatch, tmp_path, argv, ref: bool) -> TrainConfig:
 
         p = argparse.ArgumentParser()
         register(p.add_subparsers(), add_model_args)
-        args = p.parse_args(["multimodal", "train", "--data-path", str(PAD_CSV), "--use-cli", "--device", "cpu",
+        args = p.parse_args(["multimodal", "train", "--model", "demo", "--data-path", str(PAD_CSV), "--use-cli", "--device", "cpu",
                              "--output-dir", str(tmp_path / "o"), *argv])
     cli._build(args, train=True)
     return seen["cfg"]

@@ -35,9 +35,17 @@ class Model:
         self.encoder = encoder
 
     @classmethod
-    def from_pretrained(cls, model_id: str = "PanDerm2", checkpoint: str | None = None, device: str = "cpu",
+    def from_pretrained(cls, model_id: str, checkpoint: str | None = None, device: str = "auto",
                         allow_random_init: bool = False) -> "Model":
-        return cls(load_encoder(model_id, checkpoint=checkpoint, device=device, allow_random_init=allow_random_init))
+        """Load `model_id` (required, as `--model` is on the command line: an alias such as ``"PanDerm2"``,
+        ``"hf-hub:ORG/NAME"``, ``"local-dir:PATH"``, ...; ``"demo"`` is a tiny random-weight model).
+
+        ``device="auto"`` picks CUDA when present, else CPU; a named device that is not there is an error.
+        """
+        from .cli_support import resolve_device
+
+        return cls(load_encoder(model_id, checkpoint=checkpoint, device=resolve_device(device, flag="device"),
+                                allow_random_init=allow_random_init))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.encoder.model_id!r}, family={self.encoder.family!r})"

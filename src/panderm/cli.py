@@ -11,18 +11,21 @@ import sys
 from pathlib import Path
 
 from . import __version__
-from .cli_support import add_allow_absolute_paths, add_max_image_pixels, resolve_device, run_door, setup_logging
+from .cli_support import (
+    add_allow_absolute_paths, add_max_image_pixels, precheck, resolve_device, run_door, setup_logging)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default="demo",
-                   help="alias (PanDerm2, DermLIP-B16, ...), hf-hub:ORG/NAME, local-dir:PATH, timm:NAME, ... "
-                        "(demo: a tiny random-weight model, built on the fly)")
+    g.add_argument("--model", required=True,
+                   help="required: alias (PanDerm2, DermLIP-B16, ...; see `panderm models`), hf-hub:ORG/NAME, "
+                        "local-dir:PATH, timm:NAME, ... (demo: a tiny random-weight model, for trying the commands)")
     g.add_argument("--checkpoint", "--pretrained", dest="checkpoint", default=None,
                    help="weights file (or open_clip pretrained tag) for the model")
     g.add_argument("--allow-random-init", action="store_true", help="evaluate random weights when none are found")
-    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    g.add_argument("--device", default="auto",
+                   help="auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N; a named device that is "
+                        "not there is an error")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: sized from the CPU count)")
     g.add_argument("--precision", default="amp", choices=["amp", "amp_bf16", "bf16", "fp16", "fp32"],
@@ -105,13 +108,14 @@ def _models(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="panderm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="panderm", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"panderm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("features", help="extract image embeddings to a .npy file", conflict_handler="resolve")
+    p = sub.add_parser("features", help="extract image embeddings to a .npy file", conflict_handler="resolve",
+                       allow_abbrev=False)
     add_model_args(p)
     p.add_argument("--batch-size", type=_batch_size, default=64,
                    help="images per batch, or 'auto': the largest of 1024, 512, ... that fits in GPU memory "
@@ -128,14 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output .npy (a .json sidecar is written next to it)")
     add_allow_absolute_paths(p)
     add_max_image_pixels(p)
-    p.set_defaults(func=_features)
+    p.set_defaults(func=_features, precheck=precheck(out=None))
 
     p = sub.add_parser("preresize", help="write copies of a CSV's images with the short side resized (faster decoding)",
                        description="Write a copy of every image of the CSV under --out at the same relative path "
                                    "(so the CSV works with --root OUT), the shorter side resized to --size px "
                                    "(Lanczos, aspect kept, EXIF orientation applied, RGB; never upscaled: smaller "
                                    "images are copied as they are). JPEG stays JPEG (quality --quality), PNG stays "
-                                   "PNG. Up-to-date copies are skipped, so a rerun is cheap.")
+                                   "PNG. Up-to-date copies are skipped, so a rerun is cheap.", allow_abbrev=False)
     p.add_argument("--csv", required=True)
     p.add_argument("--image-col", default="image_path")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
@@ -149,14 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_max_image_pixels(p)
     p.set_defaults(func=_preresize)
 
-    p = sub.add_parser("demo", help="run the tasks on the bundled real sample and print short tables")
+    p = sub.add_parser("demo", help="run the tasks on the bundled real sample and print short tables",
+                       allow_abbrev=False)
     p.add_argument("--model", default="demo", help="model id (default: a tiny random-weight demo model)")
     p.add_argument("--checkpoint", default=None)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N; a named device that is "
+                        "not there is an error")
     p.add_argument("--out", default="demo-output", help="output folder")
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("models", help="list model aliases")
+    p = sub.add_parser("models", help="list model aliases", allow_abbrev=False)
     p.add_argument("--filter", default=None, metavar="TEXT", help="only aliases whose name, target or notes hold TEXT")
     p.set_defaults(func=_models)
     from .tasks import cli_tasks
@@ -181,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
 
     def run():
+        if getattr(args, "precheck", None) is not None:
+            args.precheck(args)  # missing CSV, --out holding a run: one line before torch is imported
         from .distributed import finish, init_from_env
 
         init_from_env()  # under torchrun: join the process group (gloo on CPU, NCCL on GPU)

@@ -127,15 +127,85 @@ def add_max_image_pixels(p) -> None:
                                      "PANDERM_MAX_IMAGE_PIXELS, read by every door); 0: no limit")
 
 
-def resolve_device(device: str | None) -> str:
-    """'cuda' without a GPU falls back to CPU with a warning, as the reference does."""
+def resolve_device(device: str | None, flag: str = "--device", reference_cuda: bool = False) -> str:
+    """The device to run on: `auto` (or None, a door's reference default) picks CUDA when present, else CPU.
+
+    An explicit device that is not there (`cuda` / `cuda:1` without that GPU, a misspelling) is one error line
+    naming `flag`, never a silent fall-back to CPU. `reference_cuda`: a door whose reference scripts all pass
+    `--device cuda` verbatim takes a bare `cuda` as "the GPU when present" (CPU with a warning line).
+    """
     import torch
 
     from .distributed import local_device
+    from .errors import PandermError
 
     if device is None or device == "auto":
         return local_device("cuda") if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger("panderm").warning("CUDA is not available: running on CPU")
+    if reference_cuda and device == "cuda" and not torch.cuda.is_available():
+        logging.getLogger("panderm").warning("%s cuda: no CUDA GPU is available; running on CPU (as the reference "
+                                             "scripts' fixed value, this door falls back)", flag)
         return "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PandermError(f"{flag} {device!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PandermError(f"{flag} {device} was asked for but no CUDA GPU is available; use {flag} cpu "
+                               f"(or {flag} auto: CUDA when present, else CPU)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise PandermError(f"{flag} {device} was asked for but only {torch.cuda.device_count()} CUDA device(s) "
+                               f"are visible (cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise PandermError(f"{flag} {device} was asked for but MPS is not available; use {flag} cpu or auto")
     return local_device(device)
+
+
+def check_inputs(files: list[tuple[object, str]] = (), out: tuple[object, str] | None = None,
+                 overwrite: bool = False, overwrite_flag: str | None = "--overwrite") -> None:
+    """The cheap checks a door makes before torch is imported or a model is loaded.
+
+    `files`: (path, flag) of each input CSV (or data folder) given; a missing one is one line at once.
+    `out`: (path, flag) of a run folder that must not already hold a run (unless `overwrite`); the library
+    makes the same check again when it claims the folder.
+    """
+    from pathlib import Path
+
+    from .errors import DataError, PandermError
+
+    for path, flag in files:
+        if path is None or str(path) == "":
+            continue
+        if not Path(path).exists():
+            raise DataError(f"CSV not found: {path} ({flag})")
+    if out is not None and out[0] is not None and not overwrite:
+        folder, flag = Path(out[0]), out[1]
+        if folder.exists() and not folder.is_dir():
+            raise PandermError(f"output path exists and is not a folder: {folder} ({flag})")
+        if folder.is_dir() and any(folder.iterdir()):
+            way = f"pass {overwrite_flag} or " if overwrite_flag else ""
+            raise PandermError(f"output folder {folder} already holds a run; {way}choose another {flag}")
+
+
+def precheck(csv: tuple[str, ...] = ("csv",), out: str | None = "out", flags: dict[str, str] | None = None):
+    """`args -> None` running `check_inputs` on the attributes `csv` (input files) and `out` (a run folder).
+
+    `flags` maps an attribute to its flag spelling (default: --attr-name).
+    """
+    names = flags or {}
+
+    def flag(attr: str) -> str:
+        return names.get(attr, "--" + attr.replace("_", "-"))
+
+    def check(args) -> None:
+        files = []
+        for attr in csv:
+            value = getattr(args, attr, None)
+            for one in (value if isinstance(value, (list, tuple)) else [value]):
+                files.append((one, flag(attr)))
+        folder = (getattr(args, out, None), flag(out)) if out else None
+        # --overwrite replaces the run, --resume continues it, --eval reads it
+        again = any(bool(getattr(args, name, False)) for name in ("overwrite", "resume", "eval"))
+        check_inputs(files, folder, overwrite=again)
+
+    return check

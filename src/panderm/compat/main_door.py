@@ -14,7 +14,9 @@ import logging
 
 from ..data.benchmarks import BENCHMARKS, load_classnames
 from ..errors import PandermError
-from ..features import PRECISIONS
+
+# features.PRECISIONS, spelled out: importing features imports torch, and a missing CSV is reported before that.
+PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32", "pure_bf16", "pure_fp16")
 
 log = logging.getLogger("panderm")
 
@@ -22,7 +24,8 @@ _EVAL_FLAGS = {b.flag: b for b in BENCHMARKS.values()}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="main.py", description="Reference-compatible zero-shot and retrieval evaluation")
+    p = argparse.ArgumentParser(prog="main.py", description="Reference-compatible zero-shot and retrieval evaluation",
+                                allow_abbrev=False)
     for flag in _EVAL_FLAGS:
         p.add_argument(flag, dest=flag.lstrip("-").replace("-", "_"), default=None, help=f"CSV for {_EVAL_FLAGS[flag].name}")
     p.add_argument("--zeroshot_eval_custom", default=None, help="CSV of a custom dataset (needs --classnames)")
@@ -44,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--precision", default="amp", choices=PRECISIONS)
-    p.add_argument("--device", default="cuda")
+    p.add_argument("--device", default=None,
+                   help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
+                        "an explicitly named device that is not there is an error")
     p.add_argument("--logs", default="./zero-shot-logs/")
     p.add_argument("--name", default=None)
     p.add_argument("--lr", type=float, default=5.0e-4)
@@ -102,6 +107,12 @@ def reference_preprocess(model_id: str, encoder) -> None:
 
 
 def run(args) -> None:
+    from ..cli_support import check_inputs
+
+    # A missing CSV is one line before torch is imported and the model loads.
+    given = {flag: getattr(args, flag.lstrip("-").replace("-", "_")) for flag in _EVAL_FLAGS}
+    check_inputs([(v, f) for f, v in given.items() if v] + [(args.zeroshot_eval_custom, "--zeroshot_eval_custom"),
+                                                            (args.val_data, "--val-data")])
     from ..cli_support import resolve_device
     from ..data.templates import SKIN_TEMPLATES, load_templates
     from ..models import load_encoder, model_short_name

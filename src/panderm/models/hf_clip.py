@@ -67,10 +67,15 @@ class HFCLIPEncoder(Encoder):
 def load_hf_clip(repo: str, monet_preprocess: bool = False) -> HFCLIPEncoder:
     from transformers import AutoTokenizer, CLIPModel
 
+    from .hub import cache_only_for, is_cached, not_cached_message
+
+    local = cache_only_for(repo)  # an unreachable hub: the local cache only, without transformers' retries
     try:
-        model, info = CLIPModel.from_pretrained(repo, output_loading_info=True)
-        tokenizer = AutoTokenizer.from_pretrained(repo)
+        model, info = CLIPModel.from_pretrained(repo, output_loading_info=True, local_files_only=local)
+        tokenizer = AutoTokenizer.from_pretrained(repo, local_files_only=local)
     except OSError as exc:
+        if local and not is_cached(repo):
+            raise ModelError(not_cached_message(f"hf-clip:{repo}")) from exc
         raise ModelError(f"hf-clip:{repo}: {str(exc).splitlines()[0]}") from exc
     missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
     unexpected = [k for k in info.get("unexpected_keys", []) if "position_ids" not in k]

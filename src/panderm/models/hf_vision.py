@@ -81,8 +81,11 @@ def _read_processor_config(repo: str) -> dict:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
+    from .hub import cache_only_for
+
     try:
-        return json.loads(Path(hf_hub_download(repo, "preprocessor_config.json")).read_text())
+        return json.loads(Path(hf_hub_download(repo, "preprocessor_config.json",
+                                               local_files_only=cache_only_for(repo))).read_text())
     except EntryNotFoundError:
         log.warning("hf-vision:%s has no preprocessor_config.json (or it is not in the offline cache): using a "
                     "square resize to the model's image size with ImageNet mean/std", repo)
@@ -100,10 +103,15 @@ def _load_error(repo: str, exc: Exception) -> ModelError:
 def load_hf_vision(repo: str) -> HFVisionEncoder:
     from transformers import AutoModel
 
+    from .hub import cache_only_for, is_cached, not_cached_message
+
+    local = cache_only_for(repo)  # an unreachable hub: the local cache only, without transformers' retries
     try:
-        model, info = AutoModel.from_pretrained(repo, output_loading_info=True)
+        model, info = AutoModel.from_pretrained(repo, output_loading_info=True, local_files_only=local)
         processor_cfg = _read_processor_config(repo)
     except (OSError, ValueError) as exc:
+        if local and not is_cached(repo):
+            raise ModelError(not_cached_message(f"hf-vision:{repo}")) from exc
         raise _load_error(repo, exc) from exc
     missing, unexpected = list(info.get("missing_keys", [])), list(info.get("unexpected_keys", []))
     if missing or unexpected:

@@ -50,6 +50,10 @@ class ResolvedFiles:
     folder: Path | None  # where config.json / tokenizer files of an HF text tower may sit
 
 
+class _NotCached(ModelError):
+    """A hub file that is not in the local cache while the hub cannot be (or must not be) asked."""
+
+
 def _hub_download(repo: str, filename: str, revision: str | None) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
@@ -60,9 +64,12 @@ def _hub_download(repo: str, filename: str, revision: str | None) -> Path:
         RevisionNotFoundError,
     )
 
+    from .hub import cache_only, not_cached_message
+
     try:
-        # HF_TOKEN and HF_HUB_OFFLINE are read by huggingface_hub itself.
-        return Path(hf_hub_download(repo, filename, revision=revision))
+        # HF_TOKEN is read by huggingface_hub itself; an unreachable hub (one short probe) or HF_HUB_OFFLINE=1
+        # means the local cache only, without huggingface_hub's retries.
+        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=cache_only()))
     except GatedRepoError as exc:
         raise ModelError(f"hf-hub:{repo} is gated: accept its terms on the hub and set HF_TOKEN") from exc
     except RepositoryNotFoundError as exc:
@@ -71,10 +78,7 @@ def _hub_download(repo: str, filename: str, revision: str | None) -> Path:
         raise ModelError(f"hf-hub:{repo} has no revision {revision!r}") from exc
     except LocalEntryNotFoundError as exc:
         # Subclass of EntryNotFoundError in recent huggingface_hub: test it first.
-        raise ModelError(
-            f"hf-hub:{repo}: {filename} is not in the local HF cache and the hub cannot be reached "
-            "(offline?). Download it once with network access, or use local-dir:PATH"
-        ) from exc
+        raise _NotCached(not_cached_message(f"hf-hub:{repo}: {filename}")) from exc
     except EntryNotFoundError:
         raise FileNotFoundError(filename)
 
@@ -90,12 +94,17 @@ def resolve_hf_hub(spec: str) -> ResolvedFiles:
     except FileNotFoundError:
         raise ModelError(f"hf-hub:{repo} has no open_clip_config.json: it is not an open_clip model") from None
     weights = None
+    not_cached: _NotCached | None = None
     for name in HUB_WEIGHT_FILES:
         try:
             weights = _hub_download(repo, name, revision or None)
             break
         except FileNotFoundError:
             continue  # the repo has no file of that name: try the next one
+        except _NotCached as exc:
+            not_cached = not_cached or exc  # from the cache only: the repo may hold the other file name
+    if weights is None and not_cached is not None:
+        raise not_cached
     config = json.loads(config_path.read_text(encoding="utf-8"))
     return ResolvedFiles(f"hf-hub:{spec}", config, weights, None)
 
@@ -120,6 +129,21 @@ def resolve_local_dir(path: str) -> ResolvedFiles:
     return ResolvedFiles(f"local-dir:{path}", config, weights, folder)
 
 
+def _pretrained_weights(cfg: dict, name: str, pretrained: str) -> Path:
+    """open_clip's download of a pretrained tag; from the local HF cache only when the hub cannot be reached."""
+    from open_clip import pretrained as oc_pretrained
+
+    from .hub import cache_only, not_cached_message
+
+    local = bool(cfg.get("hf_hub")) and "file" not in cfg and cache_only()  # after a failed probe: no retries
+    try:
+        return Path(oc_pretrained.download_pretrained(cfg))
+    except Exception as exc:
+        if local:
+            raise ModelError(not_cached_message(f"{name}/{pretrained} weights (hf-hub:{cfg['hf_hub']})")) from exc
+        raise
+
+
 def resolve_config_name(name: str, pretrained: str | None) -> ResolvedFiles:
     """A built-in open_clip config name with a weights file or a pretrained tag."""
     import open_clip
@@ -142,7 +166,9 @@ def resolve_config_name(name: str, pretrained: str | None) -> ResolvedFiles:
                 # OpenAI weights were trained with QuickGELU (open_clip only warns; the reference always used it).
                 model_cfg = {**model_cfg, "quick_gelu": True}
             try:
-                weights = Path(oc_pretrained.download_pretrained(cfg))
+                weights = _pretrained_weights(cfg, name, pretrained)
+            except ModelError:
+                raise
             except Exception as exc:
                 raise ModelError(f"cannot download {name}/{pretrained} weights (offline?): {exc}") from exc
     return ResolvedFiles(name, {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, weights, None)

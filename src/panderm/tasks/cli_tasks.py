@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_support import add_allow_absolute_paths
+from ..cli_support import add_allow_absolute_paths, precheck
 
 
 def _encoder_and_run_dir(args, preprocess=None):
@@ -106,7 +106,7 @@ def _linear_probe(args) -> None:
 
 def register(sub, add_model_args) -> None:
     p = sub.add_parser("linear-probe", help="logistic-regression probe on frozen features, few-shot fractions",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
     p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
     p.add_argument("--image-col", default="image_path")
@@ -134,10 +134,10 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--out", default="runs/linear_probe")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_linear_probe)
+    p.set_defaults(func=_linear_probe, precheck=precheck())
 
     p = sub.add_parser("retrieval", help="zero-shot image-text retrieval on a CSV of pairs",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
     p.add_argument("--csv", required=True, help="one row per (image, caption) pair")
     p.add_argument("--image-col", default="image_path")
@@ -152,10 +152,10 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--out", default="runs/retrieval")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=_retrieval)
+    p.set_defaults(func=_retrieval, precheck=precheck())
 
     p = sub.add_parser("zeroshot", help="zero-shot classification on benchmarks or any CSV",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
     p.add_argument("--benchmark", nargs="+", default=None,
                    help="PAD-6 HAM-7 SNU-134 SD-128 Daffodil-5 PH2-2 ISIC2020-2 DermNet-23 (their default CSVs)")
@@ -175,7 +175,7 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
     p.add_argument("--out", default="runs/zeroshot", help="run folder (results.json, predictions, plots)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=_zeroshot)
+    p.set_defaults(func=_zeroshot, precheck=precheck())
     from .concepts.cli import register as register_concepts
 
     register_concepts(sub, add_model_args)

@@ -92,7 +92,7 @@ def _finetune(args) -> None:
 
 def register(sub, add_model_args) -> None:
     p = sub.add_parser("finetune", help="full finetuning of a vision backbone + linear head (PanDerm v1 recipe)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
     p.set_defaults(batch_size=128, precision="amp")
     p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
@@ -139,4 +139,6 @@ def register(sub, add_model_args) -> None:
                    help="end after this epoch's checkpoint, as if interrupted (tests --resume)")
     p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, log.jsonl, results.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=_finetune)
+    from ..cli_support import precheck
+
+    p.set_defaults(func=_finetune, precheck=precheck())

@@ -162,10 +162,11 @@ def register(sub, add_model_args) -> None:
     """Add ``panderm concepts {train-sae,activations,cbm,explain,intervene}`` to the subparsers ``sub``."""
     top = sub.add_parser("concepts", help="automated concept discovery: SAE, concept bottleneck model, interventions",
                          description="Automated concept discovery: sparse autoencoder, concept "
-                         "bottleneck model, global explanation, intervention.")
+                         "bottleneck model, global explanation, intervention.", allow_abbrev=False)
     actions = top.add_subparsers(dest="concepts_action", required=True, metavar="ACTION")
 
-    p = actions.add_parser("train-sae", help="train a sparse autoencoder on an embeddings .npy", formatter_class=_FMT)
+    p = actions.add_parser("train-sae", help="train a sparse autoencoder on an embeddings .npy", formatter_class=_FMT,
+                           allow_abbrev=False)
     p.add_argument("--embeddings", required=True, help="[N, D] float .npy (e.g. from `panderm features --normalize`)")
     p.add_argument("--expansion", type=int, default=8, help="latents = D * expansion")
     p.add_argument("--n-latents", type=int, default=None, help="number of latents (overrides --expansion)")
@@ -189,7 +190,7 @@ def register(sub, add_model_args) -> None:
     p.set_defaults(func=_train_sae)
 
     p = actions.add_parser("activations", aliases=["encode"], help="SAE codes of an embeddings .npy",
-                           formatter_class=_FMT)
+                           formatter_class=_FMT, allow_abbrev=False)
     p.add_argument("--sae", required=True, help="SAE folder (train-sae --out) or a reference autoencoder.pth")
     p.add_argument("--embeddings", required=True)
     p.add_argument("--batch-size", type=int, default=512)
@@ -199,7 +200,7 @@ def register(sub, add_model_args) -> None:
     p.set_defaults(func=_activations)
 
     p = actions.add_parser("cbm", help="L1 logistic-regression concept bottleneck model over SAE codes",
-                           formatter_class=_FMT)
+                           formatter_class=_FMT, allow_abbrev=False)
     p.add_argument("--csv", required=True, help="one row per embeddings row, same order")
     p.add_argument("--embeddings", required=True, help="[N, F] SAE codes (or raw embeddings)")
     p.add_argument("--label-col", default="label")
@@ -213,7 +214,7 @@ def register(sub, add_model_args) -> None:
     p.set_defaults(func=_cbm)
 
     p = actions.add_parser("explain", help="match concept words to CBM latents via the text encoder",
-                           formatter_class=_FMT)
+                           formatter_class=_FMT, allow_abbrev=False)
     add_model_args(p)
     p.add_argument("--sae", required=True)
     p.add_argument("--weights", required=True, help="CBM weights .npy (mean_classifier_weights.npy)")
@@ -223,7 +224,7 @@ def register(sub, add_model_args) -> None:
     p.set_defaults(func=_explain)
 
     p = actions.add_parser("intervene", help="biased CBM on train codes; zero a concept's latents in the test codes",
-                           formatter_class=_FMT)
+                           formatter_class=_FMT, allow_abbrev=False)
     add_model_args(p)
     p.add_argument("--sae", required=True)
     p.add_argument("--train-csv", required=True)

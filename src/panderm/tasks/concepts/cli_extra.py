@@ -60,7 +60,7 @@ def _common(p) -> None:
 def register_extra(sub, add_model_args) -> None:
     """Add ``retrieve`` and ``report`` to the ``panderm concepts`` action subparsers ``sub``."""
     p = sub.add_parser("retrieve", help="text -> most similar live SAE latent -> its top-activating images (PNG)",
-                       formatter_class=_FMT)
+                       formatter_class=_FMT, allow_abbrev=False)
     add_model_args(p)
     _common(p)
     p.add_argument("--text", nargs="+", required=True, help="concept text(s), e.g. 'dots and globules'")
@@ -72,7 +72,7 @@ def register_extra(sub, add_model_args) -> None:
     p.set_defaults(func=_retrieve)
 
     p = sub.add_parser("report", help="static HTML concept report: one card per latent (name, CBM weight, images)",
-                       formatter_class=_FMT)
+                       formatter_class=_FMT, allow_abbrev=False)
     add_model_args(p)
     _common(p)
     p.add_argument("--weights", default=None, help="CBM weights .npy (mean_classifier_weights.npy); selects and "

@@ -258,17 +258,28 @@ def _options(parser) -> frozenset:
     return frozenset(s for a in parser._actions for s in a.option_strings)
 
 
+def _check_early(args, train: bool) -> None:
+    """A missing data path or an output folder holding a run: one line before torch is imported."""
+    from ...cli_support import check_inputs
+
+    again = getattr(args, "overwrite", False) or getattr(args, "resume", False)
+    check_inputs([(args.data_path, "--data_path")], (args.output_dir, "--output_dir") if train else None,
+                 overwrite=again)
+
+
 def _build(args, train: bool):
     from ...cli_support import resolve_device
     from ...errors import PandermError
-    from ...models import load_encoder
-    from .model import FusionConfig
-    from .train import MultimodalTrainer, TrainConfig
 
     if not args.data_path:
         if args.dataset not in REFERENCE_DATA_DIRS:
             raise PandermError(f"give the dataset root with --data_dir (no default for --dataset {args.dataset})")
         args.data_path = REFERENCE_DATA_DIRS[args.dataset]
+    _check_early(args, train)
+    from ...models import load_encoder
+    from .model import FusionConfig
+    from .train import MultimodalTrainer, TrainConfig
+
     table = _load_table(args.dataset, args.data_path, getattr(args, "allow_outside_root", False), args)
     if args.class_num is not None and args.class_num != table.num_classes:
         raise PandermError(f"--class_num {args.class_num} but {args.data_path} has {table.num_classes} classes")
@@ -305,7 +316,13 @@ def _build(args, train: bool):
     model_id = _MODEL_ALIASES.get(args.model, args.model)
     device = args.device
     if getattr(args, "cuda", None) is not None:
-        device = "cuda" if args.cuda else "cpu"
+        # The reference's scripts all pass `--cuda True`: it asks for the GPU where there is one (CPU with a
+        # warning otherwise), whereas an explicit `--device cuda` without a GPU is an error.
+        import torch
+
+        device = "cuda" if args.cuda and torch.cuda.is_available() else "cpu"
+        if args.cuda and device == "cpu":
+            logging.getLogger(__name__).warning("--cuda: no CUDA GPU is available; running on CPU")
     encoder = load_encoder(model_id, checkpoint=args.checkpoint, device=resolve_device(device),
                            allow_random_init=args.allow_random_init)
     trainer = MultimodalTrainer(encoder, table, fusion, cfg, out, device=encoder.device)
@@ -330,10 +347,10 @@ def data_files(path) -> list[Path]:
 
 
 def run_train(args) -> None:
+    trainer, encoder = _build(args, train=True)
     from ...report import provenance
     from .train import write_test_outputs
 
-    trainer, encoder = _build(args, train=True)
     fit = trainer.fit(resume=args.resume)
     if "stopped_after_epoch" in fit:
         print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with --resume")
@@ -367,11 +384,10 @@ def results_name_for_test(out_dir) -> str:
 
 
 def run_test(args) -> None:
+    trainer, encoder = _build(args, train=False)
+    from ...report import provenance
     from .train import write_test_outputs
 
-    from ...report import provenance
-
-    trainer, encoder = _build(args, train=False)
     path = args.model_path or find_best_checkpoint(args.output_dir)
     print(f"checkpoint: {path}")
     test = trainer.test(path)
@@ -403,7 +419,8 @@ def _add_ref_model(p) -> None:
 def reference_parser(mode: str) -> argparse.ArgumentParser:
     """The doors' parser: the reference's flags; BGR input and paired augmentation on."""
     p = argparse.ArgumentParser(prog=f"multimodal_finetune/{mode}.py",
-                                description=f"PanDerm-2 multimodal finetune ({mode}), reference flags")
+                                description=f"PanDerm-2 multimodal finetune ({mode}), reference flags",
+                                allow_abbrev=False)
     _add_ref_model(p)
     _add_recipe(p, ref=True)
     p.add_argument("--rgb", dest="bgr", action="store_false", help="feed RGB (the reference fed cv2 BGR)")
@@ -433,17 +450,20 @@ def run_reference(mode: str, argv=None) -> int:
 
 
 def register(sub, add_model_args) -> None:
-    p = sub.add_parser("multimodal", help="multimodal finetuning (clinical + dermoscopic images + metadata)")
+    p = sub.add_parser("multimodal", help="multimodal finetuning (clinical + dermoscopic images + metadata)",
+                       allow_abbrev=False)
     msub = p.add_subparsers(dest="multimodal_cmd", required=True)
     for mode in ("train", "test"):
         q = msub.add_parser(mode, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                            help="train + test PanDermTFormer" if mode == "train" else "test a saved checkpoint")
+                            help="train + test PanDermTFormer" if mode == "train" else "test a saved checkpoint",
+                            allow_abbrev=False)
         add_model_args(q)
         _add_recipe(q, ref=False)
         q.add_argument("--bgr", action="store_true", help="feed BGR channels, as the reference's cv2 loading did")
         if mode == "train":
             _add_train(q, ref=False)
-            q.set_defaults(func=_speaking(run_train, _options(q)))
+            q.set_defaults(func=_speaking(run_train, _options(q)),
+                           precheck=_speaking(lambda args: _check_early(args, True), _options(q)))
         else:
             q.add_argument("--model-path", dest="model_path", default=None,
                            help="default: the best checkpoint in --output-dir; the report goes to "
@@ -451,4 +471,5 @@ def register(sub, add_model_args) -> None:
             # The CLI writes the whole report by default; the door writes only the predictions, as the reference.
             q.add_argument("--predictions-only", dest="full_report", action="store_false",
                            help="write only detailed_predictions.csv (the reference test.py's output)")
-            q.set_defaults(func=_speaking(run_test, _options(q)))
+            q.set_defaults(func=_speaking(run_test, _options(q)),
+                           precheck=_speaking(lambda args: _check_early(args, False), _options(q)))

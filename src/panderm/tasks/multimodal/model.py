@@ -108,8 +108,8 @@ class FusionConfig:
         for name in ("att_depth", "num_head", "meta_att_depth", "meta_num_head"):
             if getattr(self, name) < 1:
                 raise PandermError(f"--{name} must be at least 1")
-        if self.use_meta and not self.use_text_encoder and self.meta_in_dim < 1:
-            raise PandermError("one-hot metadata needs its width (meta_in_dim)")
+        # The one-hot width (meta_in_dim) is not checked here: it comes from the training data's vocabulary
+        # (MultimodalTrainer sets it), after this check; the fusion head checks it when it is built.
 
 
 # --------------------------------------------------------------------------- #
@@ -232,6 +232,9 @@ class FusionHead(nn.Module):
             else:
                 if cfg.meta_dim < 1:
                     raise PandermError(f"--meta_dim must be at least 1, got {cfg.meta_dim}")
+                if cfg.meta_in_dim < 1:
+                    raise PandermError("one-hot metadata needs its width (meta_in_dim): give the metadata columns "
+                                       "(--meta_cols) so the width follows from the training split")
                 self.meta_net = MetaSubNet(cfg.meta_in_dim, cfg.meta_dim)
                 self.meta_proj = nn.Identity()
                 meta_width = cfg.meta_dim
