@@ -72,7 +72,7 @@ MODEL_COMMANDS = [["features", "--csv", "x.csv", "--out", "x.npy"],
                   ["zeroshot", "--csv", "x.csv", "--classnames", "a,b"],
                   ["linear-probe", "--csv", "x.csv"], ["retrieval", "--csv", "x.csv"], ["finetune", "--csv", "x.csv"],
                   ["multimodal", "train", "--data-path", "x.csv"], ["multimodal", "test", "--data-path", "x.csv"],
-                  ["concepts", "explain", "--cbm", "x"], ["concepts", "intervene", "--sae", "x"],
+                  ["concepts", "explain", "--cbm", "x"],
                   ["concepts", "retrieve", "--sae", "x", "--codes", "y", "--csv", "z", "--text", "t"],
                   ["concepts", "report", "--sae", "x", "--codes", "y", "--csv", "z"]]
 
@@ -83,6 +83,15 @@ def test_model_is_required_by_every_subcommand_that_loads_one(argv, capsys):
         build_parser().parse_args(argv)
     assert exc.value.code == 2
     assert "--model" in capsys.readouterr().err
+
+
+def test_intervene_needs_model_only_for_matching(tmp_path, capsys):
+    argv = ["concepts", "intervene", "--sae", "s", "--train-csv", "a.csv", "--test-csv", "b.csv", "--train-codes",
+            "a.npy", "--test-codes", "b.npy", "--out", str(tmp_path / "i")]
+    assert build_parser().parse_args([*argv, "--method", "topk"]).model is None  # no text tower needed
+    assert panderm_main([*argv, "--concept", "hair"]) == 2
+    err = capsys.readouterr().err
+    assert "--method matching needs --model" in err, err
 
 
 def test_zeroshot_without_model_stops(tmp_path, capsys):

@@ -15,10 +15,12 @@ from .cli_support import (
     add_allow_absolute_paths, add_max_image_pixels, precheck, resolve_device, run_door, setup_logging)
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """The model flags; `--model` is required (`required=False` where only some settings load a model)."""
     g = p.add_argument_group("model")
-    g.add_argument("--model", required=True,
-                   help="required: alias (PanDerm2, DermLIP-B16, ...; see `panderm models`), hf-hub:ORG/NAME, "
+    g.add_argument("--model", required=required, default=None,
+                   help=("required: " if required else "") +
+                        "alias (PanDerm2, DermLIP-B16, ...; see `panderm models`), hf-hub:ORG/NAME, "
                         "local-dir:PATH, timm:NAME, ... (demo: a tiny random-weight model, for trying the commands)")
     g.add_argument("--checkpoint", "--pretrained", dest="checkpoint", default=None,
                    help="weights file (or open_clip pretrained tag) for the model")

@@ -143,6 +143,9 @@ def _intervene(args) -> None:
 
     if args.method == "matching" and not args.concept:
         raise PandermError("--method matching needs --concept TEXT (or use --method topk)")
+    if args.method == "matching" and not args.model:
+        raise PandermError("--method matching needs --model (its text tower matches --concept to the latents; "
+                           "or use --method topk)")
     out = _claim(args)
     encoder = _load_model(args) if args.method == "matching" else None
     r = intervene_run(args.train_csv, args.test_csv, args.train_codes, args.test_codes, args.sae, out,
@@ -225,7 +228,7 @@ def register(sub, add_model_args) -> None:
 
     p = actions.add_parser("intervene", help="biased CBM on train codes; zero a concept's latents in the test codes",
                            formatter_class=_FMT, allow_abbrev=False)
-    add_model_args(p)
+    add_model_args(p, required=False)  # --method matching reads --concept with the model's text tower
     p.add_argument("--sae", required=True)
     p.add_argument("--train-csv", required=True)
     p.add_argument("--test-csv", required=True)
