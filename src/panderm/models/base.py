@@ -9,12 +9,15 @@ An `Encoder` wraps a loaded model with its preprocessing and tokenizer:
   ``features`` the pooled pre-projection vector (linear probe),
   ``tokens`` the per-token sequence [B, T, D] (finetuning; ``[:, 0]`` is CLS).
 - ``encode_text(ids)``: projected text vectors (unnormalised)
-- ``embed_dim``, ``feature_dim``, ``fingerprint`` (hash of weights + preprocessing).
+- ``embed_dim``, ``feature_dim``, ``fingerprint`` (hash of weights + architecture + configuration +
+  preprocessing).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -96,6 +99,9 @@ class Encoder(nn.Module):
         self._tokenizer = tokenizer
         self.random_init = random_init
         self.extra = dict(extra or {})
+        # What builds the model besides its weights: the family's config file(s) as read and the construction
+        # kwargs derived from them (set by each loader; part of the fingerprint).
+        self.model_config: dict = {}
         self._fingerprint: str | None = None
         self._dims: dict[str, int] = {}
 
@@ -159,18 +165,50 @@ class Encoder(nn.Module):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of every weight tensor (in key order) plus the preprocessing."""
+        """sha256 of every weight tensor (key, dtype, shape, bytes) plus the architecture and the preprocessing.
+
+        The architecture is what the weights do not pin down: a head count, an epsilon, an activation, a
+        pooling mode. It is recorded twice, from the loader's `model_config` (the config file as read and the
+        kwargs derived from it) and from the built modules themselves (`architecture()`), so a config edit
+        that keeps every tensor shape (`vision_cfg.head_width`) still gives another fingerprint.
+        """
         if self._fingerprint is None:
             h = hashlib.sha256()
             for key, tensor in self.state_dict().items():
                 h.update(key.encode())
                 t = tensor.detach().cpu().contiguous()
-                h.update(str(t.dtype).encode())
+                h.update(f"{t.dtype}{tuple(t.shape)}".encode())
                 h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-            h.update(json.dumps(self.preprocess_spec.describe(), sort_keys=True).encode())
-            h.update(self.family.encode())
+            h.update(json.dumps({"family": self.family, "preprocess": self.preprocess_spec.describe(),
+                                 "config": plain(self.model_config), "architecture": self.architecture()},
+                                sort_keys=True).encode())
             self._fingerprint = h.hexdigest()[:20]
         return self._fingerprint
+
+    def architecture(self) -> list:
+        """Every submodule's class and its plain settings (ints, floats, strings, dataclass configs, HF configs).
+
+        Tensors are left to the weight hash; names starting with `_`, `training` and HF's `name_or_path`
+        (where the files happen to be) are left out so the same model loaded from another folder matches.
+        """
+        out, seen_configs = [], set()
+        for name, module in self.named_modules():
+            if not name:
+                continue  # the Encoder itself: its own attributes are run state, not architecture
+            attrs = {}
+            for key, value in vars(module).items():
+                if key.startswith("_") or key in _NOT_ARCHITECTURE:
+                    continue
+                if key == "config" and hasattr(value, "to_dict"):
+                    if id(value) not in seen_configs:
+                        seen_configs.add(id(value))
+                        attrs[key] = plain({k: v for k, v in value.to_dict().items() if not k.startswith("_")})
+                    continue
+                value = _setting(value)
+                if value is not _SKIP:
+                    attrs[key] = value
+            out.append([name, f"{type(module).__module__}.{type(module).__qualname__}", attrs])
+        return out
 
     def describe(self) -> dict[str, Any]:
         """Provenance written next to every output."""
@@ -187,6 +225,38 @@ class Encoder(nn.Module):
         self.preprocess_spec = spec
         self.preprocess = spec.build()
         self._fingerprint = None
+
+
+_NOT_ARCHITECTURE = frozenset({"training", "name_or_path"})
+_SKIP = object()
+
+
+def _setting(value):
+    """A module attribute as plain JSON data, or _SKIP for what is not a setting (tensors, modules, callables)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (tuple, list)):
+        items = [_setting(v) for v in value]
+        return _SKIP if any(v is _SKIP for v in items) else items
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain(asdict(value))
+    return _SKIP
+
+
+def plain(obj):
+    """JSON-ready data with a stable text: dict keys as strings, tuples as lists, paths as strings and any other
+    object as its type name (never its repr, which may hold a memory address)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return plain(asdict(obj))
+    return f"<{type(obj).__module__}.{type(obj).__qualname__}>"
 
 
 def l2_normalize(x: torch.Tensor | np.ndarray):

@@ -87,4 +87,8 @@ def load_hf_clip(repo: str, monet_preprocess: bool = False) -> HFCLIPEncoder:
     else:
         spec = PreprocessSpec(size=size)
     ctx = int(model.config.text_config.max_position_embeddings)
-    return HFCLIPEncoder(model.eval(), tokenizer, f"hf-clip:{repo}", spec, ctx)
+    encoder = HFCLIPEncoder(model.eval(), tokenizer, f"hf-clip:{repo}", spec, ctx)
+    # config.json (also in architecture(), as the CLIPModel's `config`) and the tokenizer, which no module records.
+    encoder.model_config = {"config": model.config.to_dict(), "tokenizer": type(tokenizer).__name__,
+                            "context_length": ctx}
+    return encoder

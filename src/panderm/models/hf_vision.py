@@ -120,4 +120,6 @@ def load_hf_vision(repo: str) -> HFVisionEncoder:
                          f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
     default = int(getattr(model.config, "image_size", 224) or 224)
     spec = preprocess_from_config(processor_cfg, default)
-    return HFVisionEncoder(model.eval(), f"hf-vision:{repo}", spec)
+    encoder = HFVisionEncoder(model.eval(), f"hf-vision:{repo}", spec)
+    encoder.model_config = {"config": model.config.to_dict(), "preprocessor_config": processor_cfg}
+    return encoder

@@ -213,10 +213,12 @@ def _biased_mlp_proj(sd: dict, prefix: str = "text.proj.") -> nn.Module | None:
     return nn.Sequential(nn.Linear(w0.shape[1], w0.shape[0]), nn.GELU(), nn.Linear(w2.shape[1], w2.shape[0]))
 
 
-def build_openclip_model(files: ResolvedFiles, allow_random_init: bool = False) -> tuple[nn.Module, dict, str | None, bool]:
+def build_openclip_model(files: ResolvedFiles, allow_random_init: bool = False
+                         ) -> tuple[nn.Module, dict, str | None, bool, dict]:
     """Build the open_clip model for `files` and load its weights strictly.
 
-    Returns (model, text_cfg, cae_layout, random_init).
+    Returns (model, text_cfg, cae_layout, random_init, built): `built` holds every construction kwarg derived
+    from the config (the model's configuration record, part of its fingerprint).
     """
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, CustomTextCLIP
 
@@ -263,18 +265,25 @@ def build_openclip_model(files: ResolvedFiles, allow_random_init: bool = False) 
             f"{str(exc).splitlines()[0]}"
         ) from exc
 
+    # A text tower read from the model's own folder is recorded by role, not by where the folder sits.
+    built_text = {k: ("<model folder>" if files.folder is not None and v == str(files.folder) else v)
+                  for k, v in text_cfg.items()}
+    built = {"class": cls.__name__, "embed_dim": embed_dim, "quick_gelu": quick_gelu, "kwargs": kwargs,
+             "vision_cfg": vision_cfg, "text_cfg": built_text, "cae_layout": layout}
     if layout:
         visual_sd = {k[len("visual."):]: v for k, v in (sd or {}).items() if k.startswith("visual.")}
         if visual_sd:
             model.visual = build_cae_from_state_dict(visual_sd, layout, head_width=head_width, heads=cae_heads)
         else:
             raise ModelError(f"{files.model_id}: a CAE tower needs weights to infer its shape")
+        built["cae"] = {"heads": cae_heads, "head_width": head_width}
     if sd is not None:
         proj = _biased_mlp_proj(sd)
         if proj is not None and hasattr(model, "text"):
             model.text.proj = proj
+            built["biased_text_proj"] = True
         load_strict(model, _prepare_state_dict(sd, model), str(files.weights))
-    return model.eval(), {**text_cfg, "_hf": hf_text}, layout, sd is None
+    return model.eval(), {**text_cfg, "_hf": hf_text}, layout, sd is None, built
 
 
 def build_tokenizer(files: ResolvedFiles, text_cfg: dict):
@@ -380,8 +389,13 @@ def load_openclip(
         files.weights = Path(pretrained).expanduser()
         if not files.weights.is_file():
             raise ModelError(f"weights file not found: {pretrained}")
-    model, text_cfg, layout, random_init = build_openclip_model(files, allow_random_init)
+    model, text_cfg, layout, random_init, built = build_openclip_model(files, allow_random_init)
     random_init = random_init or bool(files.config.get("panderm_random_init"))
     tokenizer = build_tokenizer(files, text_cfg)
     spec = preprocess_from_config(files, model)
-    return OpenCLIPEncoder(model, files, tokenizer, spec, layout, random_init)
+    encoder = OpenCLIPEncoder(model, files, tokenizer, spec, layout, random_init)
+    # The whole config file as read (open_clip_config.json, or the built-in config + pretrained tag) and what
+    # was derived from it: a config edit that keeps every tensor shape still changes the fingerprint.
+    encoder.model_config = {"config_file": files.config, "built": built, "tokenizer": type(tokenizer).__name__,
+                            "context_length": int(text_cfg.get("context_length") or 77)}
+    return encoder

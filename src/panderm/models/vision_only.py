@@ -50,7 +50,9 @@ def load_panderm_v1(size: str, checkpoint: str | None, allow_random_init: bool =
         if not allow_random_init:
             raise ModelError(f"{model_id} needs --checkpoint PATH (the released .pth file)")
         cfg = CAEConfig(width, depth, width // 64, 16, 224, 4 * width, None)
-        return PanDermV1Encoder(CAEVisionTower(cfg, pooling="cls"), model_id, None, True)
+        encoder = PanDermV1Encoder(CAEVisionTower(cfg, pooling="cls"), model_id, None, True)
+        encoder.model_config = {"tower": cfg, "pooling": "cls"}
+        return encoder
     sd = read_state_dict(checkpoint)
     if any(k.startswith("encoder.") for k in sd):
         # Released files also hold decoder / regressor / teacher weights: keep the encoder only.
@@ -71,7 +73,9 @@ def load_panderm_v1(size: str, checkpoint: str | None, allow_random_init: bool =
         sd["pos_embed"] = sincos_pos_embed(cfg.image_size // cfg.patch_size, cfg.width)
     tower = CAEVisionTower(cfg, pooling="cls")
     load_strict(tower, sd, checkpoint)
-    return PanDermV1Encoder(tower.eval(), model_id, checkpoint, False)
+    encoder = PanDermV1Encoder(tower.eval(), model_id, checkpoint, False)
+    encoder.model_config = {"tower": cfg, "pooling": "cls"}
+    return encoder
 
 
 def _is_reduced_test_tower(cfg: CAEConfig) -> bool:
@@ -141,7 +145,10 @@ def load_timm(name: str, checkpoint: str | None, allow_random_init: bool = False
         interpolation=cfg.get("interpolation", "bicubic") if cfg.get("interpolation") in ("bicubic", "bilinear") else "bicubic",
         resize_to=int(size / crop) if crop < 1 else None,
     )
-    return TimmEncoder(model.eval(), f"timm:{name}", spec, checkpoint is None and allow_random_init, checkpoint)
+    encoder = TimmEncoder(model.eval(), f"timm:{name}", spec, checkpoint is None and allow_random_init, checkpoint)
+    encoder.model_config = {"name": name, "keep_head": keep_head, "data_config": cfg,
+                            "pretrained_cfg": getattr(model, "pretrained_cfg", None)}
+    return encoder
 
 
 class TorchvisionEncoder(Encoder):
@@ -179,4 +186,7 @@ def load_torchvision(name: str, checkpoint: str | None, allow_random_init: bool 
     if checkpoint is not None:
         sd = {k: v for k, v in read_state_dict(checkpoint).items() if not k.startswith("fc.")}
         load_strict(model, sd, checkpoint)
-    return TorchvisionEncoder(model.eval(), f"torchvision:{name}", checkpoint is None and allow_random_init, checkpoint)
+    encoder = TorchvisionEncoder(model.eval(), f"torchvision:{name}", checkpoint is None and allow_random_init,
+                                 checkpoint)
+    encoder.model_config = {"name": name, "fc": "Identity" if hasattr(model, "fc") else None}
+    return encoder

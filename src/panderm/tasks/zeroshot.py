@@ -48,30 +48,43 @@ def class_embeddings(
     precision: str = "amp",
     cache_dir: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """[K, D] float32 unit vectors: normalise each prompt, mean over templates, re-normalise."""
-    from ..features import effective_precision
+    """[K, D] float32 unit vectors: normalise each prompt, mean over templates, re-normalise.
+
+    Cached under a key covering the encoder fingerprint (weights + model configuration), the code versions, the
+    class names, the templates, the prompts' token ids and the precision; the entry is checksummed and a corrupt
+    or truncated one is recomputed with one warning.
+    """
+    from ..features import CACHE_VERSION, code_versions, effective_precision, read_entry, write_entry
 
     if len(classnames) == 0:
         raise DataError("no class names given")
-    key = hashlib.sha256(json.dumps({"fp": encoder.fingerprint, "c": list(classnames), "t": list(templates),
-                                     "prec": effective_precision(encoder.device, precision)}).encode()).hexdigest()[:32]
+    batches = []
+    for start in range(0, len(classnames), classes_per_batch):
+        batch = classnames[start:start + classes_per_batch]
+        batches.append((len(batch), encoder.tokenize([p for c in batch for p in render(templates, c)])))
+    h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "fp": encoder.fingerprint, "c": list(classnames),
+                                   "t": list(templates), "code": code_versions(), "per_batch": classes_per_batch,
+                                   "prec": effective_precision(encoder.device, precision)}).encode())
+    for _, ids in batches:
+        h.update(str(tuple(ids.shape)).encode() + np.ascontiguousarray(ids.cpu().numpy()).tobytes())
+    key = h.hexdigest()[:32]
     entry = (Path(cache_dir) / "text" if cache_dir else _text_cache_dir()) / f"classes-{key}.npy"
-    if cache and entry.is_file():
-        return np.load(entry, allow_pickle=False)
+    if cache:
+        cached = read_entry(entry, len(classnames), what="text-embedding")
+        if cached is not None:
+            return np.array(cached)
     from ..features import _autocast
 
     device = encoder.device
     out = []
     with torch.inference_mode(), _autocast(device, precision):
-        for start in range(0, len(classnames), classes_per_batch):
-            batch = classnames[start:start + classes_per_batch]
-            prompts = [p for c in batch for p in render(templates, c)]
-            emb = encoder.encode_text(encoder.tokenize(prompts).to(device)).float()
-            emb = F.normalize(emb, dim=-1).reshape(len(batch), len(templates), -1)
+        for count, ids in batches:
+            emb = encoder.encode_text(ids.to(device)).float()
+            emb = F.normalize(emb, dim=-1).reshape(count, len(templates), -1)
             out.append(F.normalize(emb.mean(dim=1), dim=-1).cpu())
     weights = torch.cat(out).numpy().astype(np.float32)
     if cache:
-        write_npy(entry, weights)
+        write_entry(entry, weights, {"model": encoder.describe(), "kind": "classes", "n": len(classnames)})
     return weights
 
 
