@@ -382,3 +382,13 @@ def test_timm_vit_and_cnn_towers(name, size, vit):
     assert model.taps.is_vit is vit
     with torch.no_grad():
         assert model(torch.randn(1, 3, size, size)).shape == (1, 3, size, size)
+
+
+def test_cli_errors_name_the_segment_flag(tmp_path, capsys):
+    from panderm.cli import main
+
+    csv = Path(__file__).resolve().parents[1] / "data" / "sample" / "ph2" / "ph2.csv"
+    rc = main(["segment", "train", "--model", "demo", "--csv", str(csv), "--num-classes", "300", "--device", "cpu",
+               "--out", str(tmp_path / "seg")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and "(set it with --num-classes)" in last, last

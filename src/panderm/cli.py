@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
         finish()
 
-    return run_door(run, "panderm", debug=args.debug, flags={"image_root": "--root"})
+    return run_door(run, "panderm", debug=args.debug, flags={"image_root": "--root", **getattr(args, "door_flags", {})})
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (starts fresh when absent)")
     p.add_argument("--stop-after-epoch", type=int, default=None, help="end after this epoch (tests --resume)")
     p.add_argument("--out", default="runs/segment", help="run folder")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=_train, door_flags=FLAGS)
 
     p = ssub.add_parser("test", help="score a trained run's best.pt on a split",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
@@ -191,4 +191,4 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--run", required=True, help="a `panderm segment train` folder (its best.pt and settings)")
     p.add_argument("--split", default="test")
     p.add_argument("--out", default="runs/segment-test", help="output folder")
-    p.set_defaults(func=_test)
+    p.set_defaults(func=_test, door_flags=FLAGS)
