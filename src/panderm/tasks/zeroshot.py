@@ -27,7 +27,6 @@ from ..data.templates import SKIN_TEMPLATES, render
 from ..errors import DataError
 from ..metrics import bootstrap_ci, classification_metrics
 from ..models.base import Encoder
-from ..report import write_npy
 
 log = logging.getLogger(__name__)
 LOGIT_SCALE = 100.0
