@@ -16,6 +16,20 @@ from panderm.cli_support import (  # noqa: E402
     add_allow_absolute_paths, check_inputs, resolve_device, run_door, setup_logging)
 
 
+RANDOM_WEIGHTS = "RANDOM WEIGHTS: these numbers come from an untrained model"
+
+
+def _mark_random_weights(summary_csv: str) -> None:
+    """Append a `warning` column to the summary CSV (the reference columns stay first and unchanged)."""
+    import pandas as pd
+
+    from panderm.report import write_csv
+
+    frame = pd.read_csv(summary_csv, dtype=str, keep_default_na=False)
+    frame["warning"] = RANDOM_WEIGHTS
+    write_csv(summary_csv, frame)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("--csv_path", required=True)
@@ -56,6 +70,9 @@ def main(argv=None) -> int:
                                                        precision=lp.reference_precision(encoder)))
         out = lp.reference_output_dir(args.output_dir)
         lp.write_reference_outputs(result, splits, out, args.csv_filename, args.image_key)
+        if encoder.random_init:
+            _mark_random_weights(os.path.join(out, os.path.basename(args.csv_filename)))
+            print(RANDOM_WEIGHTS)
         print(format_table(lp.summary_rows(result)))
         print(f"wrote {out}")
 

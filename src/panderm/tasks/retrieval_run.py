@@ -136,8 +136,32 @@ def ranks_frame(pairs: RetrievalPairs, result: RetrievalResult) -> pd.DataFrame:
     })
 
 
+def examples_data(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_queries: int = 3, k: int = 5,
+                  width: int = 100) -> list[dict]:
+    """What examples.png shows: for a few image queries, the top-k *distinct* captions by score (a caption
+    repeated on several rows is listed once, at its best score), each wrapped to `width` characters
+    (never cut), with whether it is the query's own caption."""
+    i = img / np.linalg.norm(img, axis=1, keepdims=True)
+    t = txt / np.linalg.norm(txt, axis=1, keepdims=True)
+    queries = np.unique(np.linspace(0, len(pairs) - 1, n_queries).astype(int))
+    out = []
+    for q in queries:
+        captions, seen = [], set()
+        for j in np.argsort(-(t @ i[q]), kind="stable"):
+            text = pairs.captions[j]
+            if text in seen:
+                continue
+            seen.add(text)
+            captions.append({"rank": len(captions) + 1, "text": text, "hit": text == pairs.captions[q],
+                             "lines": textwrap.wrap(text, width) or [""]})
+            if len(captions) == k:
+                break
+        out.append({"query": int(q), "image": str(pairs.table.paths[q]), "captions": captions})
+    return out
+
+
 def examples_figure(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_queries: int = 3, k: int = 5):
-    """A few image queries with their top-k captions (✓ = the query's own caption)."""
+    """A few image queries with their top-k distinct captions, wrapped (✓ = the query's own caption)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,21 +169,23 @@ def examples_figure(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_q
 
     from ..data.images import open_image
 
-    i = img / np.linalg.norm(img, axis=1, keepdims=True)
-    t = txt / np.linalg.norm(txt, axis=1, keepdims=True)
-    queries = np.linspace(0, len(pairs) - 1, n_queries).astype(int)
-    fig, axes = plt.subplots(n_queries, 2, figsize=(12, 3.2 * n_queries), gridspec_kw={"width_ratios": [1, 3]})
+    data = examples_data(pairs, img, txt, n_queries=n_queries, k=k)
+    heights = [max(3.2, 0.16 * sum(len(c["lines"]) + 0.5 for c in d["captions"]) + 0.6) for d in data]
+    fig, axes = plt.subplots(len(data), 2, figsize=(12, sum(heights)),
+                             gridspec_kw={"width_ratios": [1, 3], "height_ratios": heights})
     axes = np.atleast_2d(axes)
-    for row, q in enumerate(queries):
-        top = np.argsort(-(t @ i[q]), kind="stable")[:k]
-        axes[row, 0].imshow(open_image(pairs.table.paths[q]))
-        axes[row, 0].set_title(Path(pairs.table.paths[q]).name, fontsize=8)
+    for row, d in enumerate(data):
+        axes[row, 0].imshow(open_image(d["image"]))
+        axes[row, 0].set_title(Path(d["image"]).name, fontsize=8)
         axes[row, 0].axis("off")
-        lines = [("✓ " if pairs.captions[j] == pairs.captions[q] else "  ") + f"{n + 1}. "
-                 + textwrap.shorten(pairs.captions[j], 110) for n, j in enumerate(top)]
+        lines = []
+        for c in d["captions"]:
+            head = ("✓ " if c["hit"] else "  ") + f"{c['rank']}. "
+            lines.append(head + c["lines"][0])
+            lines.extend(" " * len(head) + rest for rest in c["lines"][1:])
         axes[row, 1].text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=7)
         axes[row, 1].axis("off")
-    fig.suptitle(f"image → text: top-{k} captions")
+    fig.suptitle(f"image → text: top-{k} distinct captions")
     return fig
 
 
