@@ -12,18 +12,18 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import run_door, setup_logging  # noqa: E402
+from panderm.cli_support import finish_help, run_door, setup_logging  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--embeddings", required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--batch_size", type=int, default=512)
+    p.add_argument("--checkpoint", required=True, help="required: SAE autoencoder.pth")
+    p.add_argument("--embeddings", required=True, help="required: embeddings .npy [N, D]")
+    p.add_argument("--output", required=True, help="required: output .npy of SAE activations [N, F]")
+    p.add_argument("--batch_size", type=int, default=512, help="rows per batch")
     p.add_argument("--gpu", type=int, default=None, help="GPU index (default: GPU 0 when available, else CPU)")
-    p.add_argument("--debug", action="store_true")
-    return p
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return finish_help(p)
 
 
 def main(argv=None) -> int:

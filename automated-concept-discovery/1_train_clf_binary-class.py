@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import report_ignored, run_door, setup_logging  # noqa: E402
+from panderm.cli_support import finish_help, report_ignored, run_door, setup_logging  # noqa: E402
 
 # The reference only joins these into an image-path column it never reads, or picks a GPU for a CPU model.
 IGNORED = {
@@ -28,7 +28,7 @@ IGNORED = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--csv", required=True)
+    p.add_argument("--csv", required=True, help="required: CSV with one row per image (labels)")
     p.add_argument("--embeddings", required=True, help="[N, F] SAE codes or [N, D] embeddings, CSV row order")
     p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")
     p.add_argument("--image_dir", default=None, help="image folder; ignored")
@@ -36,10 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="folder for the mean weights and intercept")
     p.add_argument("--label_col", default=None, help="label column by name (default: the third column)")
     p.add_argument("--split_col", default=None, help="train/test column to use instead of the 50 random splits")
-    p.add_argument("--n_splits", type=int, default=50)
+    p.add_argument("--n_splits", type=int, default=50, help="random train/test splits averaged")
     p.add_argument("--seed", type=int, default=0, help="split i uses random_state seed+i (0: the reference)")
-    p.add_argument("--debug", action="store_true")
-    return p
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return finish_help(p)
 
 
 def main(argv=None) -> int:

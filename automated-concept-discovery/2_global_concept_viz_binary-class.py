@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import report_ignored, run_door, setup_logging  # noqa: E402
+from panderm.cli_support import finish_help, report_ignored, run_door, setup_logging  # noqa: E402
 
 # The reference only joins these into an image-path column it never reads, or picks a GPU for numpy work.
 IGNORED = {
@@ -28,16 +28,16 @@ IGNORED = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--csv", required=True)
+    p.add_argument("--csv", required=True, help="required: CSV with one row per image (labels)")
     p.add_argument("--embeddings", required=True, help="[N, F] SAE codes, CSV row order")
     p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")
     p.add_argument("--image_dir", default=None, help="image folder; ignored")
     p.add_argument("--gpu", type=int, default=None, help="GPU index; ignored")
     p.add_argument("--label_col", default=None, help="label column by name (default: the third column)")
-    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--topk", type=int, default=10, help="latents kept per class")
     p.add_argument("--out_dir", required=True, help="folder for class_importance.json / .npz")
-    p.add_argument("--debug", action="store_true")
-    return p
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return finish_help(p)
 
 
 def main(argv=None) -> int:

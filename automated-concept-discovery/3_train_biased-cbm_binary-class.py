@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import report_ignored, run_door, setup_logging  # noqa: E402
+from panderm.cli_support import finish_help, report_ignored, run_door, setup_logging  # noqa: E402
 
 # The reference joins these into image paths and never reads them; GPU choice is moot for sklearn SGD.
 IGNORED = {
@@ -28,18 +28,18 @@ IGNORED = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--train_csv", required=True)
-    p.add_argument("--test_csv", required=True)
+    p.add_argument("--train_csv", required=True, help="required: training CSV")
+    p.add_argument("--test_csv", required=True, help="required: test CSV")
     p.add_argument("--train_embeddings", required=True, help="train SAE codes, train CSV row order")
     p.add_argument("--test_embeddings", required=True, help="test SAE codes (or intervened codes), test CSV order")
     p.add_argument("--image_root", default=None, help="image folder; ignored")
     p.add_argument("--image_col", default=None, help="image column; ignored")
     p.add_argument("--output", default=None, help="folder for classifier_weights.npy / classifier_intercept.npy")
     p.add_argument("--label_col", default=None, help="label column by name (default: the last column)")
-    p.add_argument("--random_state", type=int, default=42)
+    p.add_argument("--random_state", type=int, default=42, help="seed of the classifier")
     p.add_argument("--gpu", default=None, help="ignored: the classifier runs on CPU")
-    p.add_argument("--debug", action="store_true")
-    return p
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return finish_help(p)
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import report_ignored, run_door, setup_logging  # noqa: E402
+from panderm.cli_support import finish_help, report_ignored, run_door, setup_logging  # noqa: E402
 
 # Parsed by the reference and never read there either.
 IGNORED = {
@@ -30,11 +30,12 @@ IGNORED = {
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--top_n", type=int, default=5)
+    p.add_argument("--top_n", type=int, default=5, help="number of latents intervened on")
     p.add_argument("--concept", default="hair", help="concept text, e.g. hair, 'purple ink', 'calibration scale'")
-    p.add_argument("--method", default="matching", choices=["matching", "topk"])
+    p.add_argument("--method", default="matching", choices=["matching", "topk"],
+                   help="matching: latents matched to concept texts; topk: the classifier's top-N latents")
     p.add_argument("--split", default="test", choices=["train", "test"], help="folder under --result_dir to edit")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (text encoder for matching)")
     p.add_argument("--data_dir", default=None, help="ignored (unused by the reference too)")
     p.add_argument("--result_dir", default=None, help="folder holding before-intervention/ and <split>/")
     p.add_argument("--project_root", default=None, help="ignored (unused by the reference too)")
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="classifier weights .npy (overrides --importance_file)")
     p.add_argument("--activations", default=None, help="codes to edit .npy (overrides --activation_file)")
     p.add_argument("--output", default=None, help="edited codes .npy (overrides --output_file)")
-    p.add_argument("--debug", action="store_true")
-    return p
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return finish_help(p)
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import report_ignored, run_door, setup_logging  # noqa: E402
+from panderm.cli_support import finish_help, report_ignored, run_door, setup_logging  # noqa: E402
 
 # Parsed by the reference but never used in its computation.
 IGNORED = {
@@ -34,22 +34,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", default=None,
                    help="embeddings .npy to train on (default <save_dir>/all_embeddings.npy)")
     p.add_argument("--expansion", type=int, default=8, help="latents = expansion x embedding width")
-    p.add_argument("--l1", type=float, default=3e-5)
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--batch_size", type=int, default=4096)
-    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--l1", type=float, default=3e-5, help="L1 sparsity penalty")
+    p.add_argument("--epochs", type=int, default=200, help="training epochs")
+    p.add_argument("--batch_size", type=int, default=4096, help="rows per batch")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
     p.add_argument("--resample_every", type=int, default=0,
                    help="resample dead latents every N epochs (0: never, the reference)")
     p.add_argument("--pre_bias_init", default="zeros", choices=["zeros", "mean", "geometric_median"],
                    help="initial tied pre-bias (zeros: the reference)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--data", default=None, help="run label (reference default 'ham'); ignored")
     p.add_argument("--backbone", default=None, help="run label; ignored")
     p.add_argument("--trial", default=None, help="run label; ignored")
     p.add_argument("--gpu", default=None, help="GPU index (default: GPU 0 when available, else CPU)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
-    p.add_argument("--debug", action="store_true")
-    return p
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return finish_help(p)
 
 
 def main(argv=None) -> int:

@@ -13,7 +13,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from panderm.cli_support import (  # noqa: E402
-    add_allow_absolute_paths, check_inputs, resolve_device, run_door, setup_logging)
+    add_allow_absolute_paths, check_inputs, finish_help, resolve_device, run_door, setup_logging)
 
 
 RANDOM_WEIGHTS = "RANDOM WEIGHTS: these numbers come from an untrained model"
@@ -32,25 +32,28 @@ def _mark_random_weights(summary_csv: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--csv_path", required=True)
+    p.add_argument("--csv_path", required=True, help="required: CSV with image, label and split columns")
     p.add_argument("--csv_filename", default="results.csv", help="summary CSV: Dataset, W_F1, AUROC, BACC, ACC, AUPR")
-    p.add_argument("--image_key", default="filename")
-    p.add_argument("--root_path", default=None)
-    p.add_argument("--model", required=True, help="e.g. open_clip_hf-hub:redlessone/PanDerm2, PanDerm, biomedclip, MONET")
-    p.add_argument("--percent_data", type=float, default=1.0)
-    p.add_argument("--batch_size", type=int, default=200)
-    p.add_argument("--num_workers", type=int, default=8)
-    p.add_argument("--output_dir", default="./output_dir")
-    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--image_key", default="filename", help="CSV column holding the image paths")
+    p.add_argument("--root_path", default=None,
+                   help="folder the image paths are relative to (default: the working directory)")
+    p.add_argument("--model", required=True,
+                   help="e.g. open_clip_hf-hub:redlessone/PanDerm2, PanDerm, biomedclip, MONET")
+    p.add_argument("--percent_data", type=float, default=1.0, help="fraction of the training rows used (stratified)")
+    p.add_argument("--batch_size", type=int, default=200, help="images per batch")
+    p.add_argument("--num_workers", type=int, default=8, help="DataLoader workers")
+    p.add_argument("--output_dir", default="./output_dir",
+                   help="output folder (predictions, confusion matrix, --csv_filename)")
+    p.add_argument("--checkpoint", default=None, help="weights file for --model (default: the model's own)")
     p.add_argument("--device", default=None,
                    help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
                         "an explicitly named device that is not there is an error")
     p.add_argument("--model_preprocess", action="store_true",
                    help="use the model's own preprocessing instead (needed by models whose input size is not "
                         "224 px, e.g. demo)")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     add_allow_absolute_paths(p)
-    args = p.parse_args(argv)
+    args = finish_help(p).parse_args(argv)
     setup_logging()
 
     def run():

@@ -11,26 +11,27 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from panderm.cli_support import (  # noqa: E402
-    add_allow_absolute_paths, add_max_image_pixels, check_inputs, resolve_device, run_door, setup_logging)
+    add_allow_absolute_paths, add_max_image_pixels, check_inputs, finish_help, resolve_device, run_door, setup_logging)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--model_name", default="hf-hub:redlessone/PanDerm2")
+    p.add_argument("--model_name", default="hf-hub:redlessone/PanDerm2",
+                   help="model id (alias, hf-hub:ORG/NAME, local-dir:PATH, ...; see `panderm models`)")
     p.add_argument("--checkpoint", default=None, help="optional open_clip state dict replacing the model's weights")
-    p.add_argument("--csv_path", required=True)
-    p.add_argument("--img_col", default="filename")
-    p.add_argument("--data_root", required=True)
-    p.add_argument("--batch_size", type=int, default=2048)
-    p.add_argument("--num_workers", type=int, default=16)
+    p.add_argument("--csv_path", required=True, help="required: CSV with one row per image")
+    p.add_argument("--img_col", default="filename", help="CSV column holding the image paths")
+    p.add_argument("--data_root", required=True, help="required: folder the image paths are relative to")
+    p.add_argument("--batch_size", type=int, default=2048, help="images per batch")
+    p.add_argument("--num_workers", type=int, default=16, help="DataLoader workers")
     p.add_argument("--device", default=None,
                    help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
                         "an explicitly named device that is not there is an error")
-    p.add_argument("--output_dir", default="./embeddings")
-    p.add_argument("--debug", action="store_true")
+    p.add_argument("--output_dir", default="./embeddings", help="folder for all_embeddings.npy")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
     add_allow_absolute_paths(p)
     add_max_image_pixels(p)
-    args = p.parse_args(argv)
+    args = finish_help(p).parse_args(argv)
     setup_logging()
 
     def run():

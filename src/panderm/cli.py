@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import __version__
 from .cli_support import (
-    add_allow_absolute_paths, add_max_image_pixels, precheck, resolve_device, run_door, setup_logging)
+    add_allow_absolute_paths, add_max_image_pixels, finish_help, precheck, resolve_device, run_door, setup_logging)
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -28,7 +28,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--device", default="auto",
                    help="auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N; a named device that is "
                         "not there is an error")
-    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--batch-size", type=int, default=64, help="images per batch")
     g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: sized from the CPU count)")
     g.add_argument("--precision", default="amp", choices=["amp", "amp_bf16", "bf16", "fp16", "fp32"],
                    help="autocast on CUDA (ignored on CPU)")
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panderm", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"panderm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail (INFO messages)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("features", help="extract image embeddings to a .npy file", conflict_handler="resolve",
@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="run the encoder through torch.compile (compiled once per process; same features, same "
                         "cache key; pays a compile time of ~0.5-2 min, worth it for large runs on GPU)")
-    p.add_argument("--csv", required=True)
-    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--csv", required=True, help="required: CSV with one row per image")
+    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
     p.add_argument("--kind", default="embed", choices=["embed", "features", "tokens"],
                    help="embed: projected joint space; features: pooled pre-projection; tokens: the CLS token row")
@@ -142,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(Lanczos, aspect kept, EXIF orientation applied, RGB; never upscaled: smaller "
                                    "images are copied as they are). JPEG stays JPEG (quality --quality), PNG stays "
                                    "PNG. Up-to-date copies are skipped, so a rerun is cheap.", allow_abbrev=False)
-    p.add_argument("--csv", required=True)
-    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--csv", required=True, help="required: CSV with one row per image")
+    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
     p.add_argument("--out", required=True, help="output folder (the same relative layout as --root)")
     p.add_argument("--size", type=int, default=448,
@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the tasks on the bundled real sample and print short tables",
                        allow_abbrev=False)
     p.add_argument("--model", default="demo", help="model id (default: a tiny random-weight demo model)")
-    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--checkpoint", default=None, help="weights file (or open_clip pretrained tag) for --model")
     p.add_argument("--device", default="auto",
                    help="auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N; a named device that is "
                         "not there is an error")
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .tasks.segmentation import cli as segmentation_cli
 
     segmentation_cli.register(sub, add_model_args)
-    return parser
+    return finish_help(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

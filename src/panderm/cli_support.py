@@ -99,6 +99,45 @@ def _close_progress_bars() -> None:
             pass
 
 
+def _shows_default(value) -> bool:
+    """A default worth printing: a value, not None, not a store_true/store_false flag's bool, not empty."""
+    import argparse
+
+    if value is None or value is argparse.SUPPRESS or isinstance(value, bool):
+        return False
+    return not (isinstance(value, (str, list, tuple)) and len(value) == 0)
+
+
+def _help_formatter():
+    import argparse
+    import re
+
+    class DefaultOnceFormatter(argparse.HelpFormatter):
+        """`--help` shows each option's default exactly once: appended as "(default: X)" unless the help text
+        already names its default (or there is none to show)."""
+
+        def _get_help_string(self, action):
+            text = action.help or ""
+            if (action.option_strings and _shows_default(action.default)
+                    and not re.search(r"\bdefault\b", text, flags=re.I) and "%(default)" not in text):
+                text += " (default: %(default)s)"
+            return text
+
+    return DefaultOnceFormatter
+
+
+def finish_help(parser):
+    """Give `parser` and all its subcommand parsers the one `--help` formatter (each default shown once)."""
+    import argparse
+
+    parser.formatter_class = _help_formatter()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                finish_help(sub)
+    return parser
+
+
 def add_allow_absolute_paths(p) -> None:
     """`--allow-absolute-paths` (both spellings): accepted and ignored, so existing command lines keep working."""
     p.add_argument("--allow-absolute-paths", "--allow_absolute_paths", dest="allow_outside_root", action="store_true",

@@ -31,42 +31,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zeroshot_eval_custom", default=None, help="CSV of a custom dataset (needs --classnames)")
     p.add_argument("--classnames", default=None, help="class names for the custom CSV: a file or 'a,b,c'")
     p.add_argument("--templates", default=None, help="prompt template file (default: the 8 skin templates)")
-    p.add_argument("--csv-img-key", default="filepath")
-    p.add_argument("--csv-label-key", default=None)
-    p.add_argument("--csv-caption-key", default="title")
+    p.add_argument("--csv-img-key", default="filepath", help="CSV column holding the image paths")
+    p.add_argument("--csv-label-key", default=None, help="CSV column holding the labels (zero-shot)")
+    p.add_argument("--csv-caption-key", default="title", help="CSV column holding the captions (retrieval)")
     p.add_argument("--csv-separator", default="\t", help="accepted and ignored, as in the reference")
     p.add_argument("--parent-path", default="", help="string prefix joined to every image path")
-    from ..cli_support import add_allow_absolute_paths
+    from ..cli_support import add_allow_absolute_paths, finish_help
 
     add_allow_absolute_paths(p)
     p.add_argument("--val-data", default=None, help="retrieval CSV (image, caption)")
-    p.add_argument("--train-data", default=None)
-    p.add_argument("--dataset-type", default="auto")
-    p.add_argument("--model", default="RN50")
-    p.add_argument("--pretrained", default="")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--precision", default="amp", choices=PRECISIONS)
+    p.add_argument("--train-data", default=None,
+                   help="not supported: this door only evaluates (giving it is one error line)")
+    p.add_argument("--dataset-type", default="auto", help="dataset format; csv is the one read (auto: csv)")
+    p.add_argument("--model", default="RN50",
+                   help="model id: open_clip config name, hf-hub:ORG/NAME, an alias (see `panderm models`), ...")
+    p.add_argument("--pretrained", default="", help="open_clip pretrained tag or weights file for --model")
+    p.add_argument("--batch-size", type=int, default=64, help="images (and captions) per batch")
+    p.add_argument("--workers", type=int, default=4, help="DataLoader workers")
+    p.add_argument("--precision", default="amp", choices=PRECISIONS,
+                   help="numeric precision of the image and text towers")
     p.add_argument("--device", default=None,
                    help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
                         "an explicitly named device that is not there is an error")
-    p.add_argument("--logs", default="./zero-shot-logs/")
-    p.add_argument("--name", default=None)
-    p.add_argument("--lr", type=float, default=5.0e-4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--zeroshot-frequency", type=int, default=1)
-    p.add_argument("--image-mean", type=float, nargs="+", default=None)
-    p.add_argument("--image-std", type=float, nargs="+", default=None)
-    p.add_argument("--image-interpolation", default=None, choices=["bicubic", "bilinear", "random"])
-    p.add_argument("--image-resize-mode", default=None, choices=["shortest", "longest", "squash"])
-    p.add_argument("--force-image-size", type=int, default=None)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--report-to", default="")
+    p.add_argument("--logs", default="./zero-shot-logs/",
+                   help="folder for <logs>/<DATASET>/<model>.csv and <logs>/<name>/checkpoints/results.jsonl")
+    p.add_argument("--name", default=None,
+                   help="run name under --logs (default: time stamp, model, lr, batch size, workers, precision, "
+                        "as the reference)")
+    p.add_argument("--lr", type=float, default=5.0e-4,
+                   help="only written into the run name, as the reference (no training)")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--zeroshot-frequency", type=int, default=1,
+                   help="accepted as in the reference; zero-shot runs once")
+    p.add_argument("--image-mean", type=float, nargs="+", default=None,
+                   help="override the model's image normalisation mean (3 floats)")
+    p.add_argument("--image-std", type=float, nargs="+", default=None,
+                   help="override the model's image normalisation std (3 floats)")
+    p.add_argument("--image-interpolation", default=None, choices=["bicubic", "bilinear", "random"],
+                   help="override the model's resize interpolation")
+    p.add_argument("--image-resize-mode", default=None, choices=["shortest", "longest", "squash"],
+                   help="override the model's resize mode")
+    p.add_argument("--force-image-size", type=int, default=None, help="override the model's input size (px)")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default: $PANDERM_CACHE/features)")
+    p.add_argument("--report-to", default="",
+                   help="accepted as in the reference (wandb/tensorboard logging is not done here)")
     p.add_argument("--group-by", default=None, help="retrieval: column whose equal values count as the same item")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for our results.json CIs (0: off)")
     p.add_argument("--no-cache", action="store_true", help="re-encode images instead of using the feature cache")
-    p.add_argument("--debug", action="store_true")
-    return p
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return finish_help(p)
 
 
 def _preprocess_overrides(args, encoder):

@@ -109,13 +109,13 @@ def register(sub, add_model_args) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
     p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
-    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
     p.add_argument("--label-col", default="label",
                    help="integer labels 0..K-1 or class-name strings (with --classnames)")
     p.add_argument("--classnames", default=None,
                    help="class names in label order: a file (txt or CSV) or 'a,b,c'; maps text labels to indices "
                         "and names the classes in the outputs")
-    p.add_argument("--split-col", default="split")
+    p.add_argument("--split-col", default="split", help="CSV column holding train / val / test")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
     add_allow_absolute_paths(p)
     p.add_argument("--percent-data", type=float, nargs="+", default=[1.0], help="training fractions")
@@ -131,17 +131,17 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--normalize", action="store_true", help="L2-normalise features (with --kind embed/features)")
     p.add_argument("--reference-preprocess", action="store_true",
                    help="the reference's Resize 256 bilinear / crop 224 / ImageNet std 0.228 instead of the model's own")
-    p.add_argument("--bootstrap", type=int, default=1000)
-    p.add_argument("--out", default="runs/linear_probe")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0: off)")
+    p.add_argument("--out", default="runs/linear_probe", help="run folder (results.json, predictions, plots)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=_linear_probe, precheck=precheck())
 
     p = sub.add_parser("retrieval", help="zero-shot image-text retrieval on a CSV of pairs",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
     p.add_argument("--csv", required=True, help="one row per (image, caption) pair")
-    p.add_argument("--image-col", default="image_path")
-    p.add_argument("--caption-col", default="caption")
+    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
+    p.add_argument("--caption-col", default="caption", help="CSV column holding the captions")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
     add_allow_absolute_paths(p)
     p.add_argument("--group-by", default=None, help="column naming the image: its captions all count as hits")
@@ -149,9 +149,9 @@ def register(sub, add_model_args) -> None:
                    help="auto: identical image paths / captions are one item (hits, not competitors); "
                         "none: every row is its own item, duplicates compete (the reference)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for 95%% CIs (0: off)")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--out", default="runs/retrieval")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--seed", type=int, default=42, help="seed of the bootstrap resampling")
+    p.add_argument("--out", default="runs/retrieval", help="run folder (results.json, ranks.csv, examples.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=_retrieval, precheck=precheck())
 
     p = sub.add_parser("zeroshot", help="zero-shot classification on benchmarks or any CSV",
@@ -159,10 +159,14 @@ def register(sub, add_model_args) -> None:
     add_model_args(p)
     p.add_argument("--benchmark", nargs="+", default=None,
                    help="PAD-6 HAM-7 SNU-134 SD-128 Daffodil-5 PH2-2 ISIC2020-2 DermNet-23 (their default CSVs)")
-    p.add_argument("--data-root", default=".", help="folder holding data/zero-shot-classification/ for --benchmark; their image paths are relative to it")
-    p.add_argument("--csv", default=None, help="a custom CSV (image path + label columns); with one --benchmark and no --classnames: your copy of that benchmark's test CSV")
+    p.add_argument("--data-root", default=".",
+                   help="folder holding data/zero-shot-classification/ for --benchmark; their image paths are relative"
+                        " to it")
+    p.add_argument("--csv", default=None,
+                   help="a custom CSV (image path + label columns); with one --benchmark and no --classnames: your "
+                        "copy of that benchmark's test CSV")
     p.add_argument("--classnames", default=None, help="class names for --csv: a file (txt or CSV) or 'a,b,c'")
-    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
     p.add_argument("--label-col", default="label", help="integer labels 0..K-1 or class-name strings")
     p.add_argument("--root", default=None,
                    help="folder image paths are relative to (default: the CSV's folder; '.' for --benchmark)")

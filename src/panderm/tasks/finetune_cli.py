@@ -96,24 +96,24 @@ def register(sub, add_model_args) -> None:
     add_model_args(p)
     p.set_defaults(batch_size=128, precision="amp")
     p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
-    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
     p.add_argument("--label-col", default="label",
                    help="integer labels 0..K-1 or class-name strings (with --classnames)")
     p.add_argument("--classnames", default=None,
                    help="class names in label order: a file (txt or CSV) or 'a,b,c'; maps text labels to indices "
                         "and names the classes in the outputs")
-    p.add_argument("--split-col", default="split")
+    p.add_argument("--split-col", default="split", help="CSV column holding train / val / test")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
     from ..cli_support import add_allow_absolute_paths
 
     add_allow_absolute_paths(p)
     g = p.add_argument_group("recipe (defaults: the PanDerm v1 finetuning script)")
-    g.add_argument("--epochs", type=int, default=50)
+    g.add_argument("--epochs", type=int, default=50, help="training epochs")
     g.add_argument("--lr", type=float, default=5e-4, help="base lr (no batch-size scaling)")
-    g.add_argument("--min-lr", type=float, default=1e-6)
-    g.add_argument("--warmup-epochs", type=int, default=10)
+    g.add_argument("--min-lr", type=float, default=1e-6, help="learning rate at the end of the cosine schedule")
+    g.add_argument("--warmup-epochs", type=int, default=10, help="epochs of linear learning-rate warm-up")
     g.add_argument("--layer-decay", type=float, default=0.65, help="layer-wise lr decay (1: off)")
-    g.add_argument("--weight-decay", type=float, default=0.05)
+    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay")
     g.add_argument("--drop-path", type=float, default=0.2, help="stochastic depth (CAE towers and timm ViTs)")
     g.add_argument("--disable-rel-pos-bias", action="store_true",
                    help="PanDerm v1: finetune without the per-block relative position bias the reference adds")
@@ -132,7 +132,7 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--eval", default=None, metavar="CHECKPOINT",
                    help="only test a saved best.pt/last.pt (build it with the same --model/--checkpoint)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (starts fresh when absent)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed (sampling, augmentation, head initialisation)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for test CIs (0: off)")
     p.add_argument("--max-steps", type=int, default=None, help="cap optimiser steps per epoch (smoke tests)")
     p.add_argument("--stop-after-epoch", type=int, default=None,

@@ -49,7 +49,7 @@ def _common(p) -> None:
     p.add_argument("--sae", required=True, help="SAE folder (train-sae --out) or a reference autoencoder.pth")
     p.add_argument("--codes", required=True, help="[N, F] SAE codes of the CSV rows, same order")
     p.add_argument("--csv", required=True, help="the images the codes come from, one row each")
-    p.add_argument("--image-col", default="image_path")
+    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
     p.add_argument("--n-images", type=int, default=5, help="top-activating images per latent")
     from panderm.cli_support import add_allow_absolute_paths
@@ -67,8 +67,8 @@ def register_extra(sub, add_model_args) -> None:
     p.add_argument("--truth-col", default=None, help="0/1 (or absent/present) CSV column: title images Exists / "
                                                      "Non-Exists")
     p.add_argument("--top-latents", type=int, default=20, help="candidate latents listed per text")
-    p.add_argument("--out", default="runs/concepts_retrieve")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--out", default="runs/concepts_retrieve", help="run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=_retrieve)
 
     p = sub.add_parser("report", help="static HTML concept report: one card per latent (name, CBM weight, images)",
@@ -80,8 +80,8 @@ def register_extra(sub, add_model_args) -> None:
     p.add_argument("--vocabulary", default=None, help="text file, one concept term per line (default: the built-in "
                                                       "dermatology vocabulary)")
     p.add_argument("--latents", type=int, nargs="+", default=None, help="show these latents (overrides selection)")
-    p.add_argument("--max-cards", type=int, default=50)
-    p.add_argument("--title", default="SAE concept report")
-    p.add_argument("--out", default="runs/concepts_report")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--max-cards", type=int, default=50, help="most latent cards in the report")
+    p.add_argument("--title", default="SAE concept report", help="report title")
+    p.add_argument("--out", default="runs/concepts_report", help="run folder (report.html)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=_report)
