@@ -340,8 +340,8 @@ def test_torchrun_two_processes_train_like_one(tiny_panderm_v1, tiny_csv, tmp_pa
                                [s for r in log_one for s in r["step_losses"]], rtol=1e-4)
     p1 = pd.read_csv(tmp_path / "one" / "predictions" / "test.csv")
     p2 = pd.read_csv(tmp_path / "two" / "predictions" / "test.csv")
-    assert len(p2) == 8 and p2["filename"].tolist() == p1["filename"].tolist()  # every test image once, in order
-    np.testing.assert_allclose(p2.filter(like="probability").to_numpy(), p1.filter(like="probability").to_numpy(),
+    assert len(p2) == 8 and p2["image_path"].tolist() == p1["image_path"].tolist()  # every test image once, in order
+    np.testing.assert_allclose(p2.filter(like="prob_").to_numpy(), p1.filter(like="prob_").to_numpy(),
                                atol=1e-5)
     res = json.loads((tmp_path / "two" / "results.json").read_text())
     assert res["provenance"]["world_size"] == 2
@@ -430,7 +430,7 @@ def test_text_labels_with_classnames(tiny_panderm_v1, tiny_csv, tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["classnames"] == names and results["n_classes"] == 4
     preds = pd.read_csv(tmp_path / "run" / "predictions" / "test.csv")
-    assert preds["true_label"].tolist() == frame.loc[frame["split"] == "test", "label"].tolist()
+    assert preds["label"].tolist() == frame.loc[frame["split"] == "test", "label"].tolist()
     # A listed class with no train rows cannot be learned.
     with pytest.raises(DataError, match=r"\['extra'\].*no train rows"):
         _cli(*common, "--classnames", ",".join(names + ["extra"]), "--out", tmp_path / "extra")

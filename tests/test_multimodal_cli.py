@@ -133,7 +133,7 @@ def test_csv_with_one_image_column_and_wrong_column_names(own_csv, tmp_path, cap
                     "--output-dir", tmp_path / "b"], capsys)
     assert rc == 0, cap.err
     pred = pd.read_csv(tmp_path / "b" / "detailed_predictions.csv")
-    assert (pred["derm_filename"] == pred["cli_filename"]).all()  # the one image in both slots
+    assert (pred["image_path"] == pred["image_path_2"]).all()  # the one image in both slots
     # 5. the demo model has random weights: the console says so, as the other commands do
     assert "RANDOM WEIGHTS: these numbers come from an untrained model" in cap.out
     rc, cap = _cli(["train", "--dataset", "pad", "--data-path", own_csv, "--clinical-col", "clin", "--use-cli",

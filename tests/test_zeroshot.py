@@ -108,8 +108,8 @@ def test_cli_custom_csv_with_class_name_labels(tiny_openclip, ham_csv, tmp_path)
     entry = res["datasets"]["ham10000_sample"]
     preds = pd.read_csv(out / "ham10000_sample" / "predictions.csv")
     truth = pd.read_csv(ham_csv)["label"].to_numpy()
-    assert (preds["true_label"].to_numpy() == truth).all()
-    assert entry["metrics"]["accuracy"] == pytest.approx(accuracy_score(truth, preds["predicted_label"]))
+    assert (preds["label"].to_numpy() == truth).all()
+    assert entry["metrics"]["accuracy"] == pytest.approx(accuracy_score(truth, preds["pred"]))
     assert res["provenance"]["model"]["model_id"] == f"local-dir:{tiny_openclip}"
     assert (out / "ham10000_sample" / "confusion_matrix.png").is_file()
     # The run folder is not overwritten without --overwrite.

@@ -856,13 +856,10 @@ class Finetuner:
 # Reports
 # --------------------------------------------------------------------------- #
 def predictions_frame(test_table, labels, probs):
-    import pandas as pd
+    """Per-sample predictions in the panderm schema (docs/OUTPUTS.md)."""
+    from ..predictions import predictions_frame as frame
 
-    frame = pd.DataFrame({"filename": test_table.frame[test_table.image_col].astype(str).to_numpy(),
-                          "true_label": labels, "predicted_label": probs.argmax(1)})
-    for k in range(probs.shape[1]):
-        frame[f"probability_class_{k}"] = probs[:, k]
-    return frame
+    return frame(test_table.frame[test_table.image_col].to_numpy(), labels, probs, test_table.classnames)
 
 
 def write_report(ft: Finetuner, test: dict, out_dir, provenance: dict, fit_result: dict | None = None,

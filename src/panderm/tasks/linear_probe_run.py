@@ -131,6 +131,14 @@ def predictions_frame(result: dict, run_index: int, test: ImageTable, id_col: st
     return frame
 
 
+def panderm_predictions_frame(result: dict, run_index: int, test: ImageTable, classnames=None) -> pd.DataFrame:
+    """Per-sample predictions in the panderm schema (docs/OUTPUTS.md): both class columns for two classes."""
+    from ..predictions import predictions_frame as frame
+
+    return frame(test.frame[test.image_col].to_numpy(), result["test_labels"], result["runs"][run_index]["probs"],
+                 classnames)
+
+
 def reference_summary_row(dataset: str, metrics: dict) -> pd.DataFrame:
     """`Dataset, W_F1, AUROC, BACC, ACC, AUPR` with %.4f values (the reference's results CSV)."""
     values = [metrics["weighted_f1"], metrics["auroc"], metrics["balanced_accuracy"], metrics["accuracy"],
@@ -173,7 +181,7 @@ def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, r
     runs = []
     for i, r in enumerate(result["runs"]):
         tag = f"{'shots' if r['shots'] is not None else 'percent'}_{r['shots'] if r['shots'] is not None else r['percent']}_seed{r['seed']}"
-        write_csv(out_dir / "predictions" / f"{tag}.csv", predictions_frame(result, i, test, test.image_col))
+        write_csv(out_dir / "predictions" / f"{tag}.csv", panderm_predictions_frame(result, i, test, splits.class_labels()))
         if r["seed"] == result["runs"][0]["seed"]:
             save_figure(out_dir / f"confusion_matrix_{tag}.png",
                         confusion_matrix_figure(result["test_labels"], r["predictions"], splits.class_labels(),

@@ -210,6 +210,14 @@ class ZeroShotResult:
             frame[f"probability_class_{k}"] = self.probs[:, k]
         return frame
 
+    def panderm_predictions_frame(self) -> pd.DataFrame:
+        """Per-sample predictions in the panderm schema (docs/OUTPUTS.md)."""
+        from ..predictions import predictions_frame
+
+        table = self.dataset.table
+        return predictions_frame(table.frame[table.image_col].to_numpy(), self.labels, self.probs,
+                                 self.dataset.classnames)
+
 
 def evaluate(
     encoder: Encoder,
@@ -341,7 +349,7 @@ def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, 
     datasets = {}
     for r in results:
         sub = out_dir / r.dataset.name
-        write_csv(sub / "predictions.csv", r.predictions_frame(r.dataset.table.image_col))
+        write_csv(sub / "predictions.csv", r.panderm_predictions_frame())
         fig = confusion_matrix_figure(r.labels, r.predictions, list(r.dataset.classnames),
                                       title=f"{r.dataset.name} zero-shot" + (" (RANDOM WEIGHTS)" if random_init else ""))
         save_figure(sub / "confusion_matrix.png", fig)

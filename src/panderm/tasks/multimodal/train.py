@@ -28,7 +28,11 @@ Departures (each documented in docs/REFERENCE.md):
 Test outputs (as the reference): `detailed_predictions.csv` (`derm_filename,
 cli_filename, true_label, predicted_label, probability_class_0..K-1`),
 `evaluation_metrics.csv` (`accuracy, f1_macro, auroc, balanced_acc, sensitivity, aupr,
-avg_test_loss`), `confusion_matrix.png`; plus `results.json` with bootstrap CIs.
+avg_test_loss`), `confusion_matrix.png`; plus `results.json` with bootstrap CIs. That is the door's
+(`reference=True`); `panderm multimodal` writes the same files in panderm's schema (docs/OUTPUTS.md):
+`detailed_predictions.csv` as every panderm task's predictions (`image_path` dermoscopic, `image_path_2`
+clinical, `label`, `label_name`, `pred`, `pred_name`, `prob_<class>`), metrics by the registry's names
+(`PANDERM_METRIC_COLUMNS`).
 """
 from __future__ import annotations
 
@@ -55,6 +59,9 @@ log = logging.getLogger(__name__)
 
 MONITORS = ("acc", "loss", "f1", "auroc")
 METRIC_COLUMNS = ("accuracy", "f1_macro", "auroc", "balanced_acc", "sensitivity", "aupr", "avg_test_loss")
+#: `panderm multimodal`'s metrics: the metric registry's names (panderm.metrics.METRIC_NAMES) + the test loss.
+PANDERM_METRIC_COLUMNS = ("accuracy", "macro_f1", "auroc", "balanced_accuracy", "sensitivity", "aupr", "weighted_f1",
+                          "avg_test_loss")
 
 
 @dataclass
@@ -417,10 +424,21 @@ def test_metrics(labels, probs, loss: float) -> dict:
             "avg_test_loss": loss}
 
 
+def panderm_metrics(labels, probs, loss: float) -> dict:
+    """The test metrics by the metric registry's names (`panderm multimodal`; the door keeps `test_metrics`)."""
+    from ...metrics import classification_metrics
+
+    m = classification_metrics(labels, probs, [c for c in PANDERM_METRIC_COLUMNS if c != "avg_test_loss"])
+    return {c: (loss if c == "avg_test_loss" else m[c]) for c in PANDERM_METRIC_COLUMNS}
+
+
 def write_test_outputs(trainer: MultimodalTrainer, test: dict, out_dir, provenance: dict | None = None,
                        fit_result: dict | None = None, predictions_only: bool = False,
-                       results_name: str = "results.json") -> dict:
-    """detailed_predictions.csv, evaluation_metrics.csv, confusion_matrix.png, `results_name` (results.json)."""
+                       results_name: str = "results.json", reference: bool = True) -> dict:
+    """detailed_predictions.csv, evaluation_metrics.csv, confusion_matrix.png, `results_name` (results.json).
+
+    `reference=True` (the doors): the reference's columns and metric names; False (`panderm multimodal`):
+    panderm's predictions schema and the metric registry's names (docs/OUTPUTS.md)."""
     import pandas as pd
 
     from ...metrics import bootstrap_ci
@@ -430,21 +448,29 @@ def write_test_outputs(trainer: MultimodalTrainer, test: dict, out_dir, provenan
     out.mkdir(parents=True, exist_ok=True)
     frame = trainer.table.split("test").frame
     probs, labels = test["probs"], test["labels"]
-    pred = pd.DataFrame({"derm_filename": frame[DERM].astype(str).to_numpy(),
-                         "cli_filename": frame[CLINICAL].astype(str).to_numpy(),
-                         "true_label": labels, "predicted_label": probs.argmax(1)})
-    for k in range(probs.shape[1]):
-        pred[f"probability_class_{k}"] = probs[:, k]
+    names = list(trainer.table.classnames or [str(k) for k in range(trainer.n_classes)])
+    if reference:
+        metrics, columns = test["metrics"], METRIC_COLUMNS
+        pred = pd.DataFrame({"derm_filename": frame[DERM].astype(str).to_numpy(),
+                             "cli_filename": frame[CLINICAL].astype(str).to_numpy(),
+                             "true_label": labels, "predicted_label": probs.argmax(1)})
+        for k in range(probs.shape[1]):
+            pred[f"probability_class_{k}"] = probs[:, k]
+    else:
+        from ...predictions import predictions_frame
+
+        metrics = panderm_metrics(labels, probs, test["metrics"]["avg_test_loss"])
+        columns = PANDERM_METRIC_COLUMNS
+        pred = predictions_frame(frame[DERM].to_numpy(), labels, probs, names,
+                                 image_paths_2=frame[CLINICAL].to_numpy())
     write_csv(out / "detailed_predictions.csv", pred, index=False)
     if predictions_only:
-        return {"metrics": test["metrics"]}
-    write_csv(out / "evaluation_metrics.csv", pd.DataFrame([{c: test["metrics"][c] for c in METRIC_COLUMNS}]),
-              index=False)
-    names = list(trainer.table.classnames or [str(k) for k in range(trainer.n_classes)])
+        return {"metrics": metrics}
+    write_csv(out / "evaluation_metrics.csv", pd.DataFrame([{c: metrics[c] for c in columns}]), index=False)
     save_figure(out / "confusion_matrix.png", confusion_matrix_figure(labels, probs.argmax(1), names, title="test"))
     ci = bootstrap_ci(labels, probs, n_resamples=trainer.cfg.bootstrap, seed=42) if trainer.cfg.bootstrap else None
     summary = {"task": "multimodal", "n_classes": trainer.n_classes, "n_test": int(len(labels)),
-               "checkpoint_epoch": test.get("epoch"), "metrics": test["metrics"], "ci": ci,
+               "checkpoint_epoch": test.get("epoch"), "metrics": metrics, "ci": ci,
                "model": trainer.model.describe(), "train_config": asdict(trainer.cfg),
                "provenance": provenance or {}}
     if fit_result is not None:
@@ -455,4 +481,5 @@ def write_test_outputs(trainer: MultimodalTrainer, test: dict, out_dir, provenan
     return summary
 
 
-__all__ = ["TrainConfig", "MultimodalTrainer", "test_metrics", "write_test_outputs", "MONITORS", "METRIC_COLUMNS"]
+__all__ = ["TrainConfig", "MultimodalTrainer", "test_metrics", "panderm_metrics", "write_test_outputs", "MONITORS",
+           "METRIC_COLUMNS", "PANDERM_METRIC_COLUMNS"]
