@@ -14,7 +14,9 @@
 #   WALKTHROUGH_IN_PLACE=1   run in this checkout instead of a fresh clone (uncommitted edits included)
 #   WALKTHROUGH_SKIP=REGEX   skip the commands whose label matches (e.g. 'test.sh|install'); they count as SKIP
 #   PANDERM_VENV=PATH        the virtual environment script/*.sh create/reuse and the commands run in
-#                            (default: .venv of the clone, created by the README's first command)
+#                            (default: .venv of the clone, created by the README's first command; a venv given
+#                            here gets the clone installed into it, editable, by script/demo.sh and the install
+#                            step: give a throw-away one, or skip 'demo.sh|test.sh|install' with WALKTHROUGH_SKIP)
 #   DEVICE=cpu               device for the reference scripts (default cpu; the commands use --device auto)
 set -uo pipefail
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -103,7 +105,7 @@ run "linear-probe shots" "rm -rf runs/linear-probe && panderm linear-probe --mod
 run "linear_eval.py" "python linear_probe/linear_eval.py --csv_path $LP --image_key image_path --model demo --percent_data 0.1 --csv_filename PanDerm2_PAD_results.csv --output_dir $OUT/linear-probing-logs/percent_data_0.1/PAD/demo --root_path $S/pad_ufes20_sample --model_preprocess"
 # -- Finetuning
 run "finetune" "panderm finetune --model demo --csv $LP --out runs/ft-ham --resume --tta --weighted-sampler"
-run "finetune eval" "panderm finetune --model demo --csv $LP --out runs/ft-ham-eval --eval runs/ft-ham/best.pt --tta"
+run "finetune eval" "panderm finetune --model demo --csv $LP --out runs/ft-ham --eval runs/ft-ham/best.pt --tta"
 run "finetune.sh" "CSV=$LP CHECKPOINT=runs/ft-ham/best.pt IMAGE_COL=image_path bash script/finetune/PanDerm-v1-finetune.sh"
 # -- Multimodal
 run "multimodal train" "panderm multimodal train --model demo --dataset pad --data-path $S/pad_ufes20_sample --class-num 6 --use-cli --use-meta --use-text-encoder --output-dir runs/mm-pad --freeze-encoders"
