@@ -118,7 +118,8 @@ def _add_recipe(p, ref: bool) -> None:
                        choices=DATASETS, help="derm7pt | milk11 | pad | csv; the reference's Derm7pt / MILK-11 / PAD "
                                               "spellings are accepted (default Derm7pt, as the reference)")
     else:
-        p.add_argument(n("dataset"), default="pad", choices=DATASETS)
+        p.add_argument(n("dataset"), default="pad", choices=DATASETS,
+                       help="data loader: pad, derm7pt, milk11 (their meta/ layouts) or csv (one CSV per case)")
     if ref:
         p.add_argument("--data_dir", "--data_path", "--dir_release", dest="data_path", default=None,
                        help="dataset root (derm7pt / milk11 / pad meta layout) or one CSV; default the "
@@ -145,22 +146,32 @@ def _add_recipe(p, ref: bool) -> None:
     add_allow_absolute_paths(p)
     p.add_argument(n("class_num"), dest="class_num", type=int, default=None,
                    help="number of classes (checked against the data)")
-    for flag in ("use_cli", "use_derm", "use_meta", "use_text_encoder", "use_visual_embedding_layer"):
-        p.add_argument(n(flag), dest=flag, action="store_true")
+    uses = {"use_cli": "use the clinical image", "use_derm": "use the dermoscopic image",
+            "use_meta": "use the patient metadata (sentences with " + n("use_text_encoder") + ", else one-hot "
+                        + n("meta_cols") + ")",
+            "use_text_encoder": "encode the metadata sentences with the model's text tower",
+            "use_visual_embedding_layer": "add the reference's visual embedding layer before fusion"}
+    for flag, text in uses.items():
+        p.add_argument(n(flag), dest=flag, action="store_true", help=text)
     p.add_argument(n("hidden_dim"), dest="hidden_dim", type=int, default=None,
                    help="accepted for compatibility: the width is the encoder's (a different value is reported)")
-    p.add_argument(n("meta_dim"), dest="meta_dim", type=int, default=128)
-    p.add_argument(n("num_head"), dest="num_head", type=int, default=8)
-    p.add_argument(n("att_depth"), dest="att_depth", type=int, default=4)
-    p.add_argument(n("meta_num_head"), dest="meta_num_head", type=int, default=8)
-    p.add_argument(n("meta_att_depth"), dest="meta_att_depth", type=int, default=2)
+    p.add_argument(n("meta_dim"), dest="meta_dim", type=int, default=128, help="width of the metadata embedding")
+    p.add_argument(n("num_head"), dest="num_head", type=int, default=8,
+                   help="attention heads of the image fusion transformer")
+    p.add_argument(n("att_depth"), dest="att_depth", type=int, default=4, help="layers of the image fusion transformer")
+    p.add_argument(n("meta_num_head"), dest="meta_num_head", type=int, default=8,
+                   help="attention heads of the metadata fusion")
+    p.add_argument(n("meta_att_depth"), dest="meta_att_depth", type=int, default=2,
+                   help="layers of the metadata fusion")
     p.add_argument(n("fusion"), default="concatenate", help="'cross attention' or concatenate")
-    p.add_argument(n("meta_fusion_mode"), dest="meta_fusion_mode", default="concatenate")
+    p.add_argument(n("meta_fusion_mode"), dest="meta_fusion_mode", default="concatenate",
+                   help="how metadata joins the images: concatenate or 'cross attention'")
     p.add_argument(n("encoder_pool"), dest="encoder_pool", default="auto",
                    help="auto (the reference's per model: CLS of LN(tokens) for PanDerm-2-style CAE towers, "
                         "LN(mean(LN(tokens))) for PanDerm v1, else features), cls, features; the reference's "
                         "mean/cls both mean auto")
-    p.add_argument("--out" if ref else "--head", dest="head", default="linear", choices=["linear", "mlp"])
+    p.add_argument("--out" if ref else "--head", dest="head", default="linear", choices=["linear", "mlp"],
+                   help="classification head: linear or mlp")
     p.add_argument(n("freeze_encoders"), dest="freeze_encoders", action="store_true",
                    help="train fusion + head only, on cached encoder features (not in the reference)")
     p.add_argument(n("paired_augmentation_off"), dest="unpaired", action="store_true",
@@ -183,31 +194,36 @@ def _add_recipe(p, ref: bool) -> None:
     p.add_argument(n("drop_path"), dest="drop_path", type=float, default=None,
                    help="stochastic depth of the CAE towers, linear 0 -> rate over the blocks, training only "
                         "(default: the reference's, 0.1 for PanDerm-2-style CLIP models, 0 for PanDerm v1)")
-    p.add_argument(n("image_size"), dest="image_size", type=int, default=None)
+    p.add_argument(n("image_size"), dest="image_size", type=int, default=None,
+                   help="input size in px (default: the model's own)")
     if ref:  # `panderm` gets --batch-size / --workers from add_model_args
-        p.add_argument("--batch_size", dest="batch_size", type=int, default=64)
-        p.add_argument("--num_workers", dest="workers", type=int, default=0)
-    p.add_argument(n("seed"), type=int, default=122)
+        p.add_argument("--batch_size", dest="batch_size", type=int, default=64, help="cases per batch")
+        p.add_argument("--num_workers", dest="workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument(n("seed"), type=int, default=122, help="random seed")
     p.add_argument(n("bootstrap"), type=int, default=1000, help="bootstrap resamples for test CIs (0: off)")
-    p.add_argument(n("output_dir"), *(() if ref else ("--out",)), dest="output_dir", default="./result")
+    p.add_argument(n("output_dir"), *(() if ref else ("--out",)), dest="output_dir", default="./result",
+                   help="run folder (checkpoints, predictions, results)")
     p.add_argument("--debug", action="store_true", help="keep tracebacks")
 
 
 def _add_train(p, ref: bool) -> None:
     n = (lambda s: f"--{s}") if ref else (lambda s: "--" + s.replace("_", "-"))
-    p.add_argument(n("epochs"), type=int, default=50)
-    p.add_argument(n("accum_freq"), dest="accum_freq", type=int, default=1)
-    p.add_argument(n("learning_rate"), n("lr"), dest="learning_rate", type=float, default=1e-4)
-    p.add_argument(n("weight_decay"), dest="weight_decay", type=float, default=1e-4)
+    p.add_argument(n("epochs"), type=int, default=50, help="training epochs")
+    p.add_argument(n("accum_freq"), dest="accum_freq", type=int, default=1,
+                   help="batches accumulated per optimiser step")
+    p.add_argument(n("learning_rate"), n("lr"), dest="learning_rate", type=float, default=1e-4, help="learning rate")
+    p.add_argument(n("weight_decay"), dest="weight_decay", type=float, default=1e-4, help="weight decay")
     p.add_argument(n("adamw"), action="store_true", help="decoupled AdamW (the reference: Adam + L2)")
-    p.add_argument(n("monitor"), default="acc", choices=["acc", "loss", "f1", "auroc"])
-    p.add_argument(n("patience"), type=int, default=100)
+    p.add_argument(n("monitor"), default="acc", choices=["acc", "loss", "f1", "auroc"],
+                   help="validation quantity that picks the best checkpoint")
+    p.add_argument(n("patience"), type=int, default=100, help="epochs without improvement before stopping")
     p.add_argument(n("weight_sampler"), *(() if ref else ("--weighted-sampler",)), dest="weight_sampler",
                    action="store_true", help="class-balanced sampling of the training set")
     p.add_argument(n("resume"), action="store_true", help="continue from OUTPUT_DIR/last.pt")
     p.add_argument(n("overwrite"), action="store_true", help="replace an existing run folder")
     p.add_argument(n("max_steps"), dest="max_steps", type=int, default=None, help="optimiser steps per epoch cap")
-    p.add_argument(n("stop_after_epoch"), dest="stop_after_epoch", type=int, default=None)
+    p.add_argument(n("stop_after_epoch"), dest="stop_after_epoch", type=int, default=None,
+                   help="stop after this epoch (the run can be continued with resume; default: run all epochs)")
     p.add_argument(n("wandb"), action="store_true", help="log to wandb (off by default)")
 
 
@@ -357,7 +373,7 @@ def run_train(args) -> None:
         return
     test = trainer.test()
     write_test_outputs(trainer, test, args.output_dir, provenance(encoder, data_files(args.data_path), seed=args.seed),
-                       fit_result=fit)
+                       fit_result=fit, reference=getattr(args, "reference", False))
     _random_weights_note(encoder)
     _print_metrics(test["metrics"])
     print(f"wrote {args.output_dir}")
@@ -394,7 +410,7 @@ def run_test(args) -> None:
     prov = provenance(encoder, data_files(args.data_path), seed=args.seed, inputs=[path])
     name = results_name_for_test(args.output_dir)
     write_test_outputs(trainer, test, args.output_dir, prov, predictions_only=not args.full_report,
-                       results_name=name)
+                       results_name=name, reference=getattr(args, "reference", False))
     _random_weights_note(encoder)
     _print_metrics(test["metrics"])
     out = Path(args.output_dir)
@@ -407,10 +423,11 @@ def _add_ref_model(p) -> None:
                         "or any panderm model id (local-dir:, hf-hub:, timm:, ...)")
     p.add_argument("--checkpoint", "--pretrain_path", dest="checkpoint", default=None,
                    help="encoder weights file (the reference's --pretrain_path, e.g. the PanDerm v1 .pth)")
-    p.add_argument("--pretrained", default=None, help=argparse.SUPPRESS)  # the reference's, never read there
-    p.add_argument("--fold", type=int, default=0, help=argparse.SUPPRESS)  # the reference's, never read there
-    p.add_argument("--allow_random_init", dest="allow_random_init", action="store_true")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--pretrained", default=None, help="accepted as in the reference, which never reads it")
+    p.add_argument("--fold", type=int, default=0, help="accepted as in the reference, which never reads it")
+    p.add_argument("--allow_random_init", dest="allow_random_init", action="store_true",
+                   help="evaluate random weights when none are found")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--cuda", type=str2bool, nargs="?", const=True, default=None,
                    help="--cuda / --cuda true: use the GPU (CPU with a warning if none); --cuda false: CPU. "
                         "Overrides --device")
@@ -424,7 +441,7 @@ def reference_parser(mode: str) -> argparse.ArgumentParser:
     _add_ref_model(p)
     _add_recipe(p, ref=True)
     p.add_argument("--rgb", dest="bgr", action="store_false", help="feed RGB (the reference fed cv2 BGR)")
-    p.set_defaults(bgr=True)
+    p.set_defaults(bgr=True, reference=True)  # the reference's file layout and metric names
     if mode == "train":
         _add_train(p, ref=True)
     else:
@@ -435,8 +452,11 @@ def reference_parser(mode: str) -> argparse.ArgumentParser:
                        help="also write evaluation_metrics.csv, confusion_matrix.png and results.json "
                             "(results_test.json where --output_dir holds the training run's results.json)")
         # the reference's test.py takes --epochs (its scripts pass it) and never reads it
-        p.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)
-    return p
+        p.add_argument("--epochs", type=int, default=None,
+                       help="accepted as in the reference (its scripts pass it); not used by test")
+    from ...cli_support import finish_help
+
+    return finish_help(p)
 
 
 def run_reference(mode: str, argv=None) -> int:
