@@ -64,6 +64,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, Weighte
 from ..checkpoint_io import load_training_checkpoint, remove_stale_temps, rng_state, set_rng_state
 from ..checkpoint_io import save_training_checkpoint as save_checkpoint
 from ..errors import DataError, ModelError, PandermError, require_finite
+from ..runtime import training_autocast
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
 from ..models.cae_vit import drop_path as _drop_path
 from ..models.cae_vit import drop_path_rates as _drop_path_rates
@@ -516,13 +517,7 @@ def load_checkpoint(path, required=("model",)) -> dict:
 # --------------------------------------------------------------------------- #
 # Train / evaluate
 # --------------------------------------------------------------------------- #
-def _autocast(device: torch.device, precision: str):
-    import contextlib
-
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision in ("amp_bf16", "bf16") else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+_autocast = training_autocast  # the shared rule (panderm.runtime)
 
 
 @torch.no_grad()

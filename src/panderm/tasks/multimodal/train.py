@@ -50,7 +50,8 @@ from torch.utils.data import DataLoader, Dataset
 from ...errors import ModelError, PandermError, require_finite
 from ...checkpoint_io import load_training_checkpoint, remove_stale_temps, rng_state, set_rng_state
 from ...checkpoint_io import save_training_checkpoint as save_checkpoint
-from ..finetune import _autocast, _generator, seed_everything
+from ...runtime import training_autocast as _autocast
+from ..finetune import _generator, seed_everything
 from .data import CLINICAL, DERM, IMAGENET_STD, REFERENCE_STD, IMAGENET_MEAN, RESIZE_MODES, MultimodalTable, \
     make_datasets, weighted_sampler
 from .model import FusionConfig, PanDermTFormer

@@ -9,7 +9,6 @@ is kept as best.pt; last.pt (model, optimiser, schedule, RNG, history) lets `res
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ...runtime import training_autocast
 from ...checkpoint_io import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 from ...errors import ModelError, PandermError, require_finite
 from .data import SegTable, read_mask
@@ -179,13 +179,6 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     return loss
 
 
-def autocast(device: torch.device, precision: str):
-    if device.type != "cuda" or precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision in ("amp_bf16", "bf16") else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
-
-
 # --------------------------------------------------------------------------- #
 # Prediction and scoring
 # --------------------------------------------------------------------------- #
@@ -195,7 +188,7 @@ def predict_probs(model: SegmentationModel, ds: SegDataset, batch: int, device, 
     model.eval()
     out = []
     for x, _, _ in loader(ds, batch, False, 0, 0):
-        with autocast(device, precision):
+        with training_autocast(device, precision):
             logits = model(x.to(device))
         out.append(logits.float().softmax(dim=1).cpu().to(torch.float16))
     return torch.cat(out) if out else torch.empty(0)
@@ -292,7 +285,7 @@ class Segmenter:
             drop_last = len(ds_train) > c.batch_size and c.norm == "bn"  # a lone 1-image batch breaks BatchNorm
             for x, y, _ in loader(ds_train, c.batch_size, True, c.seed * 1000 + epoch, c.workers, drop_last):
                 x, y = x.to(self.device), y.to(self.device)
-                with autocast(self.device, c.precision):
+                with training_autocast(self.device, c.precision):
                     logits = self.model(x)
                 loss = seg_loss(logits, y, c.loss)
                 if not torch.isfinite(loss):
