@@ -15,7 +15,7 @@ import torch
 from panderm.tasks.multimodal.cli import find_best_checkpoint, reference_parser, run_reference
 from panderm.tasks.multimodal.data import load_derm7pt, load_pad_ufes20
 from panderm.tasks.multimodal.model import FusionConfig
-from panderm.tasks.multimodal.train import METRIC_COLUMNS, MultimodalTrainer, TrainConfig
+from panderm.tasks.multimodal.train import METRIC_COLUMNS, PANDERM_METRIC_COLUMNS, MultimodalTrainer, TrainConfig
 from panderm.tasks.multimodal.train import test_metrics as metrics_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,9 +229,21 @@ def test_cli_test_writes_the_full_report_unless_predictions_only(tiny_panderm2, 
     assert panderm_main(["multimodal", "test", *common]) == 0
     pred = pd.read_csv(out / "detailed_predictions.csv")
     metrics = pd.read_csv(out / "evaluation_metrics.csv")
-    again = _recomputed(pred, eval_batch=4)
-    for col in METRIC_COLUMNS:
-        assert again[col] == pytest.approx(float(metrics[col].iloc[0]), rel=1e-5, abs=1e-6), col
+    # panderm's schema (docs/OUTPUTS.md): label/pred/prob_<class name>, the metric registry's names
+    assert list(metrics.columns) == list(PANDERM_METRIC_COLUMNS)
+    names = json.loads((out / "results.json").read_text())["classnames"]
+    probs = pred[[f"prob_{c}" for c in names]].to_numpy(np.float64)
+    y = pred["label"].to_numpy()
+    assert (pred["pred"].to_numpy() == probs.argmax(1)).all()
+    assert list(pred["label_name"]) == [names[k] for k in y] and list(pred["pred_name"]) == [names[k] for k in pred["pred"]]
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+    independent = {"accuracy": accuracy_score(y, probs.argmax(1)), "balanced_accuracy": balanced_accuracy_score(y, probs.argmax(1)),
+                   "macro_f1": f1_score(y, probs.argmax(1), average="macro", labels=range(len(names)), zero_division=0),
+                   "weighted_f1": f1_score(y, probs.argmax(1), average="weighted", labels=range(len(names)), zero_division=0)}
+    for col, value in independent.items():
+        assert float(metrics[col].iloc[0]) == pytest.approx(value, abs=1e-6), col
+    nll = -np.log(probs[np.arange(len(y)), y])
+    assert float(metrics["avg_test_loss"].iloc[0]) == pytest.approx(np.mean([nll[i:i + 4].mean() for i in range(0, len(y), 4)]), rel=1e-5)
     assert json.loads((out / "results.json").read_text())["metrics"]["sensitivity"] == pytest.approx(
         float(metrics["sensitivity"].iloc[0]), abs=1e-12)
     for name in ("detailed_predictions.csv", "evaluation_metrics.csv", "results.json"):

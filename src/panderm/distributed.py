@@ -73,12 +73,18 @@ def gather_rows(indices: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
 def finish() -> None:
     """End of a torchrun command: every rank waits until rank 0 has written its files, then the group is torn
     down. A rank leaving with the group alive aborts (SIGABRT in gloo's threads), and torchrun then kills the
-    ranks still working."""
+    ranks still working. Objects still holding the group (a DDP wrapper caught in a reference cycle, its last
+    gradient all-reduce) are collected first: freed later, during interpreter shutdown, gloo's worker threads
+    take the GIL of a dying interpreter and the rank aborts after its work is done (seen under load in CI)."""
+    import gc
+
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def barrier() -> None:

@@ -470,7 +470,7 @@ def write_test_outputs(trainer: MultimodalTrainer, test: dict, out_dir, provenan
     write_csv(out / "evaluation_metrics.csv", pd.DataFrame([{c: metrics[c] for c in columns}]), index=False)
     save_figure(out / "confusion_matrix.png", confusion_matrix_figure(labels, probs.argmax(1), names, title="test"))
     ci = bootstrap_ci(labels, probs, n_resamples=trainer.cfg.bootstrap, seed=42) if trainer.cfg.bootstrap else None
-    summary = {"task": "multimodal", "n_classes": trainer.n_classes, "n_test": int(len(labels)),
+    summary = {"task": "multimodal", "n_classes": trainer.n_classes, "classnames": names, "n_test": int(len(labels)),
                "checkpoint_epoch": test.get("epoch"), "metrics": metrics, "ci": ci,
                "model": trainer.model.describe(), "train_config": asdict(trainer.cfg),
                "provenance": provenance or {}}
