@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tasks.segmentation import cli as segmentation_cli
 
     segmentation_cli.register(sub, add_model_args)
+    from .analysis import cli as analysis_cli
+
+    analysis_cli.register(sub, add_model_args)
     return finish_help(parser)
 
 
