@@ -223,6 +223,9 @@ def test_cli_bad_column_is_one_line(planted, tmp_path, capsys):
     assert "'patient' not found (set it with --group-col)" in err and not (tmp_path / "o").exists()
     with pytest.raises(DataError, match="threshold"):
         audit_dataset(planted[0], phash_threshold=200)
+    rc = main(["audit", "--csv", str(planted[0]), "--out", str(tmp_path / "o"), "--fix-splits", str(planted[0])])
+    assert rc == 2 and "would overwrite the audited --csv" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_embedding_near_duplicates_use_the_feature_cache(planted, tmp_path):
@@ -235,3 +238,19 @@ def test_embedding_near_duplicates_use_the_feature_cache(planted, tmp_path):
     second = audit_dataset(csv, model="demo", embed_threshold=0.999, model_options=options)
     assert second.embed_from_cache is True
     pd.testing.assert_frame_equal(first.duplicates, second.duplicates)
+
+
+def test_rows_without_a_split_leak_into_none_and_no_label_or_split_columns(planted, tmp_path):
+    frame = pd.read_csv(planted[0])
+    frame.loc[14, "split"] = None  # the mirrored copy of row 4 (train) now sits in no split
+    frame.loc[9, "split"] = None  # and the second image of patient P03
+    frame.to_csv(tmp_path / "nosplit.csv", index=False)
+    res = audit_dataset(tmp_path / "nosplit.csv", root=planted[0].parent, group_cols=["patient_id"])
+    assert res.duplicates.set_index("row_a")["cross_split"].to_dict() == {2: True, 3: True, 4: False}
+    assert len(res.group_leaks) == 0
+    flat = audit_dataset(planted[0], label_col=None, split_col=None)
+    assert flat.class_balance.to_dict() == {"all": {"all": 17}} and not flat.duplicates["cross_split"].any()
+    with pytest.raises(DataError, match="'diagnosis' not found"):
+        fix_splits(frame, label_col="diagnosis")
+    with pytest.raises(DataError, match="outside 0..16"):
+        fix_splits(frame, pairs=[(0, 17)])

@@ -141,7 +141,7 @@ def _group_leaks(frame: pd.DataFrame, splits: list[str], group_cols: Sequence[st
             if gid != MISSING:  # an empty id links nothing: rows without a patient id are not one patient
                 members.setdefault(gid, []).append(pos)
         for gid, pos in members.items():
-            where = sorted({splits[p] for p in pos})
+            where = sorted({splits[p] for p in pos} - {MISSING})  # a row in no split leaks into none
             if len(where) > 1:
                 rows.append({"column": col, "value": gid, "splits": ", ".join(where), "n_rows": len(pos),
                              "rows": " ".join(str(csv_row(p)) for p in pos)})
@@ -237,7 +237,7 @@ def audit_dataset(
             "row_a": csv_row(i), "row_b": csv_row(j), "image_a": written[i], "image_b": written[j],
             "split_a": splits[i], "split_b": splits[j], "label_a": labels[i], "label_b": labels[j],
             "kind": "exact" if exact else "near", "same_path": paths[i] == paths[j], **found,
-            "cross_split": splits[i] != splits[j],
+            "cross_split": splits[i] != splits[j] and MISSING not in (splits[i], splits[j]),
         })
     duplicates = pd.DataFrame(records, columns=PAIR_COLUMNS)
     if len(duplicates):
@@ -301,6 +301,9 @@ def fix_splits(
     Deterministic for a given `seed`.
     """
     n = len(frame)
+    absent = [c for c in (label_col, *group_cols) if c and c not in frame.columns]
+    if absent:
+        raise DataError(f"column {absent[0]!r} not found; columns are: {', '.join(map(str, frame.columns))}")
     if fractions is None:
         if split_col not in frame.columns:
             raise DataError(f"column {split_col!r} not found: the re-split takes its split names and shares from "
@@ -316,7 +319,10 @@ def fix_splits(
         raise DataError(f"split fractions must be non-negative numbers with a positive sum, got {fractions}")
     share = share / share.sum()
 
-    links = [(a, b) for a, b in pairs]
+    links = [(int(a), int(b)) for a, b in pairs]
+    outside = [p for p in links if not (0 <= p[0] < n and 0 <= p[1] < n)]
+    if outside:
+        raise DataError(f"duplicate pair {outside[0]} names a row outside 0..{n - 1} (pairs are 0-based positions)")
     for col in group_cols:
         ids = pd.Series(_cells(frame, col))
         for _, members in ids[ids != MISSING].groupby(ids[ids != MISSING]).groups.items():
@@ -354,6 +360,6 @@ def fix_splits(
 def remaining_leaks(result: AuditResult, frame: pd.DataFrame, split_col: str | None = None) -> dict:
     """What `result`'s pairs and groups would leak under the splits of `frame` (same rows, e.g. `fix_splits`'s)."""
     splits = _cells(frame, split_col or result.columns["split"])
-    pairs = sum(splits[a] != splits[b] for a, b in result.pair_positions())
+    pairs = sum(splits[a] != splits[b] and MISSING not in (splits[a], splits[b]) for a, b in result.pair_positions())
     groups = len(_group_leaks(frame, splits, result.columns["groups"]))
     return {"cross_split_pairs": int(pairs), "group_leaks": groups}

@@ -39,10 +39,16 @@ def _cosine(value: str) -> float:
 def _audit(args) -> None:
     from ..cli_support import resolve_device
     from ..data.images import image_pixel_limit
+    from ..errors import DataError
     from ..report import format_table, prepare_run_dir, write_csv
     from .audit import audit_dataset, fix_splits, remaining_leaks
     from .audit_report import summary_rows, write_reports
 
+    if args.fix_splits:
+        if not args.split_col:
+            raise DataError("--fix-splits needs the split column (--split-col) to take split names and shares from")
+        if Path(args.fix_splits).resolve() == Path(args.csv).resolve():
+            raise DataError(f"--fix-splits {args.fix_splits} would overwrite the audited --csv; write it elsewhere")
     hints = {args.image_col: "--image-col", **{c: "--group-col" for c in args.group_col}}
     for col, flag in ((args.label_col, "--label-col"), (args.split_col, "--split-col")):
         if col:
@@ -61,10 +67,6 @@ def _audit(args) -> None:
         write_reports(result, args.out, top_pairs=args.top_pairs)
     print(format_table(summary_rows(result)))
     if args.fix_splits:
-        if not args.split_col:
-            from ..errors import DataError
-
-            raise DataError("--fix-splits needs the split column (--split-col) to take split names and shares from")
         fixed = fix_splits(result.frame, split_col=args.split_col, label_col=args.label_col,
                            group_cols=args.group_col, pairs=result.pair_positions(), seed=args.seed)
         write_csv(args.fix_splits, fixed)

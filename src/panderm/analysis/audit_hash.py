@@ -145,7 +145,7 @@ def hamming_pairs(hashes: np.ndarray, flipped: np.ndarray, threshold: int, valid
 
     `hashes` / `flipped`: [N, HASH_WORDS] ints. `flipped` in the result is True when only a flipped comparison
     came within the threshold. Rows outside `valid` (images that could not be read) are never paired. All
-    pairs are compared, `chunk` rows at a time (N² popcounts: seconds for 10k images).
+    pairs are compared, `chunk` rows at a time (N²/2 popcounts: about a second for 10k images).
     """
     h = np.asarray(hashes, dtype=np.uint64).reshape(len(hashes), -1)
     f = np.asarray(flipped, dtype=np.uint64).reshape(len(flipped), -1)
@@ -153,20 +153,24 @@ def hamming_pairs(hashes: np.ndarray, flipped: np.ndarray, threshold: int, valid
     ok = np.ones(n, bool) if valid is None else np.asarray(valid, bool)
 
     def dist(x, y):
-        return np.bitwise_count(x[:, None, :] ^ y[None, :, :]).sum(axis=2, dtype=np.int16)
+        total = np.zeros((len(x), len(y)), np.uint16)
+        for w in range(x.shape[1]):  # word by word: 2-D temporaries only
+            total += np.bitwise_count(x[:, w, None] ^ y[None, :, w])
+        return total
 
+    chunk = max(8, min(chunk, 2_000_000 // max(n, 1)))  # ~16 MB per temporary, whatever N
     found = []
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         a, af = h[start:stop], f[start:stop]
-        straight = dist(a, h)
-        mirrored = np.minimum(dist(a, f), dist(af, h))
-        best = np.minimum(straight, mirrored)
-        rows = np.arange(start, stop)[:, None]
-        keep = (best <= threshold) & (np.arange(n)[None, :] > rows) & ok[start:stop, None] & ok[None, :]
+        later, later_f = h[start:], f[start:]  # only j ≥ start can pair with i ≥ start as (i, j), i < j
+        straight = dist(a, later)
+        best = np.minimum(straight, np.minimum(dist(a, later_f), dist(af, later)))
+        cols = np.arange(start, n)[None, :]
+        keep = (best <= threshold) & (cols > np.arange(start, stop)[:, None]) & ok[start:stop, None] & ok[None, start:]
         for i, j in zip(*np.nonzero(keep)):
             d = int(best[i, j])
-            found.append((int(start + i), int(j), d, bool(straight[i, j] > d)))
+            found.append((int(start + i), int(start + j), d, bool(straight[i, j] > d)))
     return found
 
 
