@@ -254,3 +254,15 @@ def test_rows_without_a_split_leak_into_none_and_no_label_or_split_columns(plant
         fix_splits(frame, label_col="diagnosis")
     with pytest.raises(DataError, match="outside 0..16"):
         fix_splits(frame, pairs=[(0, 17)])
+
+
+def test_images_over_the_pixel_limit_are_reported_not_opened(planted):
+    from panderm.data.images import image_pixel_limit
+
+    with image_pixel_limit(20_000):  # 128x128 = 16,384 pixels passes; 256x256 (and 218x218) do not
+        res = audit_dataset(planted[0])
+    too_large = res.unreadable[res.unreadable["reason"].str.startswith("too large")]
+    # the header decides: the truncated file (line 17) says 256x256 too; the missing one (18) has no header
+    assert set(res.unreadable["row"]) - set(too_large["row"]) == {18}
+    assert len(too_large) == 15 and 15 not in set(too_large["row"])  # line 15: the halved copy
+    assert res.image_stats["files"] == 1 and len(res.duplicates) == 0
