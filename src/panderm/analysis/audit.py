@@ -157,6 +157,13 @@ def _embeddings(model, paths: list[Path], options: dict) -> tuple[np.ndarray, st
     if isinstance(model, str):
         encoder = load_encoder(model, checkpoint=options.get("checkpoint"), device=options.get("device", "cpu"),
                                allow_random_init=options.get("allow_random_init", False))
+    if getattr(encoder, "random_init", False):
+        import logging
+
+        # Random weights map skin photos to nearly one direction: most pairs pass any cosine threshold.
+        logging.getLogger("panderm").warning(
+            "warning: %s has random weights: its embedding near-duplicates are not meaningful",
+            getattr(encoder, "model_id", model))
     kind = "embed" if "embed" in encoder.image_kinds else encoder.image_kinds[0]
     result = extract_features(encoder, paths, kind, batch_size=options.get("batch_size", 64),
                               num_workers=options.get("num_workers"), precision=options.get("precision", "amp"),
