@@ -298,10 +298,10 @@ def test_no_cache_run_killed_with_sigkill_leaves_no_temp_file(tiny_openclip, tmp
              "--out", str(tmp_path / "out.npy")], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=err)
 
         def encoding_started():
-            # the progress bar shows images encoded: extraction is under way
+            # the progress bar (or log line) shows images encoded: extraction is under way
             import re
 
-            counts = [int(c) for c in re.findall(r"(\d+)/%d \[" % rows, err_file.read_text(errors="replace"))]
+            counts = [int(c) for c in re.findall(r"(\d+)/%d (?:\[|img)" % rows, err_file.read_text(errors="replace"))]
             return bool(counts) and max(counts) >= 20
 
         _kill9_when(proc, encoding_started, "20 images encoded")

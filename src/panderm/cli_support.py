@@ -10,14 +10,17 @@ from typing import Callable
 from .errors import PandermError
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    from .progress import set_quiet
+
+    set_quiet(quiet)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     # Third-party chatter (HTTP retries, open_clip info) is noise in a CLI.
     # open_clip logs through the root logger itself, hence root → WARNING; panderm's own loggers keep INFO
     # (progress notes such as "resuming an interrupted extraction at row N").
     for name in ("httpx", "urllib3", "huggingface_hub", "open_clip", "timm", "root"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("panderm").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("panderm").setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
 def report_ignored(args, ignored: dict[str, str]) -> None:
@@ -91,6 +94,9 @@ def storage_error_line(exc: OSError) -> str:
 
 def _close_progress_bars() -> None:
     """Close progress bars an exception left open, so the final message starts its own line."""
+    from .progress import abandon_all
+
+    abandon_all()
     tqdm = sys.modules.get("tqdm")
     for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ()) or ()):
         try:

@@ -516,11 +516,9 @@ def _encode_all(encoder, loader, kind, precision, progress, total, write, compil
     device = encoder.device
     fn = _batch_fn(encoder, kind, compiled)
     errors: list[str] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    from .progress import Progress
 
-        bar = tqdm(total=total, desc=f"encoding ({kind})", unit="img", leave=False)
+    bar = Progress(total, f"encoding ({kind})", "img", enabled=progress)
     with torch.inference_mode(), _autocast(device, precision):
         for x, idx, err in loader:
             batch_errors = [e for e in err if e]
@@ -528,10 +526,8 @@ def _encode_all(encoder, loader, kind, precision, progress, total, write, compil
             x = x.to(device, non_blocking=True)  # pinned on CUDA: an async copy, kernels queue behind it
             feats = _call_compiled(fn, x, loader.batch_size) if compiled else fn(x)
             write(idx.numpy(), feats.cpu().numpy(), not batch_errors and not errors)
-            if bar is not None:
-                bar.update(len(idx))
-    if bar is not None:
-        bar.close()
+            bar.update(len(idx))
+    bar.close()
     if errors:
         raise DataError(f"{len(errors)} image(s) could not be decoded: " + list_items(errors))
 
@@ -726,10 +722,13 @@ def extract_features(
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
     draft: int | None = None,
-    progress: bool = False,
+    progress: bool = True,
     compile: bool = False,
 ) -> FeatureResult:
     """Encode `paths` in order; returns float32 [N, D] (raw, not normalised).
+
+    `progress`: a bar on a terminal, a line per tenth in a log, nothing under `panderm -q`
+    (:mod:`panderm.progress`); only rank 0 reports under torchrun.
 
     `kind="tokens"` returns the CLS row of the token sequence. `batch_size="auto"` picks the largest batch that
     fits in GPU memory (64 on CPU), probed only when images are actually encoded. `compile=True` runs the

@@ -65,6 +65,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from panderm.errors import DataError, ModelError
+from panderm.progress import track
 from panderm.report import append_jsonl, atomic_path, save_figure, write_json
 from panderm.tasks.concepts._validate import as_matrix
 
@@ -674,7 +675,7 @@ def train_sae(
     window_samples = 0
     n_resamplings = 0
     aux_dead: torch.Tensor | None = None  # TopK: latents dead during the previous epoch
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in track(range(1, cfg.epochs + 1), "SAE epochs", unit="epoch"):
         start_time = time.perf_counter()
         sums = _EpochSums(model.n_latents, device)
         order = torch.randperm(n, generator=g).to(device)  # drawn on CPU: the same permutation on every device

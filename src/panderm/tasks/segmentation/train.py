@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ...progress import track
 from ...runtime import training_autocast
 from ...checkpoint_io import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
 from ...errors import ModelError, PandermError, require_finite
@@ -283,7 +284,8 @@ class Segmenter:
             self.model.train()
             t0, losses = time.perf_counter(), []
             drop_last = len(ds_train) > c.batch_size and c.norm == "bn"  # a lone 1-image batch breaks BatchNorm
-            for x, y, _ in loader(ds_train, c.batch_size, True, c.seed * 1000 + epoch, c.workers, drop_last):
+            batches = loader(ds_train, c.batch_size, True, c.seed * 1000 + epoch, c.workers, drop_last)
+            for x, y, _ in track(batches, f"segmentation epoch {epoch + 1}/{c.epochs}", unit="batch"):
                 x, y = x.to(self.device), y.to(self.device)
                 with training_autocast(self.device, c.precision):
                     logits = self.model(x)
