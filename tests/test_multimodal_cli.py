@@ -95,14 +95,15 @@ def test_door_messages_keep_the_reference_spellings(pad_small, tmp_path, capsys)
 
 def test_csv_columns_are_flags_and_test_keeps_the_training_record(trained_run, capsys):
     out, common = trained_run
-    assert sorted(p.name for p in out.iterdir()) == RUN_FILES
+    # panderm multimodal adds the reliability diagram (docs/ANALYSIS.md) to the door's files
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_FILES, "reliability.png"])
     trained = json.loads((out / "results.json").read_text())
     assert "best_epoch" in trained and trained["n_test"] == 8
     rc, cap = _cli(["test", *common, "--use-meta", "--use-text-encoder", "--output-dir", out], capsys)
     assert rc == 0, cap.err
     # 3. the test step writes its own report; the training run's results.json is untouched
     assert json.loads((out / "results.json").read_text()) == trained
-    assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_FILES, "results_test.json"])
+    assert sorted(p.name for p in out.iterdir()) == sorted([*RUN_FILES, "reliability.png", "results_test.json"])
     tested = json.loads((out / "results_test.json").read_text())
     assert tested["metrics"] == pytest.approx(trained["metrics"], nan_ok=True)
     assert "results_test.json" in cap.out

@@ -113,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panderm", description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"panderm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail (INFO messages)")
+    noise = parser.add_mutually_exclusive_group()
+    noise.add_argument("-v", "--verbose", action="store_true", help="log more detail (debug messages)")
+    noise.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bars or notes; results, warnings and errors still print")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("features", help="extract image embeddings to a .npy file", conflict_handler="resolve",
@@ -183,14 +186,23 @@ def build_parser() -> argparse.ArgumentParser:
     return finish_help(parser)
 
 
+#: The analysis settings' flags (errors name the setting; the door names its flag).
+ANALYSIS_FLAGS = {"group_col": "--group-col", "bins": "--bins", "min_group": "--min-group",
+                  "calibration_bins": "--calibration-bins", "calibrate": "--calibrate"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    # --debug is a global flag; users type it after the subcommand too ("panderm features ... --debug").
-    debug = "--debug" in argv
-    args = parser.parse_args([a for a in argv if a != "--debug"])
-    args.debug = debug
-    setup_logging(args.verbose)
+    # --debug, -q and -v are global flags; users type them after the subcommand too ("panderm features ... -q").
+    flags = {"--debug": "debug", "-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
+    given = {flags[a] for a in argv if a in flags}
+    if {"quiet", "verbose"} <= given:
+        parser.error("-q/--quiet and -v/--verbose exclude each other")
+    args = parser.parse_args([a for a in argv if a not in flags])
+    for name in ("debug", "quiet", "verbose"):
+        setattr(args, name, name in given)
+    setup_logging(args.verbose, args.quiet)
 
     def run():
         if getattr(args, "precheck", None) is not None:
@@ -201,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
         finish()
 
-    return run_door(run, "panderm", debug=args.debug, flags={"image_root": "--root", **getattr(args, "door_flags", {})})
+    return run_door(run, "panderm", debug=args.debug, flags={"image_root": "--root", **ANALYSIS_FLAGS,
+                                                         **getattr(args, "door_flags", {})})
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..analysis.attach import check_group_columns, summary_lines
+from ..analysis.cli_args import add_analysis_args, settings_from_args
 from ..cli_support import add_allow_absolute_paths, precheck
 
 
@@ -17,10 +19,12 @@ def _encoder_and_run_dir(args, preprocess=None):
     return encoder, prepare_run_dir(args.out, args.overwrite)
 
 
-def _print_results(encoder, table: str, out) -> None:
+def _print_results(encoder, table: str, out, notes=()) -> None:
     if encoder.random_init:
         print("RANDOM WEIGHTS: these numbers come from an untrained model")
     print(table)
+    for line in notes:
+        print(line)
     print(f"wrote {out / 'results.json'}")
 
 
@@ -52,13 +56,19 @@ def _zeroshot(args) -> None:
                                                label_col=args.label_col, root=args.root, flag_hints=hints,
                                                allow_outside_root=args.allow_outside_root, split=args.split,
                                                warn_unsplit=True))
+    analysis = settings_from_args(args, n_resamples=args.bootstrap, seed=args.seed)
+    for d in datasets:
+        check_group_columns(list(d.table.frame.columns), analysis, d.table.csv_path)
     encoder, out = _encoder_and_run_dir(args)
     results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
                            precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
                            n_bootstrap=args.bootstrap, seed=args.seed)
-    zeroshot.write_report(results, out, provenance(encoder, [d.table.csv_path for d in datasets], seed=args.seed),
-                          encoder.random_init)
-    _print_results(encoder, format_table(zeroshot.results_table(results)), out)
+    summary = zeroshot.write_report(results, out, provenance(encoder, [d.table.csv_path for d in datasets],
+                                                             seed=args.seed), encoder.random_init, analysis=analysis)
+    many = len(summary["datasets"]) > 1
+    notes = [line for name, entry in summary["datasets"].items()
+             for line in summary_lines(entry, f"{name}: " if many else "")]
+    _print_results(encoder, format_table(zeroshot.results_table(results)), out, notes)
 
 
 def _retrieval(args) -> None:
@@ -89,6 +99,12 @@ def _linear_probe(args) -> None:
     classnames = load_classnames(args.classnames) if args.classnames else None
     splits = lp.load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root,
                             classnames=classnames, allow_outside_root=args.allow_outside_root)
+    analysis = settings_from_args(args, n_resamples=args.bootstrap)
+    check_group_columns(list(splits.tables["test"].frame.columns), analysis, args.csv)
+    if analysis.calibrate == "temperature" and "val" not in splits.tables:
+        from ..errors import DataError
+
+        raise DataError(f"{args.csv}: --calibrate temperature fits on the val split, and the CSV has no val rows")
     encoder, out = _encoder_and_run_dir(args, REFERENCE_LP_PREPROCESS if args.reference_preprocess else None)
     kind, norm = lp.reference_feature(encoder) if args.kind == "auto" else (args.kind, args.normalize)
     seeds = list(range(args.seeds))
@@ -97,11 +113,17 @@ def _linear_probe(args) -> None:
                     tol=solver_tol(args.solver),
                     extract_kw=dict(batch_size=args.batch_size, num_workers=args.workers, precision=args.precision,
                                     cache=not args.no_cache, cache_dir=args.cache_dir))
-    lp.write_report(result, splits, out, provenance(encoder, [args.csv], seed=seeds,
-                                                    extra={"kind": kind, "normalized": norm,
-                                                                 "solver": args.solver}), encoder.random_init)
+    summary = lp.write_report(result, splits, out, provenance(encoder, [args.csv], seed=seeds,
+                                                              extra={"kind": kind, "normalized": norm,
+                                                                     "solver": args.solver}), encoder.random_init,
+                              analysis=analysis)
     print(f"features: {kind}{' (L2-normalised)' if norm else ''}, {result['n_features']}-d; K={result['n_classes']}")
-    _print_results(encoder, format_table(lp.summary_rows(result)), out)
+    # the analyses of the run with the most training data and the first seed (every run's are in results.json)
+    main_run = max(summary["runs"], key=lambda r: (r["percent"] if r.get("shots") is None else -1, -r["seed"]))
+    label = f"percent {main_run['percent']:g}" if main_run.get("shots") is None else f"{main_run['shots']} shots"
+    notes = summary_lines(main_run, f"{label}, seed {main_run['seed']}: ") if len(summary["runs"]) > 1 \
+        else summary_lines(main_run)
+    _print_results(encoder, format_table(lp.summary_rows(result)), out, notes)
 
 
 def register(sub, add_model_args) -> None:
@@ -134,6 +156,7 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (0: off)")
     p.add_argument("--out", default="runs/linear_probe", help="run folder (results.json, predictions, plots)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    add_analysis_args(p, calibrate=True)
     p.set_defaults(func=_linear_probe, precheck=precheck())
 
     p = sub.add_parser("retrieval", help="zero-shot image-text retrieval on a CSV of pairs",
@@ -179,6 +202,7 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--seed", type=int, default=42, help="bootstrap seed")
     p.add_argument("--out", default="runs/zeroshot", help="run folder (results.json, predictions, plots)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    add_analysis_args(p)
     p.set_defaults(func=_zeroshot, precheck=precheck())
     from .concepts.cli import register as register_concepts
 

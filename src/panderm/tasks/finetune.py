@@ -64,6 +64,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, Weighte
 from ..checkpoint_io import load_training_checkpoint, remove_stale_temps, rng_state, set_rng_state
 from ..checkpoint_io import save_training_checkpoint as save_checkpoint
 from ..errors import DataError, ModelError, PandermError, require_finite
+from ..progress import track
 from ..runtime import training_autocast
 from ..models.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
 from ..models.cae_vit import drop_path as _drop_path
@@ -752,7 +753,9 @@ class Finetuner:
                 seed_everything(cfg.seed * 1_000_003 + epoch * 10_007 + self.rank)
             model.train()
             t0, losses = time.time(), []
-            for i, (x, y) in enumerate(self._train_loader(epoch)):
+            batches = track(self._train_loader(epoch), f"finetune epoch {epoch + 1}/{cfg.epochs}", total=steps,
+                            unit="batch", enabled=self.rank == 0)
+            for i, (x, y) in enumerate(batches):
                 if i >= steps:
                     break
                 sched.apply()
@@ -858,7 +861,10 @@ def predictions_frame(test_table, labels, probs):
 
 
 def write_report(ft: Finetuner, test: dict, out_dir, provenance: dict, fit_result: dict | None = None,
-                 name: str = "test") -> dict:
+                 name: str = "test", analysis=None, val: tuple | None = None) -> dict:
+    """results.json (results_<name>.json), predictions/<name>.csv, the confusion matrix and the analyses
+    (calibration; subgroups with `analysis.group_cols`; temperature scaling with `val` = (labels, probs))."""
+    from ..analysis.attach import analyse
     from ..metrics import bootstrap_ci
     from ..report import confusion_matrix_figure, save_figure, write_csv, write_json
 
@@ -886,6 +892,8 @@ def write_report(ft: Finetuner, test: dict, out_dir, provenance: dict, fit_resul
         summary["best_val_metric"] = fit_result.get("best_metric")
     if ft.encoder.random_init:
         summary["warning"] = "RANDOM WEIGHTS: the backbone started from an untrained model"
+    analyse(summary, out_dir, test["labels"], test["probs"], table.frame, analysis, classnames=names, val=val,
+            title=f"finetune {name}", stem="" if name == "test" else f"{name}_")
     write_json(out_dir / ("results.json" if name == "test" else f"results_{name}.json"), summary)
     return summary
 

@@ -25,8 +25,21 @@ def config_from_args(args):
         max_steps=args.max_steps, stop_after_epoch=args.stop_after_epoch, bootstrap=args.bootstrap)
 
 
+def _val_predictions(tuner, test: dict, analysis) -> tuple | None:
+    """(labels, probs) of the val split with the tested weights, for --calibrate temperature (every rank
+    predicts: under torchrun the split is sharded and gathered)."""
+    if analysis.calibrate != "temperature":
+        return None
+    probs, labels = tuner.predict_split("val", test["tta"])
+    return labels, probs
+
+
 def _finetune(args) -> None:
     import torch
+
+    from ..analysis.attach import check_group_columns
+    from ..analysis.cli_args import settings_from_args
+    from ..errors import DataError
 
     from ..cli_support import resolve_device
     from ..features import default_workers
@@ -40,6 +53,10 @@ def _finetune(args) -> None:
     splits = load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root,
                          classnames=classnames, allow_outside_root=args.allow_outside_root)
     ft.check_splits(splits)
+    analysis = settings_from_args(args, n_resamples=args.bootstrap, seed=42)
+    check_group_columns(list(splits.tables["test"].frame.columns), analysis, args.csv)
+    if analysis.calibrate == "temperature" and "val" not in splits.tables:
+        raise DataError(f"{args.csv}: --calibrate temperature fits on the val split, and the CSV has no val rows")
     from ..distributed import barrier, init_from_env, local_device
 
     rank, world = init_from_env()  # torchrun: one process per device, gradients averaged by DDP
@@ -67,9 +84,10 @@ def _finetune(args) -> None:
     if args.eval:
         out.mkdir(parents=True, exist_ok=True)
         test = tuner.test(args.eval)
+        val = _val_predictions(tuner, test, analysis)
         if rank:
             return
-        summary = ft.write_report(tuner, test, out, prov, name="eval")
+        summary = ft.write_report(tuner, test, out, prov, name="eval", analysis=analysis, val=val)
         written = out / "results_eval.json"
     else:
         fit = tuner.fit(resume=args.resume)
@@ -78,9 +96,10 @@ def _finetune(args) -> None:
                 print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with --resume")
             return
         test = tuner.test()
+        val = _val_predictions(tuner, test, analysis)
         if rank:
             return
-        summary = ft.write_report(tuner, test, out, prov, fit_result=fit)
+        summary = ft.write_report(tuner, test, out, prov, fit_result=fit, analysis=analysis, val=val)
         written = out / "results.json"
     if encoder.random_init:
         print("RANDOM WEIGHTS: the backbone started from an untrained model")
@@ -139,6 +158,9 @@ def register(sub, add_model_args) -> None:
                    help="end after this epoch's checkpoint, as if interrupted (tests --resume)")
     p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, log.jsonl, results.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    from ..analysis.cli_args import add_analysis_args
+
+    add_analysis_args(p, calibrate=True)
     from ..cli_support import precheck
 
     p.set_defaults(func=_finetune, precheck=precheck())

@@ -494,16 +494,23 @@ def tune_c(
     if not values or any(not (math.isfinite(c) and c > 0) for c in values):
         raise PandermError(f"the C grid must hold positive numbers, got {list(grid)!r}")
 
+    from panderm.progress import track
+
     table = []
     best_c, best_score = values[0], -math.inf
-    for c in values:
+    for c in track(values, "C search", unit="fit"):
         probe = LogisticRegressionProbe(C=c, seed=seed, max_iter=max_iter, device=device, tol=tol).fit(X_tr, y_tr)
         probs = probe.predict_proba(X_va)
         score = float(classification_metrics(y_va, probs, metrics=[metric], multi_class=multi_class)[metric])
-        table.append({"C": c, "score": score})
+        table.append({"C": c, "score": score, "converged": probe.converged_, "n_iter": probe.n_iter_})
         # Strictly better (beyond float noise) is needed to move to a larger C: ties keep the smaller one.
         if not math.isnan(score) and score > best_score + 1e-12:
             best_c, best_score = c, score
+    unconverged = [row for row in table if row["converged"] is False]
+    if unconverged:
+        log.warning("linear probe: C search: %d of %d fits stopped before the gradient tolerance (C = %s); their "
+                    "val scores may be off (results.json c_search records converged per C)", len(unconverged),
+                    len(table), ", ".join(f"{row['C']:.3g}" for row in unconverged[:5]))
     return best_c, table
 
 
@@ -710,7 +717,10 @@ def run_linear_probe(
     if setting == "percent":
         _warn_same_fractions(values, train_counts)
 
+    from panderm.progress import progress
+
     runs = []
+    fits = progress(len(values) * len(seed_list), "linear probe fits", "fit")
     for value in values:
         if setting == "shots" and isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1:
             short = [(c, int(n)) for c, n in enumerate(train_counts) if 0 < n < value]
@@ -768,9 +778,12 @@ def run_linear_probe(
                     _bootstrap(y_te, probs, multi_class_auroc, n_bootstrap, bootstrap_seed) if n_bootstrap > 0 else None
                 ),
                 "probs": probs,
+                "val_probs": probe.predict_proba(X_va) if has_val and len(X_va) else None,
                 "predictions": np.argmax(probs, axis=1),
                 "warnings": notes,
             })
+            fits.update()
+    fits.close()
 
     unconverged = [r for r in runs if r["converged"] is False]
     if unconverged:

@@ -173,7 +173,11 @@ def summary_rows(result: dict) -> list[dict]:
     return rows
 
 
-def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, random_init: bool = False) -> dict:
+def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, random_init: bool = False,
+                 analysis=None) -> dict:
+    """results.json, predictions/<run>.csv, confusion matrices, and per run the analyses under analysis/
+    (calibration; subgroups with `analysis.group_cols`; temperature scaling on val with `analysis.calibrate`)."""
+    from ..analysis.attach import analyse
     from ..report import confusion_matrix_figure, save_figure, write_csv, write_json
 
     out_dir = Path(out_dir)
@@ -189,6 +193,11 @@ def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, r
         runs.append({k: r[k] for k in ("percent", "shots", "seed", "random_state", "n_train", "class_counts", "C",
                                        "n_iter", "n_evals", "grad_max", "converged", "tol", "train_loss", "metrics", "ci",
                                        "warnings", "c_search")})
+        val = None
+        if r.get("val_probs") is not None:
+            val = (splits.tables["val"].labels, r["val_probs"])
+        analyse(runs[-1], out_dir / "analysis", result["test_labels"], r["probs"], test.frame, analysis,
+                classnames=splits.class_labels(), val=val, title=tag, stem=f"{tag}_")
     summary = {"setting": result["setting"], "n_classes": result["n_classes"],
                "classnames": list(splits.classnames) if splits.classnames else None,
                "n_features": result["n_features"],
@@ -216,5 +225,25 @@ def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     rows = summary_rows(result)
     print(f"\nLinear probe (PAD-UFES-20 sample, {kind} features, mean ± std over 3 seeds)")
     print(format_table(rows))
-    write_report(result, splits, out_dir / "linear_probe", {"model": encoder.describe()}, encoder.random_init)
+    from ..analysis.attach import AnalysisSettings
+
+    analysis = AnalysisSettings(group_cols=("fitspatrick",), min_group=5, n_resamples=200)
+    summary = write_report(result, splits, out_dir / "linear_probe", {"model": encoder.describe()},
+                           encoder.random_init, analysis=analysis)
+    full = next(r for r in summary["runs"] if r["percent"] == 1.0 and r["seed"] == 0)
+    print("\nBy Fitzpatrick skin type (100% of train, seed 0; * fewer than 5 test images; ECE "
+          f"{full['calibration']['ece']:.4f})")
+    print(format_table(subgroup_rows(full["subgroups"], "fitspatrick")))
+    return rows
+
+
+def subgroup_rows(report: dict, column: str) -> list[dict]:
+    """One printable row per group: n, accuracy and balanced accuracy with their CIs."""
+    rows = []
+    for g in report["columns"][column]["groups"]:
+        row = {column: g["group"] + ("*" if g["small"] else ""), "n": g["n"]}
+        for name in ("accuracy", "balanced_accuracy"):
+            value, ci = g["metrics"].get(name), (g.get("ci") or {}).get(name)
+            row[name] = "-" if value is None else f"{value:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+        rows.append(row)
     return rows

@@ -340,8 +340,10 @@ def build_dataset(
 
 
 def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, provenance: dict,
-                 random_init: bool = False) -> dict:
-    """results.json + per-dataset predictions.csv and confusion_matrix.png."""
+                 random_init: bool = False, analysis=None) -> dict:
+    """results.json + per-dataset predictions.csv, confusion_matrix.png and the analyses (calibration, and
+    subgroups with `analysis.group_cols`; :mod:`panderm.analysis.attach`)."""
+    from ..analysis.attach import analyse
     from ..data.benchmarks import readme_average
     from ..report import confusion_matrix_figure, save_figure, write_csv, write_json
 
@@ -363,6 +365,8 @@ def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, 
             "ci95": r.ci,
             "reference_keys": r.reference_metrics(),
         }
+        analyse(datasets[r.dataset.name], sub, r.labels, r.probs, r.dataset.table.frame, analysis,
+                classnames=list(r.dataset.classnames), title=f"{r.dataset.name} zero-shot")
     summary = {"datasets": datasets}
     bench = {r.dataset.benchmark.name: r.metrics for r in results if r.dataset.benchmark is not None}
     if bench:

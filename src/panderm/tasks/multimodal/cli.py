@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 _RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "results_test.json", "detailed_predictions.csv",
-              "evaluation_metrics.csv", "confusion_matrix.png")
+              "evaluation_metrics.csv", "confusion_matrix.png", "reliability.png", "subgroups.csv", "subgroups.png")
 _MODEL_ALIASES = {"PanDerm-v2": "PanDerm2"}
 DATASETS = ("derm7pt", "milk11", "pad", "csv")
 REFERENCE_DATASET = "derm7pt"  # the reference's --dataset_name default, "Derm7pt"
@@ -299,6 +299,7 @@ def _build(args, train: bool):
     table = _load_table(args.dataset, args.data_path, getattr(args, "allow_outside_root", False), args)
     if args.class_num is not None and args.class_num != table.num_classes:
         raise PandermError(f"--class_num {args.class_num} but {args.data_path} has {table.num_classes} classes")
+    args.analysis = _analysis(args, table)  # before the run folder is claimed and the model loads
     use_meta = bool(args.use_meta)
     fusion = FusionConfig(
         num_classes=table.num_classes, use_cli=args.use_cli, use_derm=args.use_derm, use_meta=use_meta,
@@ -362,18 +363,43 @@ def data_files(path) -> list[Path]:
     return sorted(folder.glob("*.csv")) if folder.is_dir() else []
 
 
+def _analysis(args, table):
+    """`panderm multimodal`'s analysis settings, checked against the data before the model loads (doors: None)."""
+    if getattr(args, "reference", False) or not hasattr(args, "group_col"):
+        return None
+    from ...analysis.attach import check_group_columns
+    from ...analysis.cli_args import settings_from_args
+    from ...errors import DataError
+
+    analysis = settings_from_args(args, n_resamples=args.bootstrap, seed=42)
+    if analysis.group_cols:
+        check_group_columns(list(table.meta.columns), analysis, args.data_path)
+    if analysis.calibrate == "temperature" and not table.split_counts().get("val"):
+        raise DataError(f"{args.data_path}: --calibrate temperature fits on the val split, and the data has no val rows")
+    return analysis
+
+
+def _val_predictions(trainer, analysis) -> tuple | None:
+    if analysis is None or analysis.calibrate != "temperature":
+        return None
+    val = trainer.evaluate("val")
+    return val["labels"], val["probs"]
+
+
 def run_train(args) -> None:
     trainer, encoder = _build(args, train=True)
     from ...report import provenance
     from .train import write_test_outputs
 
+    analysis = args.analysis
     fit = trainer.fit(resume=args.resume)
     if "stopped_after_epoch" in fit:
         print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with --resume")
         return
     test = trainer.test()
     write_test_outputs(trainer, test, args.output_dir, provenance(encoder, data_files(args.data_path), seed=args.seed),
-                       fit_result=fit, reference=getattr(args, "reference", False))
+                       fit_result=fit, reference=getattr(args, "reference", False), analysis=analysis,
+                       val=_val_predictions(trainer, analysis))
     _random_weights_note(encoder)
     _print_metrics(test["metrics"])
     print(f"wrote {args.output_dir}")
@@ -404,13 +430,15 @@ def run_test(args) -> None:
     from ...report import provenance
     from .train import write_test_outputs
 
+    analysis = args.analysis
     path = args.model_path or find_best_checkpoint(args.output_dir)
     print(f"checkpoint: {path}")
     test = trainer.test(path)
     prov = provenance(encoder, data_files(args.data_path), seed=args.seed, inputs=[path])
     name = results_name_for_test(args.output_dir)
     write_test_outputs(trainer, test, args.output_dir, prov, predictions_only=not args.full_report,
-                       results_name=name, reference=getattr(args, "reference", False))
+                       results_name=name, reference=getattr(args, "reference", False), analysis=analysis,
+                       val=_val_predictions(trainer, analysis))
     _random_weights_note(encoder)
     _print_metrics(test["metrics"])
     out = Path(args.output_dir)
@@ -480,6 +508,9 @@ def register(sub, add_model_args) -> None:
         add_model_args(q)
         _add_recipe(q, ref=False)
         q.add_argument("--bgr", action="store_true", help="feed BGR channels, as the reference's cv2 loading did")
+        from ...analysis.cli_args import add_analysis_args
+
+        add_analysis_args(q, calibrate=True)
         if mode == "train":
             _add_train(q, ref=False)
             q.set_defaults(func=_speaking(run_train, _options(q)),

@@ -55,6 +55,7 @@ from ..finetune import _generator, seed_everything
 from .data import CLINICAL, DERM, IMAGENET_STD, REFERENCE_STD, IMAGENET_MEAN, RESIZE_MODES, MultimodalTable, \
     make_datasets, weighted_sampler
 from .model import FusionConfig, PanDermTFormer
+from ...progress import track
 
 log = logging.getLogger(__name__)
 
@@ -326,7 +327,8 @@ class MultimodalTrainer:
             loader = self._train_loader(epoch)
             n_batches = min(len(loader), cfg.max_steps * cfg.accum_freq) if cfg.max_steps else len(loader)
             opt.zero_grad(set_to_none=True)
-            for i, batch in enumerate(loader):
+            for i, batch in enumerate(track(loader, f"multimodal epoch {epoch + 1}/{cfg.epochs}", total=n_batches,
+                                            unit="batch")):
                 if i >= n_batches:
                     break
                 y = batch[3].to(dev)
@@ -435,7 +437,8 @@ def panderm_metrics(labels, probs, loss: float) -> dict:
 
 def write_test_outputs(trainer: MultimodalTrainer, test: dict, out_dir, provenance: dict | None = None,
                        fit_result: dict | None = None, predictions_only: bool = False,
-                       results_name: str = "results.json", reference: bool = True) -> dict:
+                       results_name: str = "results.json", reference: bool = True, analysis=None,
+                       val: tuple | None = None) -> dict:
     """detailed_predictions.csv, evaluation_metrics.csv, confusion_matrix.png, `results_name` (results.json).
 
     `reference=True` (the doors): the reference's columns and metric names; False (`panderm multimodal`):
@@ -478,6 +481,12 @@ def write_test_outputs(trainer: MultimodalTrainer, test: dict, out_dir, provenan
         summary.update(best_epoch=fit_result.get("best_epoch"), best_val_metric=fit_result.get("best_metric"))
     if getattr(trainer.encoder, "random_init", False):
         summary["warning"] = "RANDOM WEIGHTS: the encoders started from an untrained model"
+    if not reference:
+        from ...analysis.attach import analyse
+
+        # group columns come from the raw input rows (`meta`), not the normalised case frame
+        analyse(summary, out, labels, probs, trainer.table.split("test").meta, analysis, classnames=names, val=val,
+                title="multimodal test")
     write_json(out / results_name, summary)
     return summary
 
