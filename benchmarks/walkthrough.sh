@@ -121,5 +121,13 @@ run "segment train isic" "panderm segment train --model demo --isic-root $S/ISIC
 run "segment test" "panderm segment test --model demo --run runs/seg-ph2 --csv $S/ph2/ph2.csv --split test --out runs/seg-other"
 run "seg.sh" "MODEL=demo CHECKPOINT=runs/ft-ham/best.pt PARENT_PATH=$S bash script/segmentation/PanDerm-v1-seg.sh"
 
+# -- Analyses (the second model id becomes a copy of the demo model with other weights: two models to compare)
+MODEL2="python -c \"from pathlib import Path; from panderm.models.demo import TINY_MODEL_CFG, write_openclip_dir; write_openclip_dir(Path('$OUT/demo-seed1'), TINY_MODEL_CFG, seed=1)\""
+run "sweep" "$MODEL2 && panderm sweep --models demo local-dir:$OUT/demo-seed1 --tasks zeroshot linear-probe --benchmarks PAD-6 HAM-7 --data-root $OUT/zs-root --csv pad=$LP --out runs/sweep --linear-probe-args='--percent-data 0.1 0.5 1.0 --seeds 3'"
+run "compare" "panderm compare runs/sweep --out runs/compare --bootstrap 5000"
+run "zeroshot groups" "panderm zeroshot --model demo --csv $LP --classnames $S/pad_ufes20_sample/classes.csv --split test --group-col fitspatrick gender age --bins age=0,40,60,120 --min-group 5 --out runs/zs-groups"
+run "linear-probe calibrate" "panderm linear-probe --model demo --csv $LP --calibrate temperature --out runs/lp-calibrated"
+run "audit" "panderm audit --csv $LP --group-col patient_id --out runs/audit --fix-splits runs/pad-fixed.csv --seed 0"
+
 echo "$PASS passed, $FAIL failed$([ $SKIPPED -gt 0 ] && echo ", $SKIPPED skipped") (logs: $WORK/logs)"
 [ $FAIL -eq 0 ]
