@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 SUITE: dict[str, tuple[list[str], list[str]]] = {
     "features": ([], ["--models", "demo"]),
     "decode": (["--vit"], ["--upscale", "0", "--repeats", "1"]),
+    "large_images": ([], ["--n", "24", "--sizes", "1024", "--repeats", "1"]),
     "zeroshot": ([], ["--model", "demo"]),
     "retrieval": (["--markdown"], ["--n", "2000", "--methods", "chunked", "naive_count"]),
     "linear_probe": ([], ["--n", "2000", "--dim", "256", "--classes", "7", "--repeats", "1"]),

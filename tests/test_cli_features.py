@@ -28,7 +28,9 @@ def reference_preprocess(path, size):
     # Written from the spec: Resize(short side, bicubic) → CenterCrop → RGB → ToTensor → Normalize(OpenAI).
     tf = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor(),
                     T.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))])
-    return tf(Image.open(path).convert("RGB"))
+    img = Image.open(path)
+    img.draft("RGB", (2 * size, 2 * size))  # `panderm features` decodes JPEGs at the smallest scale >= 2x the input
+    return tf(img.convert("RGB"))
 
 
 @pytest.mark.parametrize("kind,ref_key", [("embed", "embed"), ("features", "pooled_double"), ("tokens", "cls")])

@@ -262,7 +262,10 @@ def test_loader_is_sized_from_the_cpu_count_and_bounds_prefetch(tiny_openclip, t
     enc = load_encoder(f"local-dir:{tiny_openclip}")
     monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
     loader = features._loader(enc, table.paths, 64, None, None)
-    assert loader.num_workers == 1 and loader.prefetch_factor == 4 and not loader.pin_memory  # CPU: model needs cores
+    assert loader.num_workers == 4 and loader.prefetch_factor == 4 and not loader.pin_memory  # CPU: at most 4
+    monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert features.default_workers(torch.device("cpu")) == 2  # 2 cores: both decode (large JPEGs are decode-bound)
+    monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
     assert features._loader(enc, table.paths, 64, 64, None).num_workers == 32  # never more than the cores
     assert features._loader(enc, table.paths, 64, 0, None).prefetch_factor is None
     assert features.default_workers(torch.device("cuda")) == 16
@@ -281,6 +284,7 @@ def test_cli_batch_size_auto_and_bad_values(tiny_openclip, ham_csv, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "--batch-size auto: 64 on cpu" in r.stderr
     enc = load_encoder(f"local-dir:{tiny_openclip}")
+    enc.set_draft_decode(True)  # as `panderm features` decodes by default
     ref = extract_features(enc, load_table(ham_csv, "image_path").paths, "features", batch_size=64, num_workers=0,
                            cache=False).array
     np.testing.assert_allclose(np.load(tmp_path / "a.npy"), ref, atol=1e-6)

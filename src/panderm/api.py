@@ -36,24 +36,30 @@ class Model:
 
     @classmethod
     def from_pretrained(cls, model_id: str, checkpoint: str | None = None, device: str = "auto",
-                        allow_random_init: bool = False) -> "Model":
+                        allow_random_init: bool = False, full_decode: bool = False) -> "Model":
         """Load `model_id` (required, as `--model` is on the command line: an alias such as ``"PanDerm2"``,
         ``"hf-hub:ORG/NAME"``, ``"local-dir:PATH"``, ...; ``"demo"`` is a tiny random-weight model).
 
         ``device="auto"`` picks CUDA when present, else CPU; a named device that is not there is an error.
+        Dataset evaluations decode JPEGs at a reduced DCT scale (still at least twice the model input; much
+        faster on large photos); ``full_decode=True`` decodes them fully, as the reference does.
         """
         from .cli_support import resolve_device
 
-        return cls(load_encoder(model_id, checkpoint=checkpoint, device=resolve_device(device, flag="device"),
-                                allow_random_init=allow_random_init))
+        encoder = load_encoder(model_id, checkpoint=checkpoint, device=resolve_device(device, flag="device"),
+                               allow_random_init=allow_random_init)
+        encoder.set_draft_decode(not full_decode)
+        return cls(encoder)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.encoder.model_id!r}, family={self.encoder.family!r})"
 
     def _pixels(self, images: Sequence[ImageLike]) -> torch.Tensor:
         tensors = []
+        spec = self.encoder.preprocess_spec  # decoded as the dataset evaluations decode (draft, EXIF)
         for img in images:
-            pil = to_rgb(img) if isinstance(img, Image.Image) else open_image(img)
+            pil = to_rgb(img) if isinstance(img, Image.Image) else open_image(img, exif=spec.exif_transpose,
+                                                                             draft=spec.draft_size)
             tensors.append(self.encoder.preprocess(pil))
         return torch.stack(tensors).to(self.encoder.device)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from . import __version__
 from .cli_support import (
-    add_allow_absolute_paths, add_max_image_pixels, finish_help, precheck, resolve_device, run_door, setup_logging)
+    add_allow_absolute_paths, add_decode_arg, add_max_image_pixels, finish_help, precheck, resolve_device, run_door,
+    setup_logging)
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -50,6 +51,7 @@ def _features(args) -> None:
         num_workers=args.workers, precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
         allow_random_init=args.allow_random_init, flag_hints={args.image_col: "--image-col"},
         allow_outside_root=args.allow_outside_root, compile=args.compile, max_image_pixels=args.max_image_pixels,
+        draft_decode=not args.full_decode,
     )
     if meta.get("rank") == "worker":
         return
@@ -128,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="run the encoder through torch.compile (compiled once per process; same features, same "
                         "cache key; pays a compile time of ~0.5-2 min, worth it for large runs on GPU)")
+    add_decode_arg(p)
     p.add_argument("--csv", required=True, help="required: CSV with one row per image")
     p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")

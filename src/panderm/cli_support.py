@@ -254,3 +254,11 @@ def precheck(csv: tuple[str, ...] = ("csv",), out: str | None = "out", flags: di
         check_inputs(files, folder, overwrite=again)
 
     return check
+
+
+def add_decode_arg(p) -> None:
+    """`--full-decode` of the subcommands that extract features (JPEGs are decoded at a reduced scale otherwise)."""
+    p.add_argument("--full-decode", action="store_true",
+                   help="decode JPEGs at full size, as the reference does (otherwise at the smallest DCT scale whose "
+                        "short side is still at least twice the model input: several times faster on large "
+                        "photos; the mode is part of the cache key and of results.json)")

@@ -83,9 +83,10 @@ def default_workers(device: torch.device) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if device.type == "cuda":
         return min(16, max(2, cpus - 1))
-    # On CPU the model needs the cores too: one decoding worker keeps up with
-    # ViT-sized models on small images (docs/BENCHMARKS.md).
-    return 1 if cpus > 1 else 0
+    # On CPU the model needs the cores too, but a ViT-B is so slow there that extra decoders cost it nothing
+    # measurable, while large JPEGs with a small model are decode-bound: 2 workers encode 200 photos of
+    # 2048 px 1.35x faster than 1 on 2 cores (docs/BENCHMARKS.md, large JPEGs). More than 4 only contend.
+    return min(cpus, 4) if cpus > 1 else 0
 
 
 # The reference's spellings; `pure_*` (a whole-model cast there) run as autocast of the same dtype here.
@@ -351,7 +352,8 @@ def _loader(encoder, paths, batch_size, num_workers, draft, indices=None) -> Dat
     # More workers than cores only adds contention (reference scripts ask for 16).
     workers = default_workers(device) if num_workers is None else min(num_workers, cpus)
     spec = encoder.preprocess_spec
-    dataset = ImageDataset(paths, encoder.preprocess, spec.size, draft, exif=spec.exif_transpose)
+    dataset = ImageDataset(paths, encoder.preprocess, spec.size, draft if draft is not None else spec.draft_size,
+                           exif=spec.exif_transpose)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -42,6 +42,15 @@ class PreprocessSpec:
     resize_to: int | None = None  # resize the short side to this, then crop `size` (None = size)
     # The reference's PIL loaders ignore the EXIF orientation tag; the doors turn this off to match them.
     exif_transpose: bool = True
+    # Decode a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) whose short side is still >= 2x the resize target:
+    # full decoding of a 3000 px photo dominates the time for a 224 px model, and the reduced image is resized
+    # down anyway. The panderm CLI and API turn it on (--full-decode off); the doors decode fully, as the reference.
+    draft_decode: bool = False
+
+    @property
+    def draft_size(self) -> int | None:
+        """The smallest short side the JPEG decoder may produce, or None for full decoding."""
+        return 2 * max(self.size, self.resize_to or 0) if self.draft_decode else None
 
     def describe(self) -> dict:
         d = asdict(self)
@@ -69,7 +78,7 @@ class PreprocessSpec:
 
 
 # Reference linear-probe / v1 transform: Resize 256 bilinear, crop 224, ImageNet mean and
-# the reference's std typo 0.228 (ref-panderm2.md §4.3).
+# the reference's std typo 0.228 (docs/REFERENCE.md).
 REFERENCE_LP_PREPROCESS = PreprocessSpec(
     size=224, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224, 0.225), interpolation="bilinear", resize_to=256,
     exif_transpose=False,
@@ -225,6 +234,13 @@ class Encoder(nn.Module):
         self.preprocess_spec = spec
         self.preprocess = spec.build()
         self._fingerprint = None
+
+    def set_draft_decode(self, on: bool) -> None:
+        """Reduced-size JPEG decoding for feature extraction (:attr:`PreprocessSpec.draft_decode`)."""
+        if self.preprocess_spec.draft_decode != bool(on):
+            import dataclasses
+
+            self.set_preprocess(dataclasses.replace(self.preprocess_spec, draft_decode=bool(on)))
 
 
 _NOT_ARCHITECTURE = frozenset({"training", "name_or_path"})

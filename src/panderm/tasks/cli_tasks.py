@@ -5,7 +5,7 @@ import argparse
 
 from ..analysis.attach import check_group_columns, summary_lines
 from ..analysis.cli_args import add_analysis_args, settings_from_args
-from ..cli_support import add_allow_absolute_paths, precheck
+from ..cli_support import add_allow_absolute_paths, add_decode_arg, precheck
 
 
 def _encoder_and_run_dir(args, preprocess=None):
@@ -16,6 +16,8 @@ def _encoder_and_run_dir(args, preprocess=None):
 
     encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device),
                            allow_random_init=args.allow_random_init, preprocess=preprocess)
+    # the reference's own transform (--reference-preprocess) comes with the reference's full decoding
+    encoder.set_draft_decode(not args.full_decode and not getattr(args, "reference_preprocess", False))
     return encoder, prepare_run_dir(args.out, args.overwrite)
 
 
@@ -130,6 +132,7 @@ def register(sub, add_model_args) -> None:
     p = sub.add_parser("linear-probe", help="logistic-regression probe on frozen features, few-shot fractions",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
+    add_decode_arg(p)
     p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
     p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
     p.add_argument("--label-col", default="label",
@@ -162,6 +165,7 @@ def register(sub, add_model_args) -> None:
     p = sub.add_parser("retrieval", help="zero-shot image-text retrieval on a CSV of pairs",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
+    add_decode_arg(p)
     p.add_argument("--csv", required=True, help="one row per (image, caption) pair")
     p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
     p.add_argument("--caption-col", default="caption", help="CSV column holding the captions")
@@ -180,6 +184,7 @@ def register(sub, add_model_args) -> None:
     p = sub.add_parser("zeroshot", help="zero-shot classification on benchmarks or any CSV",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
+    add_decode_arg(p)
     p.add_argument("--benchmark", nargs="+", default=None,
                    help="PAD-6 HAM-7 SNU-134 SD-128 Daffodil-5 PH2-2 ISIC2020-2 DermNet-23 (their default CSVs)")
     p.add_argument("--data-root", default=".",

@@ -56,10 +56,12 @@ def export_features(
     compile: bool = False,
     exif_transpose: bool = True,
     max_image_pixels: int | None = None,
+    draft_decode: bool = False,
 ) -> dict:
     """Validate the CSV, load the model, encode (or read the cache), write `out` + `out.json`.
 
-    `exif_transpose=False` ignores EXIF orientation tags, as the reference's loader did. `max_image_pixels`:
+    `exif_transpose=False` ignores EXIF orientation tags, as the reference's loader did; `draft_decode=True`
+    decodes JPEGs at a reduced DCT scale (:attr:`PreprocessSpec.draft_decode`). `max_image_pixels`:
     the largest width x height opened (default: PIL's decompression-bomb limit, 178,956,970 pixels; 0: no
     limit); a larger image is refused naming its CSV row and pixel count. `allow_outside_root` is accepted
     and ignored (absolute and `../` image paths are always accepted)."""
@@ -70,12 +72,13 @@ def export_features(
                                 checkpoint=checkpoint, device=device, batch_size=batch_size,
                                 num_workers=num_workers, precision=precision, cache=cache, cache_dir=cache_dir,
                                 allow_random_init=allow_random_init, preprocess=preprocess, progress=progress,
-                                flag_hints=flag_hints, compile=compile, exif_transpose=exif_transpose)
+                                flag_hints=flag_hints, compile=compile, exif_transpose=exif_transpose,
+                                draft_decode=draft_decode)
 
 
 def _export_features(model, csv, image_col, out, *, root, kind, normalize, checkpoint, device, batch_size,
                      num_workers, precision, cache, cache_dir, allow_random_init, preprocess, progress, flag_hints,
-                     compile, exif_transpose) -> dict:
+                     compile, exif_transpose, draft_decode) -> dict:
     out = Path(out)
     if out.suffix != ".npy":
         out = out.with_suffix(out.suffix + ".npy") if out.suffix else out.with_suffix(".npy")
@@ -86,6 +89,7 @@ def _export_features(model, csv, image_col, out, *, root, kind, normalize, check
         import dataclasses
 
         encoder.set_preprocess(dataclasses.replace(encoder.preprocess_spec, exif_transpose=False))
+    encoder.set_draft_decode(draft_decode)
     result = extract_features(encoder, table.paths, kind, batch_size=batch_size, num_workers=num_workers,
                               precision=precision, cache=cache, cache_dir=cache_dir, progress=progress,
                               compile=compile)
