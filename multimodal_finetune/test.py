@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Reference door: PanDerm-2 `multimodal_finetune/test.py` flags (ref-panderm2.md §5.4).
+"""Reference door: PanDerm-2 `multimodal_finetune/test.py` flags (docs/REFERENCE.md).
 
 Defaults reproduce the reference: BGR input (`--rgb` to fix), ImageNet std 0.228
 (`--imagenet_std`), cv2-style resizing (`--resize_mode antialias`), fp32 (`--precision`),

@@ -1,6 +1,6 @@
 """An independent, deliberately plain re-statement of the reference CAE tower's forward pass.
 
-Written from the spec (ref-panderm2.md §1.1, ref-dermfm-zero.md §8.2) as explicit
+Written from the reference's architecture description as explicit
 tensor algebra on the raw state dict, with no code shared with panderm, so the
 package's tower can be checked against it.
 """

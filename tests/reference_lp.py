@@ -1,4 +1,4 @@
-"""The reference linear probe restated from ref-panderm2.md §4, independently of panderm's code.
+"""The reference linear probe restated from the PanDerm-2 code's description, independently of panderm's code.
 
 Subsampling with the literal pandas calls, a seeded `torch.nn.Linear` trained by one full-batch
 `torch.optim.LBFGS(line_search_fn="strong_wolfe", max_iter=1000).step`, loss = mean CE + (1/C)·0.5·‖W‖_F

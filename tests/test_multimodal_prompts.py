@@ -1,4 +1,4 @@
-"""Metadata → sentence builders (exact strings, ref-panderm2.md §5.2) and one-hot metadata.
+"""Metadata → sentence builders (exact strings of the reference's builders) and one-hot metadata.
 
 Every expected sentence below was written by hand from the spec's rules, not produced by
 the code under test.

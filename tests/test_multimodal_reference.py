@@ -264,7 +264,7 @@ def test_reference_transform_chain():
 # -- 6. the reference's command lines -------------------------------------------------------------
 
 # Verbatim from SiyuanYan1/PanDerm-2 script/multimodal_finetune/{Derm7pt(C+D+M),PAD(C+M)}.sh (python train.py / test.py
-# arguments); MILK-11 rebuilt from the script values in ref-panderm2.md §5.4 (its script is not in the stored copy).
+# arguments); MILK-11 rebuilt from the reference script's values (the script itself is not in the stored reference copy).
 REFERENCE_LINES = {
     ("train", "derm7pt"): """--model_name 'PanDerm-v2' --dataset_name 'Derm7pt'
         --dir_release "../meta-files/multi-modality-finetune/derm7pt/" --epochs 50 --batch_size 32 --accum_freq 2

@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -92,14 +93,23 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return Path(path)
 
 
-def save_figure(path: str | os.PathLike, fig) -> Path:
-    """Save a matplotlib figure atomically and close it."""
-    import matplotlib.pyplot as plt
+def subplots(*grid, figsize=None, **kw):
+    """``(fig, axes)`` like ``pyplot.subplots``, on a bare ``Figure``: no pyplot state, and a notebook user's
+    backend is never switched (saving needs no GUI backend)."""
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kw)
+
+
+def save_figure(path: str | os.PathLike, fig) -> Path:
+    """Save a matplotlib figure atomically (and close it if pyplot manages it)."""
     suffix = Path(path).suffix or ".png"
     with atomic_path(path, suffix=suffix) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format=suffix.lstrip("."))
-    plt.close(fig)
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.close(fig)
     return Path(path)
 
 
@@ -218,17 +228,13 @@ def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
 
 def confusion_matrix_figure(y_true, y_pred, classnames, title: str = ""):
     """Counts and row-normalised rates in one heat map (classes beyond 30 are unlabeled)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     k = len(classnames)
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
     rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     size = min(4 + 0.45 * k, 24)
-    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    fig, ax = subplots(figsize=(size, size * 0.85))
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
     if k <= 30:

@@ -475,14 +475,11 @@ def _html(result: CompareResult, settings: dict) -> str:
 
 
 def _metric_plot(result: CompareResult, metric: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..report import subplots
 
     benches = result.benchmarks
     models = [r["model"] for r in result.leaderboard]
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 1.1 * len(benches) * max(1, len(models)) ** 0.5), 4.2))
+    fig, ax = subplots(figsize=(max(5.0, 1.2 + 1.1 * len(benches) * max(1, len(models)) ** 0.5), 4.2))
     width = 0.8 / max(1, len(models))
     for j, row in enumerate(result.leaderboard):
         xs, ys, lo, hi = [], [], [], []
@@ -508,10 +505,7 @@ def _metric_plot(result: CompareResult, metric: str):
 
 def _label_efficiency(items: list[RunPredictions], names: dict[int, str], dataset: str, metrics: list[str]):
     """percent (or shots) vs metric, mean ± std over seeds, one line per model (from results.json summary)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..report import subplots
 
     per_model: dict[str, RunPredictions] = {}
     for i, it in enumerate(items):
@@ -520,7 +514,7 @@ def _label_efficiency(items: list[RunPredictions], names: dict[int, str], datase
     shown = [m for m in metrics if any(m in (next(iter(it.summary.values()), {}) or {}) for it in per_model.values())]
     if not per_model or not shown:
         return None, []
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3.6), squeeze=False)
+    fig, axes = subplots(1, len(shown), figsize=(4.2 * len(shown), 3.6), squeeze=False)
     xlabel = "% of training data"
     curves = []
     for ax, metric in zip(axes[0], shown):

@@ -7,7 +7,7 @@ checking and no renaming. Dimensions are inferred from tensor shapes
 (`CAEConfig.from_state_dict`), so a reduced-size tower loads through the same path
 as the 300M-parameter one.
 
-Pooling variants (reference/ref-panderm2.md §1.1, ref-dermfm-zero.md §8.2, §9.2):
+Pooling variants (docs/REFERENCE.md):
 - ``double_ln`` (paper checkpoints): pooled = LN(mean_patches(LN(tokens))) with the
   *same* LayerNorm applied twice.
 - ``single_ln`` (DermFM-Zero-Open layout): pooled = LN(mean_patches(tokens)).

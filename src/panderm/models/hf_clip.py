@@ -2,7 +2,7 @@
 
 MONET (`chanwkim/monet`) is published as a transformers CLIPModel; its own
 preprocessing is Resize 224 bicubic → CenterCrop 224 → ImageNet mean/std
-(ref-ecosystem.md §5), not the CLIP constants.
+(docs/REFERENCE.md), not the CLIP constants.
 """
 from __future__ import annotations
 

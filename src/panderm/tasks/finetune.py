@@ -1,4 +1,4 @@
-"""Full finetuning of a vision backbone + linear head (the PanDerm v1 recipe, ref-panderm1-derm1m.md §1.4, §1.6).
+"""Full finetuning of a vision backbone + linear head (the PanDerm v1 recipe, docs/REFERENCE.md).
 
 Recipe (defaults = the reference script's values):
 AdamW (eps 1e-8, weight decay 0.05, none on 1-D params / biases / position and class

@@ -27,7 +27,7 @@ SPLITS = ("train", "val", "test")
 
 
 def reference_feature(encoder: Encoder) -> tuple[str, bool]:
-    """(kind, L2-normalise) the reference linear probe used for this family (ref-panderm2.md §1.2)."""
+    """(kind, L2-normalise) the reference linear probe used for this family (docs/REFERENCE.md)."""
     if encoder.family == "open_clip":
         if getattr(encoder, "layout", None):
             return "features", False  # CAE towers: pooled pre-projection (1024-d / 768-d)

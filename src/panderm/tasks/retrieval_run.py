@@ -162,16 +162,13 @@ def examples_data(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_que
 
 def examples_figure(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_queries: int = 3, k: int = 5):
     """A few image queries with their top-k distinct captions, wrapped (✓ = the query's own caption)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..report import subplots
 
     from ..data.images import open_image
 
     data = examples_data(pairs, img, txt, n_queries=n_queries, k=k)
     heights = [max(3.2, 0.16 * sum(len(c["lines"]) + 0.5 for c in d["captions"]) + 0.6) for d in data]
-    fig, axes = plt.subplots(len(data), 2, figsize=(12, sum(heights)),
+    fig, axes = subplots(len(data), 2, figsize=(12, sum(heights)),
                              gridspec_kw={"width_ratios": [1, 3], "height_ratios": heights})
     axes = np.atleast_2d(axes)
     for row, d in enumerate(data):

@@ -1,6 +1,6 @@
 """Zero-shot classification: class names × prompt templates → a classifier over image embeddings.
 
-Classifier weights follow the reference (ref-panderm2.md §2.4): for each class,
+Classifier weights follow the reference (docs/REFERENCE.md): for each class,
 L2-normalise every prompt embedding, average over templates, re-normalise.
 Scores are `softmax(100 · cos)` with the reference's fixed scale (the model's
 learned logit scale is not used). Text is encoded once per (model, class list,

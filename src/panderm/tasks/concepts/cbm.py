@@ -510,15 +510,12 @@ def intervention_table(
 
 def plot_weights(names: Sequence[str], weights: Sequence[float], path: str | Path, title: str = "") -> Path:
     """Bar chart of CBM weights (e.g. of the latents matched to concept words), coloured by sign."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ...report import subplots
 
     w = np.asarray(weights, dtype=np.float64).ravel()
     if len(names) != len(w) or len(w) == 0:
         raise DataError(f"plot_weights needs one name per weight, got {len(names)} names and {len(w)} weights")
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.55 * len(w) + 1.5), 3.6))
+    fig, ax = subplots(figsize=(max(4.0, 0.55 * len(w) + 1.5), 3.6))
     ax.bar(range(len(w)), w, color=["tab:red" if v > 0 else "tab:blue" for v in w])
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(w)), labels=[str(n) for n in names], rotation=45, ha="right", fontsize=8)

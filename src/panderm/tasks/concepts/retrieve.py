@@ -212,15 +212,12 @@ def image_grid(
     colors: Sequence[str] | None = None, suptitle: str = "", size: int = 224,
 ) -> Path:
     """One row of images resized to ``size`` (LANCZOS), optional per-image titles/colours; saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from ...report import subplots
 
     from panderm.report import save_figure
 
     n = max(1, len(paths))
-    fig, axes = plt.subplots(1, n, figsize=(2.4 * n, 2.8), squeeze=False)
+    fig, axes = subplots(1, n, figsize=(2.4 * n, 2.8), squeeze=False)
     for i, ax in enumerate(axes[0]):
         ax.axis("off")
         if i < len(paths):

@@ -1035,10 +1035,7 @@ def _load_state(model: SparseAutoencoder, state: dict[str, torch.Tensor], source
 
 def plot_history(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Per-epoch loss, FVU, L0 and dead/dense fractions as one PNG; resampling epochs are marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ...report import subplots
 
     if not history:
         raise DataError("no SAE history to plot (0 epochs)")
@@ -1049,7 +1046,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ("L0 (active latents per sample)", ["l0"], "linear"),
         ("latent fractions", ["dead_fraction", "dense_fraction"], "linear"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    fig, axes = subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     resampled = [r["epoch"] for r in history if r.get("n_resampled")]
     for ax, (title, keys, scale) in zip(axes, panels):
         for key in keys:

@@ -1,4 +1,4 @@
-"""`panderm multimodal train|test` and the reference doors' flag set (ref-panderm2.md §5.4).
+"""`panderm multimodal train|test` and the reference doors' flag set (docs/REFERENCE.md).
 
 Wire into the CLI with ``multimodal.cli.register(sub, add_model_args)``. The doors
 `multimodal_finetune/train.py|test.py` use `reference_parser` / `run_reference`: the

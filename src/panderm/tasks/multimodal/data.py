@@ -4,7 +4,7 @@ Every loader returns the same `MultimodalTable`: one row per case with `clinical
 `derm_path` (absolute), `label` (int), `split` (train / val / test) and `prompt` (the
 metadata sentence), plus the raw metadata columns for the one-hot path. Everything is
 validated before a model is loaded; each problem is one `DataError` naming the file, the
-column and the rows (ref-panderm2.md §5.1 for the formats):
+column and the rows (docs/REFERENCE.md for the formats):
 
 - `load_derm7pt(dir_release)`: `meta/meta.csv`, `meta/{train,valid,test}_indexes.csv`,
   `images/`; 5 grouped classes.
@@ -69,7 +69,7 @@ _SPLIT_ALIASES = {
 }
 
 # Derm7pt's 20 diagnoses grouped into the reference's 5 classes
-# (`Derm7PtDatasetGroupInfrequent`, ref-panderm2.md §5.1).
+# (`Derm7PtDatasetGroupInfrequent`, docs/REFERENCE.md).
 DERM7PT_CLASSES = ("BCC", "NEV", "MEL", "MISC", "SK")
 DERM7PT_GROUPS = {
     "basal cell carcinoma": 0,
@@ -94,7 +94,7 @@ RESIZE_MODES = ("antialias", "reference")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-REFERENCE_STD = (0.228, 0.224, 0.225)  # the reference's typo (ref-panderm2.md §5.1)
+REFERENCE_STD = (0.228, 0.224, 0.225)  # the reference's typo (docs/REFERENCE.md)
 
 CLINICAL, DERM = "clinical_path", "derm_path"
 

@@ -1,4 +1,4 @@
-"""The multimodal fusion model: `PanDermTFormer` (ref-panderm2.md §5.3).
+"""The multimodal fusion model: `PanDermTFormer` (docs/REFERENCE.md).
 
 Layout: one image encoder per enabled image modality (independent copies), the text tower
 of the same CLIP model for the metadata sentence (or an MLP on one-hot metadata), then

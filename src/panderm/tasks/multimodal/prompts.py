@@ -1,7 +1,7 @@
 """Patient metadata → text, for the multimodal task's text-encoder metadata path.
 
 The three sentence builders reproduce the reference's prompts character for character
-(ref-panderm2.md §5.2): a model fine-tuned on the reference's sentences sees exactly the
+(docs/REFERENCE.md): a model fine-tuned on the reference's sentences sees exactly the
 same text here. The reference's quirks are kept on purpose and marked "reference quirk"
 below; changing any of them changes the tokens the text encoder sees.
 
@@ -183,7 +183,7 @@ def milk_prompt(row: Mapping | pd.Series, monet: bool = False) -> str:
     'This is a 45-year-old male with a lesion on the head, neck, and face.'
 
     With `monet=True` the reference's MONET-concept sentence is appended. Note the reference
-    MILK script does not use metadata at all (ref-panderm2.md §5.1).
+    MILK script does not use metadata at all (docs/REFERENCE.md).
     """
     parts = []
     person = _milk_person(milk_age(_get(row, "age")), milk_sex(_get(row, "sex")))

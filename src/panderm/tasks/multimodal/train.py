@@ -1,4 +1,4 @@
-"""Training and testing of `PanDermTFormer` (ref-panderm2.md §5.4).
+"""Training and testing of `PanDermTFormer` (docs/REFERENCE.md).
 
 Recipe (defaults = the reference's argparse values; its per-dataset script values are in
 the doors `multimodal_finetune/train.py`): Adam with *coupled* L2 weight decay
