@@ -53,6 +53,15 @@ os.makedirs(os.path.join(out, "zero-shot-retrieval"), exist_ok=True)
 with open(os.path.join(out, "pairs.csv"), "w", newline="") as fh:
     w = csv.writer(fh); w.writerow(["filename", "caption"])
     for r in rows: w.writerow([os.path.relpath(os.path.join(folder, r["image_path"]), out), r["concept_text"]])
+#  - data/ISIC2018 of `--isic-root`: the ISIC 2018 Task 1 folder layout, linking the PH2 images and masks by split
+for r in rows:
+    name = {"train": "Training", "val": "Validation", "test": "Test"}[r["split"]]
+    for kind, rel, fname in (("Data", r["image_path"], r["image_id"] + ".jpg"),
+                             ("GroundTruth", r["mask_path"], r["image_id"] + "_segmentation.png")):
+        d = os.path.join(out, "ISIC2018", f"{name}_{kind}")
+        os.makedirs(d, exist_ok=True)
+        if not os.path.exists(os.path.join(d, fname)):
+            os.symlink(os.path.abspath(os.path.join(folder, rel)), os.path.join(d, fname))
 for name, key in (("skincap.csv", "caption_zh_polish_en"), ("Derm1M-hold_out.csv", "truncated_caption")):
     with open(os.path.join(out, "zero-shot-retrieval", name), "w", newline="") as fh:
         w = csv.writer(fh); w.writerow(["filename", key, "label"])
@@ -117,7 +126,7 @@ run "concepts activations" "rm -rf runs/act && panderm concepts activations --sa
 run "concepts cbm" "rm -rf runs/cbm && panderm concepts cbm --csv $S/ph2/ph2.csv --embeddings runs/act/activations.npy --label-col label --out runs/cbm"
 # -- Segmentation
 run "segment train" "panderm segment train --model demo --csv $S/ph2/ph2.csv --out runs/seg-ph2 --freeze-encoder --loss ce+dice --percent-data 10 --resume"
-run "segment train isic" "panderm segment train --model demo --isic-root $S/ISIC2018 --out runs/seg-isic"
+run "segment train isic" "panderm segment train --model demo --isic-root $OUT/ISIC2018 --out runs/seg-isic"
 run "segment test" "panderm segment test --model demo --run runs/seg-ph2 --csv $S/ph2/ph2.csv --split test --out runs/seg-other"
 run "seg.sh" "MODEL=demo CHECKPOINT=runs/ft-ham/best.pt PARENT_PATH=$S bash script/segmentation/PanDerm-v1-seg.sh"
 

@@ -4,6 +4,6 @@
 #   bash script/demo.sh --model DermLIP-B16  # a real model, where the hub is reachable
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/script/_venv.sh"
+source "$ROOT/script/_venv.sh" ""  # no extras (without an argument it would see the caller's first flag)
 cd "$ROOT"
 python -m panderm demo "$@"
