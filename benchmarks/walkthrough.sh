@@ -53,6 +53,19 @@ os.makedirs(os.path.join(out, "zero-shot-retrieval"), exist_ok=True)
 with open(os.path.join(out, "pairs.csv"), "w", newline="") as fh:
     w = csv.writer(fh); w.writerow(["filename", "caption"])
     for r in rows: w.writerow([os.path.relpath(os.path.join(folder, r["image_path"]), out), r["concept_text"]])
+#  - DATA of the 7-benchmark script: the 3 bundled reference CSVs, and for the 4 benchmarks not bundled
+#    (SNU-134, SD-128, Daffodil-5, ISIC2020-2) placeholder CSVs of bundled PH2 images with labels cycling over
+#    each benchmark's classes (they exercise the script, their numbers mean nothing)
+import shutil
+zs = os.path.join(out, "zs-all")
+os.makedirs(zs, exist_ok=True)
+bundled = os.path.join(os.path.dirname(folder), "zero-shot-classification")
+for name in os.listdir(bundled):
+    shutil.copy(os.path.join(bundled, name), os.path.join(zs, name))
+for name, k in (("snu-134", 134), ("sd-128", 128), ("daffodil-5", 5), ("isic2020-2", 2)):
+    with open(os.path.join(zs, f"{name}-zero-shot-test.csv"), "w", newline="") as fh:
+        w = csv.writer(fh); w.writerow(["image_path", "label"])
+        for i, r in enumerate(rows): w.writerow([os.path.join(folder, r["image_path"]), i % k])
 #  - data/ISIC2018 of `--isic-root`: the ISIC 2018 Task 1 folder layout, linking the PH2 images and masks by split
 for r in rows:
     name = {"train": "Training", "val": "Validation", "test": "Test"}[r["split"]]
@@ -102,7 +115,7 @@ run "zeroshot data-root" "rm -rf runs/zeroshot && panderm zeroshot --model demo 
 run "zeroshot sample" "rm -rf runs/zeroshot && panderm zeroshot --model demo --benchmark PAD-6 --csv $S/zero-shot-classification/pad-zero-shot-test.csv --root ."
 run "zeroshot own csv" "rm -rf runs/zeroshot && panderm zeroshot --model demo --csv $S/ph2/ph2.csv --classnames \"common nevus,atypical nevus,melanoma\" --label-col diag"
 run "main.py zeroshot" "python src/main.py --zeroshot-eval1 $S/zero-shot-classification/pad-zero-shot-test.csv --csv-img-key image_path --csv-label-key label --model demo"
-run "zs-classification.sh" "DATA=$S/zero-shot-classification bash script/zero-shot-eval/PanDerm-v2-zs-classification.sh"
+run "zs-classification.sh" "DATA=$OUT/zs-all bash script/zero-shot-eval/PanDerm-v2-zs-classification.sh"
 # -- Retrieval
 run "retrieval" "rm -rf runs/retrieval && panderm retrieval --model demo --csv $OUT/pairs.csv --image-col filename --caption-col caption"
 run "main.py retrieval" "python src/main.py --val-data $OUT/zero-shot-retrieval/skincap.csv --csv-img-key filename --csv-caption-key caption_zh_polish_en --model demo"

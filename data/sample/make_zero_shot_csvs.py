@@ -1,6 +1,6 @@
 """Build reference-format zero-shot CSVs from the bundled sample (run from the repository root).
 
-The reference benchmarks index labels into their own class lists (ref-panderm2.md §2.3), which differ
+The reference benchmarks index labels into their own class lists (docs/REFERENCE.md), which differ
 from the sample's `label` column, so the diagnosis codes are mapped through
 `panderm.data.benchmarks.code_to_label`. Image paths are relative to the repository root, as the
 reference `src/main.py` expects (paths relative to the working directory).
