@@ -199,8 +199,12 @@ def test_python_api_matches_the_task(tiny_openclip):
     names = ["benign", "malignant"]
     single = model.zero_shot_classify(str(img), names)
     assert set(single) == set(names) and sum(single.values()) == pytest.approx(1.0, abs=1e-6)
-    many = model.zero_shot_classify([str(img), Image.open(img)], names)
+    # a file is decoded as the dataset evaluations decode it (reduced JPEG decoding by default); an in-memory
+    # image is used as given: with full decoding the two are the same image
+    full = PanDerm2.from_pretrained(f"local-dir:{tiny_openclip}", full_decode=True)
+    many = full.zero_shot_classify([str(img), Image.open(img)], names)
     assert len(many) == 2 and many[0] == pytest.approx(many[1], abs=1e-6)
+    assert model.zero_shot_classify(Image.open(img), names) == pytest.approx(many[1], abs=1e-6)
     feats = model.encode_images(str(img), normalize=False)
     probs = zero_shot_probs(feats, class_embeddings(model.encoder, names))
     assert single["malignant"] == pytest.approx(float(probs[0, 1]), abs=1e-6)

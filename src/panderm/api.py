@@ -66,7 +66,10 @@ class Model:
     @torch.inference_mode()
     def encode_images(self, images: ImageLike | Sequence[ImageLike], kind: str = "embed", normalize: bool = True,
                       batch_size: int = 32) -> np.ndarray:
-        """[N, D] float32 embeddings (L2-normalised unless `normalize=False`)."""
+        """[N, D] float32 embeddings (L2-normalised unless `normalize=False`).
+
+        A file path is decoded as the dataset evaluations decode it (reduced-size JPEG decoding unless the model
+        was loaded with ``full_decode=True``); an in-memory PIL image is used as it is."""
         items = [images] if isinstance(images, (str, os.PathLike, Image.Image)) else list(images)
         out = []
         for start in range(0, len(items), batch_size):
