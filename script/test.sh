@@ -5,4 +5,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/script/_venv.sh" test
 cd "$ROOT"
-python -m pytest "$@"
+# the 25 slowest tests are listed after every run, so a slow one is seen when it lands
+python -m pytest --durations=25 "$@"
