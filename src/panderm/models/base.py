@@ -26,6 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+# IMAGENET_MEAN / IMAGENET_STD stay importable from here for existing importers (tasks/finetune.py).
+from .constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, REFERENCE_STD  # noqa: F401
 
 KINDS = ("embed", "features", "tokens")
 
@@ -35,8 +37,8 @@ class PreprocessSpec:
     """Evaluation transform: resize → crop → RGB → tensor → normalise."""
 
     size: int = 224
-    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
-    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
+    std: tuple[float, float, float] = OPENAI_CLIP_STD
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"  # shortest | longest | squash
     resize_to: int | None = None  # resize the short side to this, then crop `size` (None = size)
@@ -80,11 +82,9 @@ class PreprocessSpec:
 # Reference linear-probe / v1 transform: Resize 256 bilinear, crop 224, ImageNet mean and
 # the reference's std typo 0.228 (docs/REFERENCE.md).
 REFERENCE_LP_PREPROCESS = PreprocessSpec(
-    size=224, mean=(0.485, 0.456, 0.406), std=(0.228, 0.224, 0.225), interpolation="bilinear", resize_to=256,
+    size=224, mean=IMAGENET_MEAN, std=REFERENCE_STD, interpolation="bilinear", resize_to=256,
     exif_transpose=False,
 )
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Encoder(nn.Module):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..errors import ModelError
-from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, PreprocessSpec
+from .base import Encoder, PreprocessSpec
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 class HFCLIPEncoder(Encoder):

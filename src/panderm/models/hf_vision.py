@@ -12,7 +12,8 @@ import logging
 from pathlib import Path
 
 from ..errors import ModelError
-from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, PreprocessSpec
+from .base import Encoder, PreprocessSpec
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import ModelError
 from .base import Encoder, PreprocessSpec
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -160,8 +161,6 @@ def _build(target: str, pretrained: str | None, checkpoint: str | None, allow_ra
         else:
             encoder = load_hf_clip(target[len("hf-clip:"):], monet_preprocess="monet" in target.lower())
         if "monet" in target.lower():
-            from .base import IMAGENET_MEAN, IMAGENET_STD
-
             encoder.set_preprocess(PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD))
         return encoder
     if target.startswith("hf-vision:"):

@@ -9,7 +9,8 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import ModelError
-from .base import IMAGENET_MEAN, IMAGENET_STD, Encoder, PreprocessSpec
+from .base import Encoder, PreprocessSpec
+from .constants import IMAGENET_MEAN, IMAGENET_STD
 from .cae_vit import CAEConfig, CAEVisionTower, sincos_pos_embed
 from .checkpoints import load_strict, read_state_dict, strip_prefix
 
