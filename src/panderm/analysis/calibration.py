@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..metrics import _as_probs, _labels_and_probs
+from ..validation import PROBABILITY_ROW_TOL, check_probability_rows
 
 __all__ = [
     "calibration_metrics",
@@ -38,9 +39,8 @@ __all__ = [
 
 # p_y is floored here before the log so one confidently wrong sample costs -log(1e-12) ~ 27.6 nats, not inf.
 NLL_CLIP = 1e-12
-# float32 softmax over 100+ classes and CSV round trips leave row sums ~1e-6 off 1; scores that are not
-# probabilities at all (logits, independent sigmoids) miss by far more than this.
-ROW_SUM_TOL = 1e-3
+# How far a probability row may miss a sum of 1 (the tolerance lives with the check, in panderm.validation).
+ROW_SUM_TOL = PROBABILITY_ROW_TOL
 # Search range of the temperature: beyond it the probabilities are effectively one-hot or uniform.
 _LOG_T_BOUNDS = (np.log(1e-2), np.log(1e2))
 _STRATEGIES = ("uniform", "quantile")
@@ -57,19 +57,6 @@ def _check_n_bins(n_bins: Any) -> int:
     return int(n_bins)
 
 
-def _check_rows(p: np.ndarray, prefix: str) -> np.ndarray:
-    if (p < 0).any():
-        r, c = np.argwhere(p < 0)[0]
-        raise DataError(f"{prefix}probs has a negative probability {p[r, c]} at row {r}, column {c}")
-    sums = p.sum(axis=1)
-    off = np.abs(sums - 1.0) > ROW_SUM_TOL
-    if off.any():
-        r = int(np.flatnonzero(off)[0])
-        raise DataError(f"{prefix}probs row {r} sums to {sums[r]:.6g}, not 1 (calibration needs probabilities, "
-                        "e.g. a softmax, not logits or per-class scores)")
-    return p
-
-
 def _checked(y: Any, probs: Any, what: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Labels and probabilities, or DataError: finite, within [0, 1], rows summing to 1, labels in 0..K-1."""
     prefix = f"{what}: " if what else ""
@@ -77,11 +64,11 @@ def _checked(y: Any, probs: Any, what: str = "") -> tuple[np.ndarray, np.ndarray
         y, p = _labels_and_probs(y, probs)
     except DataError as exc:
         raise DataError(f"{prefix}{exc}") from None
-    return y, _check_rows(p, prefix)
+    return y, check_probability_rows(p, prefix)
 
 
 def _checked_probs(probs: Any) -> np.ndarray:
-    return _check_rows(_as_probs(probs), "")
+    return check_probability_rows(_as_probs(probs), "")
 
 
 # --------------------------------------------------------------------------- #

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..validation import binary_labels_and_scores
 
 __all__ = ["paired_bootstrap", "delong_test", "delong_multiclass", "holm", "placement_values"]
 
@@ -149,26 +150,6 @@ def placement_values(scores_pos: np.ndarray, scores_neg: np.ndarray) -> tuple[np
     return v10, v01
 
 
-def _binary_input(y_binary: Any, scores_a: Any, scores_b: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    y = np.asarray(y_binary)
-    sa = np.asarray(scores_a, dtype=np.float64)
-    sb = np.asarray(scores_b, dtype=np.float64)
-    if y.ndim != 1 or sa.shape != y.shape or sb.shape != y.shape:
-        raise DataError(f"DeLong needs 1-D labels and two 1-D score vectors of the same length, got shapes "
-                        f"{y.shape}, {sa.shape}, {sb.shape}")
-    if y.dtype == bool:
-        pos = y
-    else:
-        values = set(np.unique(y).tolist())
-        if not values <= {0, 1}:
-            raise DataError(f"DeLong needs binary labels 0/1, got values {sorted(values)[:5]}")
-        pos = y == 1
-    for name, s in (("scores_a", sa), ("scores_b", sb)):
-        if not np.isfinite(s).all():
-            raise DataError(f"{name} holds a non-finite score at position {int(np.flatnonzero(~np.isfinite(s))[0])}")
-    return pos, sa, sb
-
-
 def delong_test(y_binary: Any, scores_a: Any, scores_b: Any) -> dict:
     """DeLong's test of AUROC(A) = AUROC(B) for two models scored on the same images (paired).
 
@@ -183,7 +164,7 @@ def delong_test(y_binary: Any, scores_a: Any, scores_b: Any) -> dict:
     is nan; with fewer than 2 of either the variance is undefined (nan). ``var == 0`` (e.g. one model compared
     with itself) gives z = 0, p = 1 when diff is 0.
     """
-    pos, sa, sb = _binary_input(y_binary, scores_a, scores_b)
+    pos, sa, sb = binary_labels_and_scores(y_binary, scores_a, scores_b)
     m, n = int(pos.sum()), int((~pos).sum())
     out = {"auc_a": math.nan, "auc_b": math.nan, "diff": math.nan, "var": math.nan, "z": math.nan,
            "p_value": math.nan, "n_pos": m, "n_neg": n}

@@ -27,6 +27,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..metrics import _compute, _prepare, _resolve_metrics
+from ..validation import check_int
 
 __all__ = ["bin_column", "parse_bins", "subgroup_report", "subgroup_frame", "subgroup_figure", "MISSING"]
 
@@ -229,12 +230,6 @@ def _binary_fairness(y: np.ndarray, pred: np.ndarray, rows: dict[str, np.ndarray
     }
 
 
-def _check_int(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise DataError(f"{name} must be an integer >= {low}, got {value!r}", param=name)
-    return int(value)
-
-
 def subgroup_report(
     y,
     probs,
@@ -256,8 +251,8 @@ def subgroup_report(
     y, p, pred = _prepare(y, probs, None, "ovr")
     n, k = p.shape
     names = _resolve_metrics(metrics, k)
-    min_group = _check_int(min_group, "min_group", 1)
-    n_resamples = _check_int(n_resamples, "n_resamples", 0)
+    min_group = check_int(min_group, "min_group", 1, param="min_group")
+    n_resamples = check_int(n_resamples, "n_resamples", 0, param="n_resamples")
     if isinstance(groups, pd.Series):
         groups = groups.to_frame(name=groups.name if groups.name is not None else "group")
     if not isinstance(groups, pd.DataFrame):
