@@ -514,7 +514,7 @@ def test_resampling_equals_restatement(l1):
 
 
 def test_resampling_stops_after_max_resamples(planted, monkeypatch):
-    import panderm.tasks.concepts.sae as sae_module
+    import panderm.tasks.concepts.sae_train as sae_module  # the training loop looks the function up here
 
     calls = []
     real = sae_module.resample_dead_latents
