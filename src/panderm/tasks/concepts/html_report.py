@@ -149,7 +149,7 @@ def build_report(
         name_latents,
         top_activating,
     )
-    from panderm.tasks.concepts.run import _weights, encode_concepts
+    from panderm.tasks.concepts.explain_files import _weights, encode_concepts
     from panderm.tasks.concepts.sae import decoder_directions
 
     if int(n_images) < 1:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from panderm.errors import DataError
-from panderm.tasks.concepts._validate import as_matrix
+from panderm.validation import as_matrix
 
 __all__ = [
     "CONCEPT_VOCABULARY",
@@ -243,7 +243,8 @@ def _slug(text: str) -> str:
 
 def _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root, device="cpu", allow_outside_root=False):
     from panderm.data.tables import load_table
-    from panderm.tasks.concepts.run import _load_sae, load_array
+    from panderm.tasks.concepts.inputs import load_array
+    from panderm.tasks.concepts.sae_files import _load_sae
 
     model, _ = _load_sae(sae_checkpoint, device)
     table = load_table(csv, image_col, root=root, flag_hints={image_col: "--image-col"},
@@ -290,7 +291,7 @@ def retrieve_run(
     "Non-Exists" (red), as in the reference dermoscopic notebook.
     """
     from panderm.report import write_json
-    from panderm.tasks.concepts.run import encode_concepts
+    from panderm.tasks.concepts.explain_files import encode_concepts
     from panderm.tasks.concepts.sae import decoder_directions
 
     texts = [str(t) for t in texts]
