@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from panderm.errors import DataError, PandermError
+from panderm.metrics import bootstrap_ci, classification_metrics, reported_metrics
 
 log = logging.getLogger(__name__)
 
@@ -480,8 +481,6 @@ def tune_c(
     (best_C, table)
         ``table`` has one ``{"C": c, "score": s}`` per grid value, in ascending C.
     """
-    from panderm.metrics import classification_metrics
-
     X_tr = _as_features(X_train, "train features")
     y_tr = _as_labels(y_train, "train labels")
     X_va = _as_features(X_val, "val features")
@@ -529,27 +528,31 @@ def _check_label_range(y: np.ndarray, n_classes: int, split: str) -> None:
         raise DataError(f"{split} label {bad} is out of range: labels must be 0..{n_classes - 1}")
 
 
-def _score(y: np.ndarray, probs: np.ndarray, multi_class_auroc: str) -> dict[str, float]:
-    from panderm.metrics import classification_metrics
+def _user_metrics() -> list[str]:
+    """The metrics a user registered (panderm.metrics.register_metric), reported after the probe's own."""
+    return [m for m in reported_metrics(PROBE_METRICS) if m not in PROBE_METRICS]
 
-    scores = classification_metrics(y, probs, metrics=list(_BASE_METRICS), multi_class=multi_class_auroc)
+
+def _score(y: np.ndarray, probs: np.ndarray, multi_class_auroc: str) -> dict[str, float]:
+    extra = _user_metrics()
+    scores = classification_metrics(y, probs, metrics=[*_BASE_METRICS, *extra], multi_class=multi_class_auroc)
     ovr = classification_metrics(y, probs, metrics=["auroc"], multi_class="ovr")
-    out = {name: float(scores[name]) for name in _BASE_METRICS}
+    out = {name: float(scores[name]) for name in (*_BASE_METRICS, *extra)}
     out["auroc_ovr"] = float(ovr["auroc"])
-    return {name: out[name] for name in PROBE_METRICS}
+    return {name: out[name] for name in (*PROBE_METRICS, *extra)}
 
 
 def _bootstrap(y: np.ndarray, probs: np.ndarray, multi_class_auroc: str, n_resamples: int, seed: int) -> dict:
-    from panderm.metrics import bootstrap_ci
-
+    extra = _user_metrics()
     cis = bootstrap_ci(
-        y, probs, metrics=list(_BASE_METRICS), n_resamples=n_resamples, seed=seed, multi_class=multi_class_auroc
+        y, probs, metrics=[*_BASE_METRICS, *extra], n_resamples=n_resamples, seed=seed,
+        multi_class=multi_class_auroc,
     )
     # Same seed → same resamples, so the OvR CI is drawn from the same bootstrap samples as the others.
     ovr = bootstrap_ci(y, probs, metrics=["auroc"], n_resamples=n_resamples, seed=seed, multi_class="ovr")
-    out = {name: cis[name] for name in _BASE_METRICS}
+    out = {name: cis[name] for name in (*_BASE_METRICS, *extra)}
     out["auroc_ovr"] = ovr["auroc"]
-    return {name: out[name] for name in PROBE_METRICS}
+    return {name: out[name] for name in (*PROBE_METRICS, *extra)}
 
 
 def _fraction_counts(train_counts: np.ndarray, percent: float) -> tuple[int, ...]:

@@ -25,7 +25,7 @@ from ..data.benchmarks import Benchmark
 from ..data.tables import ImageTable
 from ..data.templates import SKIN_TEMPLATES, render
 from ..errors import DataError
-from ..metrics import bootstrap_ci, classification_metrics
+from ..metrics import bootstrap_ci, classification_metrics, reported_metrics
 from ..models.base import Encoder
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class ZeroShotDataset:
         base = ["accuracy", "balanced_accuracy", "weighted_f1", "macro_f1", "auroc"]
         if len(self.classnames) > 3:
             base.insert(3, "top3_accuracy")
-        return tuple(base)
+        return reported_metrics(base)  # + the metrics a user registered (panderm.metrics.register_metric)
 
     @property
     def headline(self) -> str:
