@@ -20,7 +20,6 @@ run's own results.json where that task reports another AUROC flavour (the linear
 from __future__ import annotations
 
 import hashlib
-import html
 import logging
 import math
 import os
@@ -32,6 +31,17 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import DataError
+from .compare_report import (
+    PAIRWISE_COLUMNS,  # noqa: F401 - importable from here as before
+    _html,
+    _label_efficiency,
+    _leaderboard_frame,
+    _markdown,
+    _metric_plot,
+    _pairwise_frame,
+    _write_text,
+)
+from .compare_stats import _leaderboard, _pairwise
 from .runs import RunPredictions, find_runs, is_run_dir, load_run
 
 log = logging.getLogger("panderm.compare")
@@ -82,8 +92,6 @@ class CompareResult:
 
     def n_significant(self, alpha: float = 0.05) -> int:
         return sum(1 for r in self.pairwise if r.get("p_holm") is not None and r["p_holm"] < alpha)
-
-
 # --------------------------------------------------------------------------- #
 # Loading and grouping
 # --------------------------------------------------------------------------- #
@@ -223,330 +231,6 @@ def _group(items: list[RunPredictions], names: dict[int, str]) -> dict[str, dict
     return groups
 
 
-# --------------------------------------------------------------------------- #
-# Computation
-# --------------------------------------------------------------------------- #
-def _cell(it: RunPredictions, metrics: list[str], n_resamples: int, seed: int, multi_class: str) -> dict:
-    from ..metrics import bootstrap_ci, classification_metrics
-
-    if n_resamples > 0:
-        ci = bootstrap_ci(it.labels, it.probs, metrics, n_resamples=n_resamples, seed=seed, multi_class=multi_class)
-        return {m: {"value": ci[m]["value"], "ci_low": ci[m]["ci_low"], "ci_high": ci[m]["ci_high"]} for m in metrics}
-    values = classification_metrics(it.labels, it.probs, metrics, multi_class)
-    return {m: {"value": values[m], "ci_low": math.nan, "ci_high": math.nan} for m in metrics}
-
-
-def _rank(values: dict[str, float]) -> dict[str, float]:
-    """Rank 1 = highest value (ties share the best rank); nan values get no rank."""
-    ok = {k: v for k, v in values.items() if v is not None and not math.isnan(v)}
-    ranked = {}
-    for k, v in ok.items():
-        ranked[k] = 1 + sum(1 for w in ok.values() if w > v)
-    return ranked
-
-
-def _leaderboard(groups, models, metrics, n_resamples, seed, multi_class) -> list[dict]:
-    cells: dict[str, dict[str, dict]] = {m: {} for m in models}
-    col_ranks: dict[str, dict[str, float]] = {}
-    for bench, group in groups.items():
-        for model, it in group.items():
-            vals = _cell(it, metrics, n_resamples, seed, multi_class)
-            for metric in metrics:
-                cells[model][f"{bench} {metric}"] = dict(vals[metric], n=it.n, run_dir=str(it.run_dir))
-        for metric in metrics:
-            col = f"{bench} {metric}"
-            col_ranks[col] = _rank({m: cells[m][col]["value"] for m in group})
-    primary = metrics[0]
-    rows = []
-    for model in models:
-        prim = [col_ranks[c][model] for c in col_ranks if c.endswith(f" {primary}") and model in col_ranks[c]]
-        every = [r[model] for r in col_ranks.values() if model in r]
-        for col, cell in cells[model].items():
-            cell["rank"] = col_ranks[col].get(model)
-        rows.append({"model": model, "mean_rank": float(np.mean(prim)) if prim else math.nan,
-                     "mean_rank_all_metrics": float(np.mean(every)) if every else math.nan,
-                     "n_benchmarks": sum(1 for g in groups.values() if model in g), "cells": cells[model]})
-
-    def key(r):
-        return (math.inf if math.isnan(r["mean_rank"]) else r["mean_rank"],
-                math.inf if math.isnan(r["mean_rank_all_metrics"]) else r["mean_rank_all_metrics"], r["model"])
-
-    rows.sort(key=key)
-    for i, r in enumerate(rows):
-        same = i > 0 and key(rows[i - 1])[:2] == key(r)[:2]
-        r["rank"] = rows[i - 1]["rank"] if same else i + 1
-    return rows
-
-
-def _pairwise(groups, order, metrics, n_resamples, seed, multi_class) -> list[dict]:
-    from .stats import delong_multiclass, holm, paired_bootstrap
-
-    rows = []
-    rank = {m: i for i, m in enumerate(order)}
-    for bench, group in groups.items():
-        present = sorted(group, key=lambda m: rank[m])
-        for i, ma in enumerate(present):
-            for mb in present[i + 1:]:
-                a, b = group[ma], group[mb]
-                for metric in metrics:
-                    row = {"benchmark": bench, "task": a.task, "dataset": a.dataset, "setting": a.setting,
-                           "seed": a.seed, "metric": metric, "model_a": ma, "model_b": mb, "n": a.n}
-                    if n_resamples > 0:
-                        r = paired_bootstrap(a.labels, a.probs, b.probs, metric, n_resamples=n_resamples, seed=seed,
-                                             multi_class=multi_class)
-                        row.update(a=r["a"], b=r["b"], diff=r["diff"], ci_low=r["ci_low"], ci_high=r["ci_high"],
-                                   p_value=r["p_value"], n_resamples=r["n_resamples"])
-                    else:
-                        from ..metrics import classification_metrics
-
-                        va = classification_metrics(a.labels, a.probs, [metric], multi_class)[metric]
-                        vb = classification_metrics(b.labels, b.probs, [metric], multi_class)[metric]
-                        row.update(a=va, b=vb, diff=va - vb, ci_low=math.nan, ci_high=math.nan, p_value=math.nan,
-                                   n_resamples=0)
-                    if metric == "auroc":
-                        d = delong_multiclass(a.labels, a.probs, b.probs)
-                        row.update(delong_method=d["method"], delong_diff=d["diff"], delong_z=d["z"],
-                                   delong_p=d["p_value"])
-                    rows.append(row)
-    # Holm across the benchmarks of each (model pair, metric).
-    families: dict[tuple, list[int]] = {}
-    for i, r in enumerate(rows):
-        families.setdefault((r["model_a"], r["model_b"], r["metric"]), []).append(i)
-    for idx in families.values():
-        for src, dst in (("p_value", "p_holm"), ("delong_p", "delong_p_holm")):
-            if src not in rows[idx[0]]:
-                continue
-            adjusted = holm([rows[i].get(src, math.nan) for i in idx])
-            for i, p in zip(idx, adjusted):
-                rows[i][dst] = float(p)
-    return rows
-
-
-# --------------------------------------------------------------------------- #
-# Writing
-# --------------------------------------------------------------------------- #
-def _fmt(v, digits: int = 4) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "n/a"
-    return f"{v:.{digits}f}"
-
-
-def _fmt_p(p) -> str:
-    if p is None or (isinstance(p, float) and math.isnan(p)):
-        return "n/a"
-    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
-
-
-def _cell_text(cell: dict | None) -> str:
-    if not cell:
-        return "–"
-    if math.isnan(cell["ci_low"]):
-        return _fmt(cell["value"])
-    return f"{_fmt(cell['value'])} ({_fmt(cell['ci_low'])}–{_fmt(cell['ci_high'])})"
-
-
-def _leaderboard_frame(result: CompareResult):
-    import pandas as pd
-
-    records = []
-    for r in result.leaderboard:
-        rec = {"rank": r["rank"], "model": r["model"], "mean_rank": r["mean_rank"],
-               "mean_rank_all_metrics": r["mean_rank_all_metrics"], "n_benchmarks": r["n_benchmarks"]}
-        for col in result.columns():
-            cell = r["cells"].get(col)
-            rec[col] = cell["value"] if cell else math.nan
-            rec[f"{col} ci_low"] = cell["ci_low"] if cell else math.nan
-            rec[f"{col} ci_high"] = cell["ci_high"] if cell else math.nan
-            rec[f"{col} rank"] = cell["rank"] if cell and cell.get("rank") is not None else math.nan
-        records.append(rec)
-    return pd.DataFrame(records)
-
-
-PAIRWISE_COLUMNS = ("benchmark", "task", "dataset", "setting", "seed", "metric", "model_a", "model_b", "n", "a", "b",
-                    "diff", "ci_low", "ci_high", "p_value", "p_holm", "n_resamples", "delong_method", "delong_diff",
-                    "delong_z", "delong_p", "delong_p_holm")
-
-
-def _pairwise_frame(rows: list[dict]):
-    import pandas as pd
-
-    return pd.DataFrame([{c: r.get(c) for c in PAIRWISE_COLUMNS} for r in rows], columns=list(PAIRWISE_COLUMNS))
-
-
-def _markdown(result: CompareResult, settings: dict) -> str:
-    primary = result.metrics[0]
-    lines = ["# Model comparison", "",
-             f"{len(result.models)} models, {len(result.benchmarks)} benchmarks. Cells: value (95% bootstrap CI, "
-             f"{settings['n_resamples']} resamples, seed {settings['seed']}). Rank: mean rank over the benchmarks "
-             f"on {primary} (1 = best).", ""]
-    for note in result.notes:
-        lines.append(f"> {note}")
-    if result.notes:
-        lines.append("")
-    for bench in result.benchmarks:
-        cols = [f"{bench} {m}" for m in result.metrics]
-        lines.append(f"## {bench}")
-        lines.append("")
-        lines.append("| rank | model | " + " | ".join(result.metrics) + " |")
-        lines.append("|---|---|" + "---|" * len(cols))
-        for r in result.leaderboard:
-            if not any(c in r["cells"] for c in cols):
-                continue
-            lines.append(f"| {r['rank']} | {r['model']} | " + " | ".join(_cell_text(r["cells"].get(c)) for c in cols)
-                         + " |")
-        lines.append("")
-    lines += ["## Leaderboard", "", "| rank | model | mean rank | benchmarks | "
-              + " | ".join(result.columns()) + " |", "|---|---|---|---|" + "---|" * len(result.columns())]
-    for r in result.leaderboard:
-        lines.append(f"| {r['rank']} | {r['model']} | {_fmt(r['mean_rank'], 2)} | {r['n_benchmarks']} | "
-                     + " | ".join(_cell_text(r["cells"].get(c)) for c in result.columns()) + " |")
-    lines += ["", "## Paired comparisons", ""]
-    if not result.pairwise:
-        lines.append("No benchmark was evaluated by two models: nothing to compare pairwise.")
-    else:
-        lines += ["diff = A - B on the same images; CI and p from the paired bootstrap; p (Holm): adjusted across "
-                  "the benchmarks of the model pair and metric; DeLong for AUROC (multi-class: one-vs-rest per "
-                  "class, Holm over the classes).", "",
-                  "| benchmark | metric | A | B | diff (95% CI) | p | p (Holm) | DeLong p (Holm) |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in result.pairwise:
-            delong = f"{_fmt_p(r.get('delong_p'))} ({_fmt_p(r.get('delong_p_holm'))})" if "delong_p" in r else "–"
-            lines.append(f"| {r['benchmark']} | {r['metric']} | {r['model_a']} | {r['model_b']} | "
-                         f"{_fmt(r['diff'])} ({_fmt(r['ci_low'])}–{_fmt(r['ci_high'])}) | {_fmt_p(r['p_value'])} | "
-                         f"{_fmt_p(r.get('p_holm'))} | {delong} |")
-    plots = [p for k, p in result.files.items() if k.startswith("plot:")]
-    if plots:
-        lines += ["", "## Plots", ""]
-        for p in plots:
-            rel = p.relative_to(result.out_dir).as_posix()
-            lines.append(f"![{rel}]({rel})")
-    return "\n".join(lines) + "\n"
-
-
-def _html(result: CompareResult, settings: dict) -> str:
-    e = html.escape
-    primary = result.metrics[0]
-    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>panderm compare</title>",
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td.l,th.l{text-align:left}"
-             ".best{font-weight:bold}.sig{background:#e8f4e8}img{max-width:900px;display:block;margin:1em 0}"
-             "</style></head><body>", "<h1>Model comparison</h1>",
-             f"<p>{len(result.models)} models, {len(result.benchmarks)} benchmarks. Cells: value (95% bootstrap CI, "
-             f"{settings['n_resamples']} resamples, seed {settings['seed']}). Rank: mean rank over the benchmarks on "
-             f"{e(primary)} (1 = best).</p>"]
-    for note in result.notes:
-        parts.append(f"<p><em>{e(note)}</em></p>")
-    parts.append("<h2>Leaderboard</h2><table><tr><th>rank</th><th class='l'>model</th><th>mean rank</th>"
-                 "<th>benchmarks</th>" + "".join(f"<th>{e(c)}</th>" for c in result.columns()) + "</tr>")
-    for r in result.leaderboard:
-        tds = []
-        for c in result.columns():
-            cell = r["cells"].get(c)
-            cls = " class='best'" if cell and cell.get("rank") == 1 else ""
-            tds.append(f"<td{cls}>{e(_cell_text(cell))}</td>")
-        parts.append(f"<tr><td>{r['rank']}</td><td class='l'>{e(r['model'])}</td><td>{_fmt(r['mean_rank'], 2)}</td>"
-                     f"<td>{r['n_benchmarks']}</td>" + "".join(tds) + "</tr>")
-    parts.append("</table><h2>Paired comparisons</h2>")
-    if not result.pairwise:
-        parts.append("<p>No benchmark was evaluated by two models: nothing to compare pairwise.</p>")
-    else:
-        parts.append("<p>diff = A - B on the same images; CI and p from the paired bootstrap; Holm across the "
-                     "benchmarks of each model pair and metric; DeLong for AUROC. Shaded: Holm p &lt; 0.05.</p>")
-        parts.append("<table><tr><th class='l'>benchmark</th><th class='l'>metric</th><th class='l'>A</th>"
-                     "<th class='l'>B</th><th>diff</th><th>95% CI</th><th>p</th><th>p (Holm)</th><th>DeLong p</th>"
-                     "<th>DeLong p (Holm)</th></tr>")
-        for r in result.pairwise:
-            sig = r.get("p_holm") is not None and not math.isnan(r["p_holm"]) and r["p_holm"] < 0.05
-            parts.append(f"<tr{' class=sig' if sig else ''}><td class='l'>{e(r['benchmark'])}</td>"
-                         f"<td class='l'>{e(r['metric'])}</td><td class='l'>{e(r['model_a'])}</td>"
-                         f"<td class='l'>{e(r['model_b'])}</td><td>{_fmt(r['diff'])}</td>"
-                         f"<td>{_fmt(r['ci_low'])} – {_fmt(r['ci_high'])}</td><td>{_fmt_p(r['p_value'])}</td>"
-                         f"<td>{_fmt_p(r.get('p_holm'))}</td><td>{_fmt_p(r.get('delong_p'))}</td>"
-                         f"<td>{_fmt_p(r.get('delong_p_holm'))}</td></tr>")
-        parts.append("</table>")
-    plots = [p for k, p in result.files.items() if k.startswith("plot:")]
-    if plots:
-        parts.append("<h2>Plots</h2>")
-        for p in plots:
-            rel = p.relative_to(result.out_dir).as_posix()
-            parts.append(f"<img src='{e(rel)}' alt='{e(rel)}'>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
-
-
-def _metric_plot(result: CompareResult, metric: str):
-    from ..report import subplots
-
-    benches = result.benchmarks
-    models = [r["model"] for r in result.leaderboard]
-    fig, ax = subplots(figsize=(max(5.0, 1.2 + 1.1 * len(benches) * max(1, len(models)) ** 0.5), 4.2))
-    width = 0.8 / max(1, len(models))
-    for j, row in enumerate(result.leaderboard):
-        xs, ys, lo, hi = [], [], [], []
-        for i, b in enumerate(benches):
-            cell = row["cells"].get(f"{b} {metric}")
-            if not cell or cell["value"] is None or math.isnan(cell["value"]):
-                continue
-            xs.append(i - 0.4 + width * (j + 0.5))
-            ys.append(cell["value"])
-            l, h = cell["ci_low"], cell["ci_high"]
-            lo.append(0.0 if math.isnan(l) else max(0.0, cell["value"] - l))
-            hi.append(0.0 if math.isnan(h) else max(0.0, h - cell["value"]))
-        if xs:
-            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o", capsize=3, label=row["model"])
-    ax.set_xticks(range(len(benches)), labels=benches, rotation=20 if len(benches) > 2 else 0, ha="right"
-                  if len(benches) > 2 else "center", fontsize=8)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} with 95% CI")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    return fig
-
-
-def _label_efficiency(items: list[RunPredictions], names: dict[int, str], dataset: str, metrics: list[str]):
-    """percent (or shots) vs metric, mean ± std over seeds, one line per model (from results.json summary)."""
-    from ..report import subplots
-
-    per_model: dict[str, RunPredictions] = {}
-    for i, it in enumerate(items):
-        if it.task == "linear-probe" and it.dataset == dataset and it.summary:
-            per_model.setdefault(names[i], it)
-    shown = [m for m in metrics if any(m in (next(iter(it.summary.values()), {}) or {}) for it in per_model.values())]
-    if not per_model or not shown:
-        return None, []
-    fig, axes = subplots(1, len(shown), figsize=(4.2 * len(shown), 3.6), squeeze=False)
-    xlabel = "% of training data"
-    curves = []
-    for ax, metric in zip(axes[0], shown):
-        for model, it in per_model.items():
-            pts = []
-            for key, entry in it.summary.items():
-                if metric not in entry:
-                    continue
-                x = float(key)
-                pts.append((x * 100 if it.setting_kind == "percent" and x <= 1.0 else x, entry[metric].get("mean"),
-                            entry[metric].get("std") or 0.0, entry[metric].get("n_seeds")))
-            pts = [p for p in sorted(pts) if p[1] is not None]
-            if not pts:
-                continue
-            if it.setting_kind == "shots":
-                xlabel = "shots per class"
-            xs, ys, sd = (np.array([p[k] for p in pts], dtype=float) for k in range(3))
-            ax.plot(xs, ys, marker="o", label=model)
-            ax.fill_between(xs, ys - sd, ys + sd, alpha=0.2)
-            curves.append({"dataset": dataset, "model": model, "metric": metric,
-                           "x": xs.tolist(), "mean": ys.tolist(), "std": sd.tolist(),
-                           "n_seeds": [p[3] for p in pts]})
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.set_title(f"{dataset}: {metric}", fontsize=9)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle("linear probe label efficiency (mean ± std over seeds)", fontsize=10)
-    fig.tight_layout()
-    return fig, curves
-
-
 def compare_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
                  metrics: Sequence[str] = DEFAULT_METRICS, n_resamples: int = 1000, seed: int = 42,
                  multi_class: str = "ovr", lp_settings: str = "primary",
@@ -639,10 +323,3 @@ def compare_runs(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLi
                "files": {k: str(v.relative_to(out_dir)) for k, v in result.files.items()}}
     result.files["results.json"] = write_json(out_dir / "results.json", summary)
     return result
-
-
-def _write_text(path: Path, text: str) -> None:
-    from ..report import atomic_path
-
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
