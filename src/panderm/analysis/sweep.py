@@ -20,172 +20,28 @@ cells, writing the leaderboard under ``<out>/compare``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
 
-from ..errors import DataError, PandermError
-from .compare import DEFAULT_METRICS, LP_SETTINGS, compare_runs, input_signature, safe_name
+from ..errors import PandermError
+from .compare import compare_runs, input_signature
+# The plan and the config reader live in modules of their own; their names stay importable from here.
+from .sweep_config import CONFIG_KEYS, load_config, plan_from_config  # noqa: F401
+from .sweep_plan import _TRAINED, TASKS, Cell, DatasetSpec, SweepPlan, SweepResult, plan_cells  # noqa: F401
 
 __all__ = ["TASKS", "DatasetSpec", "SweepPlan", "Cell", "SweepResult", "plan_cells", "run_sweep", "load_config",
            "plan_from_config"]
 
-TASKS = ("zeroshot", "linear-probe", "finetune")
-_TRAINED = ("linear-probe", "finetune")
-
-
-@dataclass
-class DatasetSpec:
-    """One dataset of one task: a zero-shot benchmark by name, and/or a CSV, with the flags it needs."""
-
-    name: str
-    csv: str | None = None
-    benchmark: str | None = None
-    root: str | None = None
-    data_root: str | None = None
-    classnames: str | None = None
-    split: str | None = None
-    args: list[str] = field(default_factory=list)
-
-    def task_argv(self, task: str) -> list[str]:
-        argv: list[str] = []
-        if task == "zeroshot":
-            if self.benchmark:
-                argv += ["--benchmark", self.benchmark]
-            if self.csv:
-                argv += ["--csv", self.csv]
-            if self.classnames and not self.benchmark:
-                argv += ["--classnames", self.classnames]
-            if self.data_root and not self.csv:
-                argv += ["--data-root", self.data_root]
-            root = self.root if self.root is not None else (self.data_root if self.benchmark and self.csv else None)
-            if root is not None:
-                argv += ["--root", root]
-            if self.split:
-                argv += ["--split", self.split]
-        else:
-            if not self.csv:
-                raise DataError(f"{task} dataset {self.name!r} has no CSV: {task} needs a CSV with a split column "
-                                "(train/val/test)", param="csv")
-            argv += ["--csv", self.csv]
-            if self.root is not None:
-                argv += ["--root", self.root]
-            if self.classnames:
-                argv += ["--classnames", self.classnames]
-        return argv + list(self.args)
-
-
-@dataclass
-class SweepPlan:
-    """What to run: `models` × `tasks` × each task's `datasets`, every cell with `common_args` and its
-    task's `task_args`; then the comparison settings."""
-
-    models: list[str]
-    tasks: list[str]
-    datasets: dict[str, list[DatasetSpec]]
-    common_args: list[str] = field(default_factory=list)
-    task_args: dict[str, list[str]] = field(default_factory=dict)
-    metrics: list[str] = field(default_factory=lambda: list(DEFAULT_METRICS))
-    bootstrap: int = 1000
-    seed: int = 42
-    lp_settings: str = "primary"
-
-    def __post_init__(self) -> None:
-        if not self.models:
-            raise DataError("a sweep needs at least one model", param="models")
-        unknown = [t for t in self.tasks if t not in TASKS]
-        if unknown:
-            raise DataError(f"unknown task(s) {', '.join(unknown)}; a sweep runs {', '.join(TASKS)}", param="tasks")
-        if not self.tasks:
-            raise DataError("a sweep needs at least one task", param="tasks")
-        for task in self.tasks:
-            if not self.datasets.get(task):
-                how = ("--benchmarks NAME[=CSV] (or --csv with --classnames)" if task == "zeroshot"
-                       else "--csv [NAME=]FILE (a CSV with a train/val/test split column)")
-                raise DataError(f"task {task} has no dataset: give {how}", param="datasets")
-        from ..metrics import _resolve_metrics
-
-        self.metrics = _resolve_metrics(list(self.metrics), 99)  # a misspelt metric fails now, not after the cells
-        if self.lp_settings not in LP_SETTINGS:
-            raise DataError(f"lp_settings must be one of {', '.join(LP_SETTINGS)}, got {self.lp_settings!r}")
-
-
-@dataclass
-class Cell:
-    model: str
-    task: str
-    dataset: str
-    run_dir: Path
-    argv: list[str]  # the canonical command line (without --overwrite)
-
-    @property
-    def label(self) -> str:
-        return f"{self.model} / {self.task} / {self.dataset}"
-
-
-@dataclass
-class SweepResult:
-    out_dir: Path
-    cells: list[Cell]
-    status: dict[str, str]  # run_dir -> ran / skipped / failed
-    errors: dict[str, str]
-    seconds: dict[str, float]
-    compare: Any = None  # CompareResult, or None when the leaderboard was up to date / nothing finished
-    compare_skipped: bool = False
-
-    def count(self, status: str) -> int:
-        return sum(1 for s in self.status.values() if s == status)
-
-    def rows(self) -> list[dict]:
-        return [{"model": c.model, "task": c.task, "dataset": c.dataset, "status": self.status[str(c.run_dir)],
-                 "seconds": round(self.seconds.get(str(c.run_dir), 0.0), 1)} for c in self.cells]
-
 
 # --------------------------------------------------------------------------- #
-# Plan -> cells
+# Cells: finished or not, and running one
 # --------------------------------------------------------------------------- #
-def _folder_names(values: Sequence[str]) -> dict[str, str]:
-    """Safe, distinct folder names; two values that sanitise alike get a short hash each."""
-    out: dict[str, str] = {}
-    taken: dict[str, str] = {}
-    for v in values:
-        name = safe_name(v)
-        if name in taken and taken[name] != v:
-            name = f"{name}_{hashlib.sha1(v.encode('utf-8')).hexdigest()[:6]}"
-        taken[name] = v
-        out[v] = name
-    return out
-
-
-def plan_cells(plan: SweepPlan, out_dir: str | os.PathLike) -> list[Cell]:
-    """Every (model, task, dataset) cell of `plan` with its run folder and command line."""
-    out_dir = Path(out_dir)
-    model_dirs = _folder_names(plan.models)
-    cells = []
-    for model in plan.models:
-        for task in plan.tasks:
-            ds_dirs = _folder_names([d.name for d in plan.datasets[task]])
-            for ds in plan.datasets[task]:
-                run_dir = out_dir / model_dirs[model] / task / ds_dirs[ds.name]
-                argv = [task, "--model", model, *ds.task_argv(task), *plan.common_args,
-                        *plan.task_args.get(task, []), "--out", str(run_dir)]
-                cells.append(Cell(model, task, ds.name, run_dir, argv))
-    seen: dict[str, Cell] = {}
-    for c in cells:
-        if str(c.run_dir) in seen:
-            raise DataError(f"two cells share the folder {c.run_dir}: {seen[str(c.run_dir)].label} and {c.label}; "
-                            "give the datasets distinct names")
-        seen[str(c.run_dir)] = c
-    return cells
-
-
 def recorded_argv(run_dir: Path) -> list[str] | None:
     """The command line a finished run recorded (provenance.command, without the program and --overwrite)."""
     path = run_dir / "results.json"
@@ -370,144 +226,3 @@ def run_sweep(plan: SweepPlan, out_dir: str | os.PathLike, compare: bool = True,
     elif compare:
         echo("no cell finished: no leaderboard")
     return result
-
-
-# --------------------------------------------------------------------------- #
-# Config files
-# --------------------------------------------------------------------------- #
-CONFIG_KEYS = ("models", "tasks", "benchmarks", "data_root", "csv", "classnames", "root", "datasets", "args",
-               "device", "batch_size", "cache_dir", "bootstrap", "seed", "metrics", "lp_settings", "out")
-
-
-def load_config(path: str | os.PathLike) -> dict:
-    """A sweep config: JSON (``.json``) or YAML (``.yaml`` / ``.yml``, read with PyYAML) holding the keys of
-    :data:`CONFIG_KEYS` (see docs/ANALYSIS.md)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"sweep config not found: {path}", param="config")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        try:
-            import yaml
-        except ImportError:
-            raise DataError(f"{path}: reading YAML needs PyYAML (pip install pyyaml), or write the config as "
-                            "JSON") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise DataError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise DataError(f"{path}: a sweep config is a mapping of keys ({', '.join(CONFIG_KEYS)})")
-    unknown = sorted(set(data) - set(CONFIG_KEYS))
-    if unknown:
-        raise DataError(f"{path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(CONFIG_KEYS)}")
-    return data
-
-
-def _as_args(value, where: str) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return shlex.split(value)
-    if isinstance(value, (list, tuple)):
-        return [str(v) for v in value]
-    raise DataError(f"{where} must be a list of flags or one string of flags, got {type(value).__name__}")
-
-
-def _named(value, where: str) -> list[tuple[str | None, str]]:
-    """[NAME=]VALUE entries (a list of strings, or a NAME -> VALUE mapping) as (name or None, value)."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        value = [value]
-    if isinstance(value, dict):
-        return [(str(k), str(v)) for k, v in value.items()]
-    if not isinstance(value, (list, tuple)):
-        raise DataError(f"{where} must be a list or a mapping, got {type(value).__name__}")
-    out = []
-    for v in value:
-        v = str(v)
-        name, sep, rest = v.partition("=")
-        out.append((name, rest) if sep and name and rest else (None, v))
-    return out
-
-
-def plan_from_config(config: dict) -> SweepPlan:
-    """A :class:`SweepPlan` from a config mapping (a loaded config file updated with the command line's flags).
-
-    Datasets: ``benchmarks`` (zero-shot benchmarks, ``NAME`` or ``NAME=CSV``; images relative to
-    ``data_root``), ``csv`` (``[NAME=]FILE`` with a train/val/test split: the linear-probe and finetune
-    datasets, and zero-shot ones on their test split when ``classnames`` is given), or per task
-    ``datasets: {task: {NAME: {csv, benchmark, root, data_root, classnames, split, args}}}``, which replaces
-    the others for that task.
-    """
-    from ..data.benchmarks import get_benchmark
-
-    models = [str(m) for m in (config.get("models") or [])]
-    tasks = [str(t) for t in (config.get("tasks") or ["zeroshot"])]
-    data_root = config.get("data_root")
-    datasets: dict[str, list[DatasetSpec]] = {t: [] for t in tasks}
-    for name, csv in _named(config.get("benchmarks"), "benchmarks"):
-        bench_name = name or csv
-        if name is None:
-            csv = None
-        get_benchmark(bench_name)  # an unknown name is one line now, not one failed cell per model
-        if "zeroshot" in datasets:
-            datasets["zeroshot"].append(DatasetSpec(name=bench_name, benchmark=bench_name, csv=csv,
-                                                    data_root=str(data_root) if data_root else "."))
-    for name, csv in _named(config.get("csv"), "csv"):
-        ds_name = name or Path(csv).stem
-        for task in tasks:
-            if task in _TRAINED:
-                datasets[task].append(DatasetSpec(name=ds_name, csv=csv, root=config.get("root"),
-                                                  classnames=config.get("classnames")))
-            elif task == "zeroshot" and config.get("classnames"):
-                datasets[task].append(DatasetSpec(name=ds_name, csv=csv, root=config.get("root"),
-                                                  classnames=str(config["classnames"]), split="test"))
-    per_task = config.get("datasets") or {}
-    if not isinstance(per_task, dict):
-        raise DataError("datasets must map a task to {NAME: {csv, benchmark, root, ...}}")
-    for task, entries in per_task.items():
-        if task not in TASKS:
-            raise DataError(f"datasets: unknown task {task!r}; a sweep runs {', '.join(TASKS)}")
-        if not isinstance(entries, dict):
-            raise DataError(f"datasets.{task} must map a dataset name to its settings")
-        specs = []
-        for name, entry in entries.items():
-            entry = {"csv": entry} if isinstance(entry, str) else dict(entry or {})
-            allowed = {"csv", "benchmark", "root", "data_root", "classnames", "split", "args"}
-            bad = sorted(set(entry) - allowed)
-            if bad:
-                raise DataError(f"datasets.{task}.{name}: unknown key(s) {', '.join(bad)}; known: "
-                                f"{', '.join(sorted(allowed))}")
-            entry["args"] = _as_args(entry.get("args"), f"datasets.{task}.{name}.args")
-            specs.append(DatasetSpec(name=str(name), **{k: (str(v) if v is not None and k != "args" else v)
-                                                         for k, v in entry.items()}))
-        datasets[task] = specs
-    args = config.get("args") or {}
-    if isinstance(args, (list, str)):
-        args = {"all": args}
-    if not isinstance(args, dict):
-        raise DataError("args must map a task (or 'all') to its flags")
-    bad = sorted(set(args) - set(TASKS) - {"all"})
-    if bad:
-        raise DataError(f"args: unknown task(s) {', '.join(bad)}; use {', '.join(TASKS)} or all")
-    common = _as_args(args.get("all"), "args.all")
-    for key, flag in (("device", "--device"), ("batch_size", "--batch-size"), ("cache_dir", "--cache-dir"),
-                      ("bootstrap", "--bootstrap")):
-        if config.get(key) is not None:
-            common += [flag, str(config[key])]
-    task_args = {t: _as_args(args.get(t), f"args.{t}") for t in TASKS if args.get(t) is not None}
-    bootstrap = int(config["bootstrap"]) if config.get("bootstrap") is not None else 1000
-    return SweepPlan(models=models, tasks=tasks, datasets={t: datasets.get(t, []) for t in tasks},
-                     common_args=common, task_args=task_args,
-                     metrics=list(config.get("metrics") or DEFAULT_METRICS), bootstrap=bootstrap,
-                     seed=int(config["seed"]) if config.get("seed") is not None else 42,
-                     lp_settings=str(config.get("lp_settings") or "primary"))
