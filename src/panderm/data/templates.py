@@ -11,28 +11,22 @@ Users may supply their own list with `load_templates` (one template per line).
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 
 from panderm.errors import DataError
 
 __all__ = ["SKIN_TEMPLATES", "render", "load_templates"]
 
-# Verbatim from the reference `zero_shot_metadata.py` (OPENAI_SKIN_TEMPLATES).
-# Templates 1 and 2 differ only by the final period; both are kept because the
-# reference averages over all 8 and dropping one would change the classifier.
-# Templates 7 and 8 mention "skin cancer" and are used for non-cancer sets too
-# (SNU, SD-128, Daffodil) in the reference; kept as-is for reproducibility.
-SKIN_TEMPLATES: tuple[str, ...] = (
-    "This is a skin image of {c}",
-    "This is a skin image of {c}.",
-    "A skin image of {c}.",
-    "An image of {c}, a skin condition.",
-    "{c}, a skin disorder, is shown in this image.",
-    "The skin lesion depicted is {c}.",
-    "The skin cancer in this image is {c}.",
-    "This image depicts {c}, a type of skin cancer.",
+# Verbatim from the reference (docs/REFERENCE.md, Zero-shot classification), kept as package data
+# (zeroshot_templates.json). Templates 1 and 2 differ only by the final period; both are kept because the
+# reference averages over all 8 and dropping one would change the classifier. Templates 7 and 8 mention "skin
+# cancer" and are used for non-cancer sets too (SNU, SD-128, Daffodil) in the reference; kept as-is.
+SKIN_TEMPLATES: tuple[str, ...] = tuple(
+    json.loads(resources.files("panderm.data").joinpath("zeroshot_templates.json").read_text(encoding="utf-8"))["skin"]
 )
 
 

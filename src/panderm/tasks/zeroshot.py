@@ -8,8 +8,6 @@ templates) and cached; images go through the feature cache.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -53,7 +51,7 @@ def class_embeddings(
     class names, the templates, the prompts' token ids and the precision; the entry is checksummed and a corrupt
     or truncated one is recomputed with one warning.
     """
-    from ..features import CACHE_VERSION, code_versions, effective_precision, read_entry, write_entry
+    from ..features import _autocast, cached_text_embeddings, text_cache_key
 
     if len(classnames) == 0:
         raise DataError("no class names given")
@@ -61,30 +59,25 @@ def class_embeddings(
     for start in range(0, len(classnames), classes_per_batch):
         batch = classnames[start:start + classes_per_batch]
         batches.append((len(batch), encoder.tokenize([p for c in batch for p in render(templates, c)])))
-    h = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "fp": encoder.fingerprint, "c": list(classnames),
-                                   "t": list(templates), "code": code_versions(), "per_batch": classes_per_batch,
-                                   "prec": effective_precision(encoder.device, precision)}).encode())
-    for _, ids in batches:
-        h.update(str(tuple(ids.shape)).encode() + np.ascontiguousarray(ids.cpu().numpy()).tobytes())
-    key = h.hexdigest()[:32]
-    entry = (Path(cache_dir) / "text" if cache_dir else _text_cache_dir()) / f"classes-{key}.npy"
+    entry = None
     if cache:
-        cached = read_entry(entry, len(classnames), what="text-embedding")
-        if cached is not None:
-            return np.array(cached)
-    from ..features import _autocast
+        key = text_cache_key(encoder, precision, {"c": list(classnames), "t": list(templates)},
+                             {"per_batch": classes_per_batch}, [ids for _, ids in batches])
+        entry = (Path(cache_dir) / "text" if cache_dir else _text_cache_dir()) / f"classes-{key}.npy"
 
-    device = encoder.device
-    out = []
-    with torch.inference_mode(), _autocast(device, precision):
-        for count, ids in batches:
-            emb = encoder.encode_text(ids.to(device)).float()
-            emb = F.normalize(emb, dim=-1).reshape(count, len(templates), -1)
-            out.append(F.normalize(emb.mean(dim=1), dim=-1).cpu())
-    weights = torch.cat(out).numpy().astype(np.float32)
-    if cache:
-        write_entry(entry, weights, {"model": encoder.describe(), "kind": "classes", "n": len(classnames)})
-    return weights
+    def compute() -> np.ndarray:
+        device = encoder.device
+        out = []
+        with torch.inference_mode(), _autocast(device, precision):
+            for count, ids in batches:
+                emb = encoder.encode_text(ids.to(device)).float()
+                emb = F.normalize(emb, dim=-1).reshape(count, len(templates), -1)
+                out.append(F.normalize(emb.mean(dim=1), dim=-1).cpu())
+        return torch.cat(out).numpy().astype(np.float32)
+
+    # The one text-embedding cache (panderm.features.text), shared with extract_text_features.
+    return cached_text_embeddings(entry, len(classnames), compute,
+                                  {"model": encoder.describe(), "kind": "classes", "n": len(classnames)})
 
 
 def zero_shot_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, scale: float = LOGIT_SCALE,
@@ -175,7 +168,7 @@ class ZeroShotDataset:
     @property
     def headline(self) -> str:
         """The published table's metric: the benchmark's README metric; AUROC for binary custom sets."""
-        if self.benchmark is not None:
+        if self.benchmark is not None and self.benchmark.readme_metric is not None:
             return self.benchmark.readme_metric
         return "auroc" if len(self.classnames) == 2 else "accuracy"
 
@@ -194,7 +187,7 @@ class ZeroShotResult:
 
     def reference_metrics(self) -> dict:
         """Reference result keys (e.g. `zeroshot-pad-acc`) for this dataset."""
-        if self.dataset.benchmark is not None:
+        if self.dataset.benchmark is not None and self.dataset.benchmark.is_reference:
             return self.dataset.benchmark.reference_results(self.metrics)
         return {"zeroshot-customized_dataset-wf1": self.metrics["weighted_f1"],
                 "zeroshot-customized_dataset-acc": self.metrics["accuracy"]}
@@ -334,7 +327,7 @@ def build_dataset(
         # with extra lines, names in another order) shows up here first.
         log.warning("%s: %d of %d class names have no image in the CSV: %s", csv, len(absent), len(classnames),
                     ", ".join(absent[:10]) + (f" (+{len(absent) - 10} more)" if len(absent) > 10 else ""))
-    folder = benchmark.folder if benchmark is not None else "customized_dataset"
+    folder = benchmark.folder if benchmark is not None and benchmark.folder else "customized_dataset"
     return ZeroShotDataset(name or (benchmark.name if benchmark else Path(csv).stem), table, classnames, benchmark, folder,
                            split)
 
@@ -368,7 +361,8 @@ def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, 
         analyse(datasets[r.dataset.name], sub, r.labels, r.probs, r.dataset.table.frame, analysis,
                 classnames=list(r.dataset.classnames), title=f"{r.dataset.name} zero-shot")
     summary = {"datasets": datasets}
-    bench = {r.dataset.benchmark.name: r.metrics for r in results if r.dataset.benchmark is not None}
+    bench = {r.dataset.benchmark.name: r.metrics for r in results
+             if r.dataset.benchmark is not None and r.dataset.benchmark.readme_metric is not None}
     if bench:
         summary["readme_average"] = readme_average(bench)
     if random_init:
