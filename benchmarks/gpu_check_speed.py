@@ -185,7 +185,7 @@ def stage_timers(device: torch.device):
     """Time extract_features' loop from inside: the wait for each batch from the DataLoader, and each model call
     (synchronised on CUDA, so it is the time the GPU is busy with the batch). Everything else in the loop (the
     host-to-device copy, the copy back, writing the rows) is the remainder."""
-    import panderm.features as features
+    import panderm.features.engine as features
 
     times = {"wait_s": 0.0, "model_s": 0.0, "loop_s": 0.0, "first_batch_s": None, "batches": 0}
     real_loader, real_batch_fn = features._loader, features._batch_fn

@@ -260,12 +260,12 @@ def test_loader_is_sized_from_the_cpu_count_and_bounds_prefetch(tiny_openclip, t
     from panderm import features
 
     enc = load_encoder(f"local-dir:{tiny_openclip}")
-    monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
     loader = features._loader(enc, table.paths, 64, None, None)
     assert loader.num_workers == 4 and loader.prefetch_factor == 4 and not loader.pin_memory  # CPU: at most 4
-    monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert features.default_workers(torch.device("cpu")) == 2  # 2 cores: both decode (large JPEGs are decode-bound)
-    monkeypatch.setattr(features.os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
     assert features._loader(enc, table.paths, 64, 64, None).num_workers == 32  # never more than the cores
     assert features._loader(enc, table.paths, 64, 0, None).prefetch_factor is None
     assert features.default_workers(torch.device("cuda")) == 16
@@ -297,8 +297,8 @@ def test_auto_batch_failure_on_one_rank_is_an_error_on_every_rank(tiny_openclip,
     """A rank whose GPU fits no batch still joins the size exchange, so no rank waits forever; all raise."""
     import torch.distributed as dist
 
-    from panderm import features
     from panderm.errors import ModelError
+    from panderm.features import extract
 
     enc = load_encoder(f"local-dir:{tiny_openclip}")
     paths = load_table(ham_csv, "image_path").paths[:4]
@@ -308,10 +308,10 @@ def test_auto_batch_failure_on_one_rank_is_an_error_on_every_rank(tiny_openclip,
             raise ModelError("no batch size fits in GPU memory")
         return batch_size
 
-    monkeypatch.setattr(features, "resolve_batch_size", no_batch_fits)
+    monkeypatch.setattr(extract, "resolve_batch_size", no_batch_fits)
     dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path / 'pg'}")
     try:
         with pytest.raises(ModelError, match="rank 0: no batch size fits"):
-            features._run_distributed(enc, paths, "embed", "auto", 0, "fp32", None, False)
+            extract._run_distributed(enc, paths, "embed", "auto", 0, "fp32", None, False)
     finally:
         dist.destroy_process_group()
