@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -41,7 +39,7 @@ from .compare_report import (
     _pairwise_frame,
     _write_text,
 )
-from .compare_stats import _leaderboard, _pairwise
+from .compare_stats import CompareResult, _leaderboard, _pairwise
 from .runs import RunPredictions, find_runs, is_run_dir, load_run
 
 log = logging.getLogger("panderm.compare")
@@ -63,35 +61,6 @@ def safe_name(name: str, max_len: int = 80) -> str:
     return text
 
 
-@dataclass
-class CompareResult:
-    """What :func:`compare_runs` computed and wrote."""
-
-    out_dir: Path
-    models: list[str]
-    benchmarks: list[str]
-    metrics: list[str]
-    leaderboard: list[dict]
-    pairwise: list[dict]
-    files: dict[str, Path] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def table_rows(self, max_columns: int = 8) -> list[dict]:
-        """Leaderboard rows for the terminal: rank, model and each benchmark metric's value (no CI)."""
-        rows = []
-        for entry in self.leaderboard:
-            row = {"rank": entry["rank"], "model": entry["model"]}
-            for col in self.columns()[:max_columns]:
-                cell = entry["cells"].get(col)
-                row[col] = cell["value"] if cell else math.nan
-            rows.append(row)
-        return rows
-
-    def columns(self) -> list[str]:
-        return [f"{b} {m}" for b in self.benchmarks for m in self.metrics]
-
-    def n_significant(self, alpha: float = 0.05) -> int:
-        return sum(1 for r in self.pairwise if r.get("p_holm") is not None and r["p_holm"] < alpha)
 # --------------------------------------------------------------------------- #
 # Loading and grouping
 # --------------------------------------------------------------------------- #

@@ -6,14 +6,11 @@ from __future__ import annotations
 import html
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .compare_stats import CompareResult
 from .runs import RunPredictions
-
-if TYPE_CHECKING:  # for annotations only: compare imports this module
-    from .compare import CompareResult
 
 
 def _fmt(v, digits: int = 4) -> str:

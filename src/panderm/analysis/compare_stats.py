@@ -1,13 +1,47 @@
-"""The numbers of `panderm compare`: each model's metrics with bootstrap CIs and ranks per benchmark, and the paired
-tests between models (paired bootstrap, DeLong for AUROC, Holm across benchmarks). Rendering: :mod:`.compare_report`.
+"""The numbers of `panderm compare` and the :class:`CompareResult` that holds them: each model's metrics with
+bootstrap CIs and ranks per benchmark, and the paired tests between models (paired bootstrap, DeLong for AUROC,
+Holm across benchmarks). Rendering: :mod:`.compare_report`.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from .runs import RunPredictions
+
+
+@dataclass
+class CompareResult:
+    """What :func:`panderm.analysis.compare.compare_runs` computed and wrote."""
+
+    out_dir: Path
+    models: list[str]
+    benchmarks: list[str]
+    metrics: list[str]
+    leaderboard: list[dict]
+    pairwise: list[dict]
+    files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def table_rows(self, max_columns: int = 8) -> list[dict]:
+        """Leaderboard rows for the terminal: rank, model and each benchmark metric's value (no CI)."""
+        rows = []
+        for entry in self.leaderboard:
+            row = {"rank": entry["rank"], "model": entry["model"]}
+            for col in self.columns()[:max_columns]:
+                cell = entry["cells"].get(col)
+                row[col] = cell["value"] if cell else math.nan
+            rows.append(row)
+        return rows
+
+    def columns(self) -> list[str]:
+        return [f"{b} {m}" for b in self.benchmarks for m in self.metrics]
+
+    def n_significant(self, alpha: float = 0.05) -> int:
+        return sum(1 for r in self.pairwise if r.get("p_holm") is not None and r["p_holm"] < alpha)
 
 
 def _cell(it: RunPredictions, metrics: list[str], n_resamples: int, seed: int, multi_class: str) -> dict:
