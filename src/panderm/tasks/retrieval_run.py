@@ -62,7 +62,7 @@ def _output_dtypes(encoder: Encoder, pairs: RetrievalPairs, precision: str) -> t
 
 
 def reference_result(encoder: Encoder, pairs: RetrievalPairs, args, available_memory: int | None = None):
-    """Ranks and loss as the reference's `evaluate` computes them (ref-panderm2 §3): images and captions encoded
+    """Ranks and loss as the reference's `evaluate` computes them (docs/REFERENCE.md, Retrieval): images and captions encoded
     in batches of `--batch-size` (under CPU autocast for `--precision amp` on CPU), features L2-normalised in the
     towers' output dtype, the full-matrix argsort ranking (:func:`~.retrieval.argsort_ranks`) when N x N fits
     in half the available memory, block-wise counting with ties broken by row order above that (one warning).

@@ -112,7 +112,7 @@ def cpu_autocast_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, 
                        batch_size: int, embed_dtype: torch.dtype | None = None,
                        scale: float = LOGIT_SCALE) -> np.ndarray:
     """The reference's scores with `--precision amp` (amp_bf16) on CPU, where its zero-shot loop runs under
-    torch.autocast("cpu", dtype) (ref-panderm2 §2.5; open_clip_train's get_autocast with the device's type).
+    torch.autocast("cpu", dtype) (docs/REFERENCE.md, Zero-shot classification; open_clip_train's get_autocast with the device's type).
 
     Per batch of `batch_size` images, as the reference's loop: the tower's output, in `embed_dtype` (its dtype
     under that autocast: `dtype` when a projection ends the tower), is L2-normalised in that dtype; `100.0 * f`
