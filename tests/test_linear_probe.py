@@ -298,6 +298,21 @@ def test_probe_is_deterministic_and_leaves_global_rng_alone():
     assert not np.allclose(one.coef_, other.coef_)
 
 
+def test_probe_fits_read_only_arrays_without_a_warning():
+    """Labels and features may be read-only (a memory-mapped feature cache, a pandas column): the fit copies
+    them instead of letting torch warn "The given NumPy array is not writable", and the weights do not change."""
+    X, y = blobs(20, 6, 3, spread=2.0)
+    expected = LogisticRegressionProbe(seed=0).fit(X, y)
+    X_ro, y_ro = X.copy(), y.astype(np.int64)
+    X_ro.flags.writeable = False
+    y_ro.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        probe = LogisticRegressionProbe(seed=0).fit(X_ro, y_ro)
+    np.testing.assert_array_equal(probe.coef_, expected.coef_)
+    np.testing.assert_array_equal(probe.intercept_, expected.intercept_)
+
+
 def test_probe_rejects_bad_labels():
     X, y = blobs(10, 4, 3, spread=1.0)
     with pytest.raises(DataError, match=r"\[1\]"):
