@@ -145,6 +145,13 @@ class Encoder(nn.Module):
         """
         return None
 
+    @property
+    def embed_is_features(self) -> bool:
+        """True where `encode_image(x, "embed")` is `encode_image(x, "features")` (no joint-space projection:
+        vision-only backbones, towers without a projection), so a cached `features` extraction is `embed` as is.
+        Every family says so; `projection_head()` is then the identity."""
+        return False
+
     def _text(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

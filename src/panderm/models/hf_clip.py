@@ -47,6 +47,10 @@ class HFCLIPEncoder(Encoder):
             return out.pooler_output
         return out.last_hidden_state
 
+    @property
+    def embed_is_features(self) -> bool:
+        return False  # `embed` is the visual projection of `features`
+
     def projection_head(self):
         return self.model.visual_projection
 

@@ -33,6 +33,10 @@ class HFVisionEncoder(Encoder):
         super().__init__(model_id, spec, None, random_init=False)
         self.model = model
 
+    @property
+    def embed_is_features(self) -> bool:
+        return True  # no joint space
+
     def projection_head(self):
         return _identity
 

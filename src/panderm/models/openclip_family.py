@@ -361,6 +361,15 @@ class OpenCLIPEncoder(Encoder):
     def _text(self, ids):
         return self.model.encode_text(ids)
 
+    @property
+    def embed_is_features(self) -> bool:
+        # CAE and timm-trunk towers project; a stock ViT projects unless its `proj` was removed; other towers
+        # (ModifiedResNet, ...) have no separate `features`.
+        visual = self.model.visual
+        if isinstance(visual, (CAEVisionTower, TrunkWrapper)):
+            return False
+        return not self._oc_vit or visual.proj is None
+
     def projection_head(self):
         visual = self.model.visual
         if isinstance(visual, CAEVisionTower):

@@ -7,18 +7,29 @@
 - `hf-clip:ORG/NAME` (transformers CLIPModel layout, e.g. MONET),
 - `hf-vision:ORG/NAME` or `hf-vision:FOLDER` (a transformers vision backbone, e.g. DINOv3; pooler output),
 - `timm:NAME`, `torchvision:NAME`, `panderm-v1-large|base` (needs `checkpoint=`),
-- `demo` (a tiny random-weight open_clip model built on the fly; outputs say so).
+- `demo` (a tiny random-weight open_clip model built on the fly; outputs say so),
+- any family added with `register_family(prefix, loader)`.
+
+Each family is one entry of a loader table (prefix → loader); what the reference did with each alias is its
+`ModelCard` (models/cards.py).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from ..errors import ModelError
 from .base import Encoder, PreprocessSpec
+from .cards import CARDS, OPEN_CLIP_CONFIG, ModelCard, alias_card, canonical_id, card_for
 from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .demo import demo_model_dir
+from .hf_clip import load_hf_clip
+from .hf_vision import load_hf_vision
+from .openclip_family import load_openclip
+from .vision_only import load_panderm_v1, load_timm, load_torchvision
 
 
 @dataclass(frozen=True)
@@ -28,37 +39,12 @@ class Alias:
     note: str = ""
 
 
-ALIASES: dict[str, Alias] = {
-    "PanDerm2": Alias("hf-hub:redlessone/PanDerm2", note="PanDerm-2: CAE ViT-L/16 + PubMedBERT (768-d)"),
-    "DermFM-Zero": Alias("hf-hub:redlessone/DermFM-Zero", note="DermFM-Zero (PanDerm-2 successor)"),
-    "DermLIP-PanDerm": Alias("hf-hub:redlessone/DermLIP_PanDerm-base-w-PubMed-256", note="CAE ViT-B/16 + PubMedBERT (512-d)"),
-    "DermLIP-B16": Alias("hf-hub:redlessone/DermLIP_ViT-B-16", note="open_clip ViT-B-16 trained on Derm1M"),
-    "BiomedCLIP": Alias("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"),
-    "CLIP-L14": Alias("ViT-L-14-quickgelu", "openai", note="OpenAI CLIP ViT-L/14 (QuickGELU)"),
-    "CLIP-B16": Alias("ViT-B-16-quickgelu", "openai", note="OpenAI CLIP ViT-B/16 (QuickGELU)"),
-    "MONET": Alias("hf-clip:chanwkim/monet", note="MONET (transformers layout); --checkpoint weight_clip.pt for the OpenAI format"),
-    "PanDerm-L": Alias("panderm-v1-large", note="PanDerm v1 ViT-L/16 (--checkpoint .pth)"),
-    "PanDerm-B": Alias("panderm-v1-base", note="PanDerm v1 ViT-B/16 (--checkpoint .pth)"),
-    "DINOv2-L": Alias("timm:vit_large_patch14_dinov2.lvd142m"),
-    "DINOv2-B": Alias("timm:vit_base_patch14_dinov2.lvd142m"),
-    "DINOv3-L16": Alias("hf-vision:facebook/dinov3-vitl16-pretrain-lvd1689m", note="gated on the HF hub; 1024-d CLS"),
-    "DINOv3-B16": Alias("hf-vision:facebook/dinov3-vitb16-pretrain-lvd1689m", note="gated on the HF hub; 768-d CLS"),
-    "DINOv3-7B": Alias("hf-vision:facebook/dinov3-vit7b16-pretrain-lvd1689m", note="gated on the HF hub; 4096-d CLS"),
-    "ResNet50": Alias("torchvision:resnet50"),
-    # Reference linear-probe spellings (linear_probe/models/builder.py).
-    "PanDerm": Alias("panderm-v1-large"),
-    "biomedclip": Alias("hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"),
-    "open_clip_vit_large_14": Alias("ViT-L-14-quickgelu", "openai"),
-    "open_clip_vit_base_16": Alias("ViT-B-16-quickgelu", "openai"),
-    "open_clip_PMC-OA": Alias("hf-hub:ryanyip7777/pmc_vit_l_14"),
-    "dinov2": Alias("timm:vit_large_patch14_dinov2.lvd142m"),
-    # The reference probes this model's 512-d head output (its pretrained num_classes), not pooled features.
-    "vit-base-16": Alias("timm:vit_base_patch16_clip_224.openai+head"),
-    # Reference multimodal-finetune spellings (multimodal_finetune/models/PanDermFormer.py).
-    "PanDerm-Large": Alias("panderm-v1-large", note="PanDerm v1 ViT-L/16 (--checkpoint .pth)"),
-    "PanDerm-Base": Alias("panderm-v1-base", note="PanDerm v1 ViT-B/16 (--checkpoint .pth)"),
-}
-_ALIAS_LOOKUP = {k.lower(): v for k, v in ALIASES.items()}
+def _alias(card: ModelCard) -> Alias:
+    return Alias(card.model_id, card.pretrained, card.note)
+
+
+# The aliases as (target, tag, note), kept for existing importers; the cards (models/cards.py) are the source.
+ALIASES: dict[str, Alias] = {name: _alias(card) for name, card in CARDS.items() if name != "demo"}
 
 
 # MONET's OpenAI-format state dict (`weight_clip.pt`) is a CLIP ViT-L/14 with QuickGELU.
@@ -67,13 +53,8 @@ MONET_OPENAI_CONFIG = "ViT-L-14-quickgelu"
 
 def resolve_alias(model_id: str) -> Alias:
     """The canonical id for an alias, or `model_id` itself."""
-    alias = _ALIAS_LOOKUP.get(model_id.lower())
-    if alias is not None:
-        return alias
-    if model_id.startswith("open_clip_") and model_id != "open_clip_":
-        # Reference LP form: open_clip_<any open_clip id>.
-        return Alias(model_id[len("open_clip_"):])
-    return Alias(model_id)
+    card = alias_card(model_id)
+    return _alias(card) if card is not None else Alias(canonical_id(model_id))
 
 
 def model_short_name(model_id: str) -> str:
@@ -101,9 +82,10 @@ def load_encoder(
         raise ModelError("no model id given")
     if checkpoint is not None and not Path(checkpoint).expanduser().exists() and not _is_tag(model_id, checkpoint):
         raise ModelError(f"checkpoint file not found: {checkpoint}")
+    card = card_for(model_id.strip())
     alias = resolve_alias(model_id.strip())
     target, pretrained = alias.model_id, checkpoint or alias.pretrained
-    encoder = _build(target, pretrained, checkpoint, allow_random_init, original=model_id)
+    encoder = _build(target, pretrained, checkpoint, allow_random_init, model_id, card)
     own_size = encoder.preprocess_spec.size
     if preprocess is not None:
         encoder.set_preprocess(preprocess)
@@ -137,56 +119,133 @@ def _device(device) -> torch.device:
     return dev
 
 
-def _build(target: str, pretrained: str | None, checkpoint: str | None, allow_random_init: bool, original: str) -> Encoder:
-    from .openclip_family import load_openclip
+@dataclass(frozen=True)
+class LoadRequest:
+    """What a family loader is given: `name` is the model id after the family's prefix (`ViT-B-16` for
+    `toy:ViT-B-16`); `target` the whole id an alias resolved to; `pretrained` the checkpoint or the alias's
+    pretrained tag; `original` the id as the caller wrote it (for messages); `card` the model's card."""
 
-    if target == "demo":
-        from .demo import demo_model_dir
+    name: str
+    target: str
+    checkpoint: str | None
+    pretrained: str | None
+    allow_random_init: bool
+    original: str
+    card: ModelCard
 
-        if checkpoint is not None:
-            raise ModelError(f"{original}: the demo model is built on the fly; --checkpoint is not used")
-        encoder = load_openclip(f"local-dir:{demo_model_dir()}", allow_random_init=True)
-        encoder.model_id = "demo"
-        return encoder
-    if target.startswith(("hf-hub:", "local-dir:")):
-        return load_openclip(target, pretrained=checkpoint, allow_random_init=allow_random_init)
-    if target.startswith("hf-clip:"):
-        from .hf_clip import load_hf_clip
 
-        if checkpoint and Path(checkpoint).expanduser().is_file():
-            # MONET's OpenAI-format state dict loads into open_clip's ViT-L/14 (QuickGELU).
-            encoder = load_openclip(MONET_OPENAI_CONFIG, pretrained=checkpoint)
-        elif checkpoint and checkpoint != "openai":
-            raise ModelError(f"{original}: --checkpoint must be a weights file (or 'openai' as the reference), got {checkpoint!r}")
-        else:
-            encoder = load_hf_clip(target[len("hf-clip:"):], monet_preprocess="monet" in target.lower())
-        if "monet" in target.lower():
-            encoder.set_preprocess(PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD))
-        return encoder
-    if target.startswith("hf-vision:"):
-        from .hf_vision import load_hf_vision
+Loader = Callable[[LoadRequest], Encoder]
 
-        if checkpoint is not None:
-            raise ModelError(f"{original}: weights come from the repository or folder; --checkpoint is not used")
-        return load_hf_vision(target[len("hf-vision:"):])
-    if target.startswith("timm:"):
-        from .vision_only import load_timm
+# Loader-table key → loader. A key ending in ':' is a prefix; any other key is one whole model id.
+_FAMILIES: dict[str, Loader] = {}
 
-        return load_timm(target[len("timm:"):], checkpoint, allow_random_init)
-    if target.startswith("torchvision:"):
-        from .vision_only import load_torchvision
 
-        return load_torchvision(target[len("torchvision:"):], checkpoint, allow_random_init)
-    if target in ("panderm-v1-large", "panderm-v1-base"):
-        from .vision_only import load_panderm_v1
+def register_family(prefix: str, loader: Loader, replace: bool = False) -> None:
+    """Teach `load_encoder` a model family.
 
-        return load_panderm_v1(target.rsplit("-", 1)[1], checkpoint, allow_random_init)
+    `prefix` is a scheme ending in ':' (`"toy:"` makes `load_encoder("toy:small")` call the loader with
+    `request.name == "small"`) or one whole model id (`"panderm-v1-large"`); the longest matching key wins.
+    `loader(request: LoadRequest) -> Encoder` builds the model (on the CPU; `load_encoder` moves it and sets eval
+    mode): a subclass of `panderm.models.Encoder` that sets `family`, implements `_image(x, kind)` (and `_text`
+    for a text tower) and says whether `embed` is `features` (`embed_is_features`). Give the family's models
+    aliases and reference answers with `add_card(ModelCard(alias, "toy:small", family=..., loader="toy:"))`.
+    An existing key is only replaced with `replace=True`.
+    """
+    if not prefix or not prefix.strip() or prefix != prefix.strip():
+        raise ModelError(f"a family prefix must be a non-empty id or scheme without spaces, got {prefix!r}")
+    if not callable(loader):
+        raise ModelError(f"the loader for {prefix!r} is not callable: {loader!r}")
+    if prefix in _FAMILIES and not replace:
+        raise ModelError(f"model family {prefix!r} is already registered; pass replace=True to change its loader")
+    _FAMILIES[prefix] = loader
+
+
+def unregister_family(prefix: str) -> None:
+    """Forget a family added with `register_family` (tests, notebooks)."""
+    _FAMILIES.pop(prefix, None)
+
+
+def loader_key(target: str) -> str:
+    """The loader-table key that `target` resolves to (`OPEN_CLIP_CONFIG` for everything else: an open_clip
+    config name or a folder in the open_clip layout)."""
+    if target in _FAMILIES:
+        return target
+    keys = [k for k in _FAMILIES if k.endswith(":") and target.startswith(k)]
+    return max(keys, key=len) if keys else OPEN_CLIP_CONFIG
+
+
+def _build(target: str, pretrained: str | None, checkpoint: str | None, allow_random_init: bool, original: str,
+           card: ModelCard) -> Encoder:
+    key = loader_key(target)
+    name = target[len(key):] if key.endswith(":") else ""
+    request = LoadRequest(name, target, checkpoint, pretrained, allow_random_init, original, card)
+    return _FAMILIES.get(key, _load_open_clip_config)(request)
+
+
+# --- built-in families -------------------------------------------------------------------------------------------
+def _load_demo(req: LoadRequest) -> Encoder:
+    if req.checkpoint is not None:
+        raise ModelError(f"{req.original}: the demo model is built on the fly; --checkpoint is not used")
+    encoder = load_openclip(f"local-dir:{demo_model_dir()}", allow_random_init=True)
+    encoder.model_id = "demo"
+    return encoder
+
+
+def _load_open_clip_hub(req: LoadRequest) -> Encoder:
+    return load_openclip(req.target, pretrained=req.checkpoint, allow_random_init=req.allow_random_init)
+
+
+def _load_hf_clip(req: LoadRequest) -> Encoder:
+    checkpoint = req.checkpoint
+    imagenet = req.card.preprocessing == "imagenet"
+    if checkpoint and Path(checkpoint).expanduser().is_file():
+        # MONET's OpenAI-format state dict loads into open_clip's ViT-L/14 (QuickGELU).
+        encoder = load_openclip(MONET_OPENAI_CONFIG, pretrained=checkpoint)
+    elif checkpoint and checkpoint != "openai":
+        raise ModelError(f"{req.original}: --checkpoint must be a weights file (or 'openai' as the reference), "
+                         f"got {checkpoint!r}")
+    else:
+        encoder = load_hf_clip(req.name, monet_preprocess=imagenet)
+    if imagenet:
+        encoder.set_preprocess(PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+    return encoder
+
+
+def _load_hf_vision(req: LoadRequest) -> Encoder:
+    if req.checkpoint is not None:
+        raise ModelError(f"{req.original}: weights come from the repository or folder; --checkpoint is not used")
+    return load_hf_vision(req.name)
+
+
+def _load_timm(req: LoadRequest) -> Encoder:
+    return load_timm(req.name, req.checkpoint, req.allow_random_init)
+
+
+def _load_torchvision(req: LoadRequest) -> Encoder:
+    return load_torchvision(req.name, req.checkpoint, req.allow_random_init)
+
+
+def _load_panderm_v1(req: LoadRequest) -> Encoder:
+    return load_panderm_v1(req.target.rsplit("-", 1)[1], req.checkpoint, req.allow_random_init)
+
+
+def _load_open_clip_config(req: LoadRequest) -> Encoder:
+    """No family key matched: an open_clip built-in config name, or a folder in the open_clip layout."""
+    # open_clip's import costs about as much as torch's: only config names need it here.
     import open_clip
 
+    target, pretrained, allow_random_init = req.target, req.pretrained, req.allow_random_init
     if open_clip.get_model_config(target) is not None:
         if pretrained is None and not allow_random_init:
             raise ModelError(f"{target}: give the weights with --checkpoint/--pretrained FILE or a pretrained tag")
         return load_openclip(target, pretrained=pretrained, allow_random_init=allow_random_init)
     if Path(target).expanduser().is_dir() and (Path(target).expanduser() / "open_clip_config.json").is_file():
-        return load_openclip(f"local-dir:{target}", pretrained=checkpoint, allow_random_init=allow_random_init)
-    raise _unknown(original)
+        return load_openclip(f"local-dir:{target}", pretrained=req.checkpoint, allow_random_init=allow_random_init)
+    raise _unknown(req.original)
+
+
+for _key, _loader in (("demo", _load_demo), ("hf-hub:", _load_open_clip_hub), ("local-dir:", _load_open_clip_hub),
+                      ("hf-clip:", _load_hf_clip), ("hf-vision:", _load_hf_vision), ("timm:", _load_timm),
+                      ("torchvision:", _load_torchvision), ("panderm-v1-large", _load_panderm_v1),
+                      ("panderm-v1-base", _load_panderm_v1)):
+    register_family(_key, _loader)

@@ -40,6 +40,10 @@ class PanDermV1Encoder(Encoder):
             return self.tower.tokens(x)
         return self.tower.features(x)
 
+    @property
+    def embed_is_features(self) -> bool:
+        return True  # no joint space
+
     def projection_head(self):
         return _identity
 
@@ -90,6 +94,10 @@ class TimmEncoder(Encoder):
     def __init__(self, model: nn.Module, model_id: str, spec: PreprocessSpec, random_init: bool, checkpoint):
         super().__init__(model_id, spec, None, random_init=random_init, extra={"checkpoint": checkpoint})
         self.model = model
+
+    @property
+    def embed_is_features(self) -> bool:
+        return True  # no joint space
 
     def projection_head(self):
         return _identity
@@ -160,6 +168,10 @@ class TorchvisionEncoder(Encoder):
         spec = PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", resize_to=256)
         super().__init__(model_id, spec, None, random_init=random_init, extra={"checkpoint": checkpoint})
         self.model = model
+
+    @property
+    def embed_is_features(self) -> bool:
+        return True  # no joint space
 
     def projection_head(self):
         return _identity
