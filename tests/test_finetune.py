@@ -271,6 +271,31 @@ def test_rel_pos_bias_tables_start_at_zero_and_enter_the_attention_logits(tiny_p
         model(torch.randn(1, 3, 48, 48))
 
 
+def test_cae_tokens_go_through_the_towers_forward_tokens_unchanged(tiny_panderm_v1, tiny_csv, tmp_path):
+    """Train mode, drop path and non-zero bias tables: the wrapper's tokens equal, bit for bit, the block loop it
+    used to run on the tower's internals (patch embed, CLS, position embedding, biased attention, drop path)."""
+    from panderm.models.cae_vit import drop_path
+
+    enc = _encoder(tiny_panderm_v1)
+    model = ft.Finetuner(enc, load_splits(tiny_csv), _cfg(drop_path=0.3), tmp_path).model.train()
+    tower = enc.tower
+    with torch.no_grad():
+        for b in tower.blocks:
+            b.attn.relative_position_bias_table.normal_(generator=torch.Generator().manual_seed(1))
+    x = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(7)
+    got = model._cae_tokens(x)
+    torch.manual_seed(7)
+    h = tower.patch_embed(x)
+    h = torch.cat([tower.cls_token.expand(4, -1, -1), h], dim=1) + tower._pos_embed_for(4, 4).to(h.dtype)
+    for block, rate in zip(tower.blocks, model.drop_path_rates):
+        bias = model._score_bias(block, h.shape[1])
+        h = h + drop_path(block.gamma_1 * block.attn(block.norm1(h), bias), rate, True)
+        h = h + drop_path(block.gamma_2 * block.mlp(block.norm2(h)), rate, True)
+    assert model.drop_path_rates == pytest.approx([0.0, 0.3])
+    assert torch.equal(got, h)
+
+
 def test_rel_pos_bias_tables_train_in_their_blocks_layer(tiny_panderm_v1, tiny_csv, tmp_path):
     tuner = ft.Finetuner(_encoder(tiny_panderm_v1), load_splits(tiny_csv), _cfg(), tmp_path)
     groups = ft.param_groups(tuner.model, 0.05, 0.65)
@@ -445,7 +470,7 @@ def test_an_epoch_that_has_not_trained_is_never_the_best(tiny_panderm_v1, tiny_c
     def fake_metrics(labels, probs):
         return {"accuracy": next(scores)}
 
-    monkeypatch.setattr(ft, "_metrics", fake_metrics)
+    monkeypatch.setattr(ft.trainer, "_metrics", fake_metrics)  # the module whose Finetuner.fit reads it
     out = tmp_path / "run"
     tuner = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=3, warmup_epochs=1, max_steps=1), out)
     init = {k: v.clone() for k, v in tuner.model.state_dict().items()}

@@ -15,7 +15,9 @@ Pooling variants (docs/REFERENCE.md):
 
 Stochastic depth: each `Block` carries a `drop_path` rate (0 after construction, so
 loading and inference are untouched); `set_drop_path` gives a tower the reference's
-finetuning rule, rates linear 0 -> rate over the blocks, active in train mode only.
+finetuning rule, rates linear 0 -> rate over the blocks, active in train mode only;
+`forward_tokens(x, drop_path_rates, attn_bias)` takes per-block rates and attention score
+biases for one call (finetuning's drop path and relative position bias).
 """
 from __future__ import annotations
 
@@ -103,6 +105,8 @@ def drop_path_rates(depth: int, rate: float) -> list[float]:
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Per-sample stochastic depth (timm's drop_path with scale_by_keep)."""
+    # Not timm's DropPath: timm scales the mask (x * (mask / keep)), we the product ((x * mask) / keep); the
+    # roundings differ (tests/test_training.py), and the finetuning tests' numbers were made with ours.
     if p == 0.0 or not training:
         return x
     keep = 1.0 - p
@@ -178,9 +182,11 @@ class Block(nn.Module):
         self.gamma_2 = nn.Parameter(0.1 * torch.ones(cfg.width))
         self.drop_path = 0.0  # a plain float: no state-dict key, so checkpoints load either way
 
-    def forward(self, x):
-        x = x + drop_path(self.gamma_1 * self.attn(self.norm1(x)), self.drop_path, self.training)
-        return x + drop_path(self.gamma_2 * self.mlp(self.norm2(x)), self.drop_path, self.training)
+    def forward(self, x, drop_path_rate: float | None = None, score_bias: torch.Tensor | None = None):
+        """`drop_path_rate` overrides the block's own rate; `score_bias` [heads, n, n] goes to the attention."""
+        rate = self.drop_path if drop_path_rate is None else drop_path_rate
+        x = x + drop_path(self.gamma_1 * self.attn(self.norm1(x), score_bias), rate, self.training)
+        return x + drop_path(self.gamma_2 * self.mlp(self.norm2(x)), rate, self.training)
 
 
 class CAEVisionTower(nn.Module):
@@ -221,15 +227,34 @@ class CAEVisionTower(nn.Module):
         patch_pos = F.interpolate(patch_pos, size=(gh, gw), mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, patch_pos.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)], dim=1)
 
-    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """Token sequence after the last block, before the final norm."""
+    def n_tokens(self, height: int, width: int) -> int:
+        """Length of the token sequence (CLS + patches) for a `height` x `width` image."""
+        return 1 + (height // self.cfg.patch_size) * (width // self.cfg.patch_size)
+
+    def forward_tokens(self, x: torch.Tensor, drop_path_rates=None, attn_bias=None) -> torch.Tensor:
+        """Token sequence after the last block, before the final norm.
+
+        `drop_path_rates`: one stochastic-depth rate per block (None: each block's own `drop_path`), applied to
+        both residual branches in train mode (finetuning's rule, docs/REFERENCE.md). `attn_bias`: one
+        [heads, n, n] attention score bias (or None) per block, n = `n_tokens(H, W)` (finetuning's relative
+        position bias)."""
+        depth = len(self.blocks)
+        rates = [None] * depth if drop_path_rates is None else list(drop_path_rates)
+        biases = [None] * depth if attn_bias is None else list(attn_bias)
+        if len(rates) != depth or len(biases) != depth:
+            raise ValueError(f"forward_tokens: {depth} blocks, got {len(rates)} drop path rates and "
+                             f"{len(biases)} attention biases")
         gh, gw = x.shape[-2] // self.cfg.patch_size, x.shape[-1] // self.cfg.patch_size
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = x + self._pos_embed_for(gh, gw).to(x.dtype)
-        for block in self.blocks:
-            x = block(x)
+        for block, rate, bias in zip(self.blocks, rates, biases):
+            x = block(x, rate, bias)
         return x
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Token sequence after the last block, before the final norm (each block at its own drop path rate)."""
+        return self.forward_tokens(x)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.pooling == "double_ln":
@@ -269,6 +294,9 @@ class TrunkWrapper(nn.Module):
 
     def tokens(self, x):
         return self.trunk.tokens(x)
+
+    def forward_tokens(self, x, drop_path_rates=None, attn_bias=None):
+        return self.trunk.forward_tokens(x, drop_path_rates, attn_bias)
 
     def forward(self, x):
         return self.trunk(x)

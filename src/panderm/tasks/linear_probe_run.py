@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..data.tables import CLASSNAMES_HINT, ImageTable, load_table
+from ..data.splits import Splits
+from ..data.splits import load_splits as _load_splits
+from ..data.tables import CLASSNAMES_HINT, ImageTable
 from ..errors import DataError
 from ..features import extract_features
 from ..models.base import Encoder
+from ..models.cards import card_for
 from .linear_probe import run_linear_probe
 
 log = logging.getLogger(__name__)
@@ -27,69 +29,27 @@ SPLITS = ("train", "val", "test")
 
 
 def reference_feature(encoder: Encoder) -> tuple[str, bool]:
-    """(kind, L2-normalise) the reference linear probe used for this family (docs/REFERENCE.md)."""
-    if encoder.family == "open_clip":
-        if getattr(encoder, "layout", None):
-            return "features", False  # CAE towers: pooled pre-projection (1024-d / 768-d)
-        if "biomedclip" in encoder.model_id.lower():
-            return "embed", True  # model(x)[0]: normalised projected features
-        return "embed", False  # encode_image: projected, unnormalised
-    if encoder.family == "hf_clip":
-        return "embed", False
-    return "features", False  # PanDerm v1 CLS, timm / torchvision pooled
+    """(kind, L2-normalise) the reference linear probe used for this model: its card (docs/REFERENCE.md)."""
+    return card_for(encoder).reference_feature
 
 
 def reference_precision(encoder: Encoder) -> str:
     """The reference probe extracted in float32 (inference_mode), except MONET, which `clip.load` keeps in
-    fp16 on CUDA; fp16 autocast is the nearest we run (weights stay float32)."""
-    return "amp" if "monet" in encoder.model_id.lower() else "fp32"
+    fp16 on CUDA; fp16 autocast is the nearest we run (weights stay float32). Read from the model's card."""
+    return card_for(encoder).probe_precision
 
 
-@dataclass
-class ProbeSplits:
-    csv: Path
-    tables: dict[str, ImageTable]
-
-    @property
-    def classnames(self) -> tuple[str, ...] | None:
-        """The class names given with the CSV (label k = position k), or None."""
-        return self.tables["train"].classnames
-
-    @property
-    def n_classes(self) -> int:
-        if self.classnames:
-            return len(self.classnames)
-        return 1 + max(int(t.labels.max()) for t in self.tables.values())
-
-    def class_labels(self) -> list[str]:
-        """Names for classes 0..K-1: the class names when given, else the indices."""
-        return list(self.classnames) if self.classnames else [str(k) for k in range(self.n_classes)]
+ProbeSplits = Splits  # the split tables now live in data.splits; the old name stays for importers
 
 
 def load_splits(csv: str | os.PathLike, image_col: str = "image_path", label_col: str = "label",
                 split_col: str = "split", root=None, concat_prefix=None, classnames=None,
                 allow_outside_root: bool = False) -> ProbeSplits:
-    """Validate the CSV and cut it into train / val / test (val optional)."""
+    """data.splits.load_splits with the linear-probe / finetune commands' flags named in its errors."""
     hints = {image_col: "--image-col/--image_key", label_col: "--label-col", split_col: "--split-col",
              CLASSNAMES_HINT: "--classnames FILE or 'a,b,c', in label order"}
-    table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
-                       concat_prefix=concat_prefix, flag_hints=hints, allow_outside_root=allow_outside_root)
-    if split_col not in table.frame.columns:
-        raise DataError(f"{csv}: column {split_col!r} not found (values train/val/test); columns are: "
-                        f"{', '.join(map(str, table.frame.columns))}")
-    values = table.frame[split_col].astype(str).str.strip().str.lower()
-    unknown = sorted(set(values) - set(SPLITS) - {"valid", "validation"})
-    if unknown:
-        raise DataError(f"{csv}: column {split_col!r} has value(s) {unknown}; expected train, val, test")
-    values = values.replace({"valid": "val", "validation": "val"})
-    tables = {s: table.subset((values == s).to_numpy()) for s in SPLITS if (values == s).any()}
-    for s in ("train", "test"):
-        if s not in tables:
-            raise DataError(f"{csv}: no rows with {split_col} == {s!r}")
-    splits = ProbeSplits(Path(csv), tables)
-    if splits.n_classes < 2:
-        raise DataError(f"{csv}: every row has label 0: a classifier needs at least two classes")
-    return splits
+    return _load_splits(csv, image_col, label_col, split_col, root=root, concat_prefix=concat_prefix,
+                        classnames=classnames, allow_outside_root=allow_outside_root, flag_hints=hints)
 
 
 def split_features(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: bool, **kw) -> dict[str, np.ndarray]:

@@ -48,12 +48,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ...errors import ModelError, PandermError, require_finite
-from ...checkpoint_io import load_training_checkpoint, remove_stale_temps, rng_state, set_rng_state
-from ...checkpoint_io import save_training_checkpoint as save_checkpoint
+from ...runtime import grad_scaler
 from ...runtime import training_autocast as _autocast
-from ..finetune import _generator, seed_everything
+from ...training import check_same_run, load_training_checkpoint, remove_stale_temps, restore_training_state
+from ...training import rng_state, seed_everything, weighted_sampler
+from ...training import save_training_checkpoint as save_checkpoint
+from ...training import seeded_generator as _generator
 from .data import CLINICAL, DERM, IMAGENET_STD, REFERENCE_STD, IMAGENET_MEAN, RESIZE_MODES, MultimodalTable, \
-    make_datasets, weighted_sampler
+    make_datasets
 from .model import FusionConfig, PanDermTFormer
 from ...progress import track
 
@@ -222,8 +224,7 @@ class MultimodalTrainer:
         kind = torch.optim.AdamW if self.cfg.adamw else torch.optim.Adam
         opt = kind(params, lr=self.cfg.lr, betas=(0.9, 0.999), weight_decay=self.cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.cfg.epochs)
-        use_scaler = self.device.type == "cuda" and self.cfg.precision in ("amp", "fp16")
-        scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        scaler = grad_scaler(self.device, self.cfg.precision)
         return opt, sched, scaler
 
     def _meta(self) -> dict:
@@ -300,15 +301,10 @@ class MultimodalTrainer:
         remove_stale_temps(self.out, ("last.pt", "best.pt", "log.jsonl"))  # a run killed while writing left these
         if resume and last.is_file():
             ck = load_training_checkpoint(last, _LAST_KEYS, "multimodal checkpoint")
-            if ck["meta"]["n_classes"] != self.n_classes or ck["meta"]["model_id"] != self.encoder.model_id:
-                raise PandermError(f"{last} was written by another run (model {ck['meta']['model_id']}, "
-                                   f"K={ck['meta']['n_classes']}); use another output folder")
+            check_same_run(ck["meta"], last, self.n_classes, self.encoder.model_id, "use another output folder")
             self.load_weights(ck, str(last))
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            scaler.load_state_dict(ck["scaler"])
+            restore_training_state(ck, opt, sched, scaler)
             start, best, best_epoch, bad = ck["epoch"] + 1, ck["best_metric"], ck["best_epoch"], ck["bad_epochs"]
-            set_rng_state(ck["rng"])
             log.info("multimodal: resumed from %s after epoch %d", last, ck["epoch"])
         run = None
         if cfg.wandb:

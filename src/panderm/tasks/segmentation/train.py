@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ...progress import track
-from ...runtime import training_autocast
-from ...checkpoint_io import load_training_checkpoint, rng_state, save_training_checkpoint, set_rng_state
+from ...runtime import grad_scaler, training_autocast
+from ...training import load_training_checkpoint, restore_training_state, rng_state, save_training_checkpoint
+from ...training import seeded_generator as _generator
 from ...errors import ModelError, PandermError, require_finite
 from .data import SegTable, read_mask
 from .metrics import postprocess, score_image, summarize
@@ -140,12 +141,6 @@ def colour_jitter(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _generator(seed: int) -> torch.Generator:
-    g = torch.Generator()
-    g.manual_seed(seed)
-    return g
-
-
 def _worker_init(worker_id: int) -> None:
     import random
 
@@ -233,7 +228,7 @@ class Segmenter:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cfg.epochs)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and cfg.precision in ("amp", "fp16"))
+        self.scaler = grad_scaler(self.device, cfg.precision)
 
     def dataset(self, table: SegTable, train: bool) -> SegDataset:
         c = self.cfg
@@ -272,10 +267,7 @@ class Segmenter:
             if changed:
                 raise PandermError(f"{last} was made with other settings ({', '.join(changed)}); rerun with them "
                                    "or start a new run")
-            self.optimizer.load_state_dict(ck["optimizer"])
-            self.scheduler.load_state_dict(ck["scheduler"])
-            self.scaler.load_state_dict(ck["scaler"])
-            set_rng_state(ck["rng"])
+            restore_training_state(ck, self.optimizer, self.scheduler, self.scaler)
             start, best, best_epoch = int(ck["epoch"]) + 1, float(ck["best_jaccard"]), int(ck["best_epoch"])
             history = json.loads(ck["history"])
             log.info(f"resuming after epoch {start} of {c.epochs}")
