@@ -10,57 +10,22 @@ CBM) or the raw embeddings (the baseline), one row per CSV row. `--output` gets
 The reference's `--image_col`, `--image_dir` and `--gpu` are accepted and ignored, with a line saying so:
 no image is read and the classifier runs on CPU.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import finish_help, report_ignored, run_door, setup_logging  # noqa: E402
+from panderm.compat import concept_doors  # noqa: E402
 
-# The reference only joins these into an image-path column it never reads, or picks a GPU for a CPU model.
-IGNORED = {
-    "image_col": "no image is read (the reference only builds image paths from it)",
-    "image_dir": "no image is read (the reference only builds image paths from it; the label stays the third column)",
-    "gpu": "the classifier (sklearn SGD) runs on CPU",
-}
+IGNORED = concept_doors.IGNORED_TRAIN_CLF
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--csv", required=True, help="required: CSV with one row per image (labels)")
-    p.add_argument("--embeddings", required=True, help="[N, F] SAE codes or [N, D] embeddings, CSV row order")
-    p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")
-    p.add_argument("--image_dir", default=None, help="image folder; ignored")
-    p.add_argument("--gpu", type=int, default=None, help="GPU index; ignored (the classifier runs on CPU)")
-    p.add_argument("--output", default=None, help="folder for the mean weights and intercept")
-    p.add_argument("--label_col", default=None, help="label column by name (default: the third column)")
-    p.add_argument("--split_col", default=None, help="train/test column to use instead of the 50 random splits")
-    p.add_argument("--n_splits", type=int, default=50, help="random train/test splits averaged")
-    p.add_argument("--seed", type=int, default=0, help="split i uses random_state seed+i (0: the reference)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return finish_help(p)
+def build_parser():
+    return concept_doors.build_train_clf_parser(__doc__.splitlines()[0])
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    report_ignored(args, IGNORED)
-
-    def run():
-        from panderm.tasks.concepts.run import run_cbm
-
-        r = run_cbm(args.csv, args.embeddings, args.output, label_col=args.label_col, label_position=2,
-                    split_col=args.split_col, n_splits=args.n_splits, seed=args.seed, binary=True)
-        s = r["results"]["features"]["summary"]
-        print(f"label column: {r['label_col']}; {r['results']['features']['n_splits']} split(s)")
-        print(f"Mean ROC-AUC: {s['auroc']['mean']:.3f}")
-        print(f"Mean F1: {s['macro_f1']['mean']:.3f}")
-        print(f"non-zero mean weights: {r['results']['features']['n_nonzero_mean_coef']}")
-        if args.output:
-            print(f"saved {os.path.join(args.output, 'mean_classifier_weights.npy')}")
-
-    return run_door(run, "1_train_clf_binary-class.py", debug=args.debug)
+    return concept_doors.main_train_clf(argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -10,57 +10,22 @@ classifier is the same. The reference's `--image_root` and `--image_col` (requir
 ignored, with a line saying so: the reference only rewrites the image column into paths it never reads.
 `--label_col`, `--random_state` and `--gpu` are ours.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import finish_help, report_ignored, run_door, setup_logging  # noqa: E402
+from panderm.compat import concept_doors  # noqa: E402
 
-# The reference joins these into image paths and never reads them; GPU choice is moot for sklearn SGD.
-IGNORED = {
-    "image_root": "no image is read (the reference only joins it to the image column)",
-    "image_col": "no image is read (the reference only rewrites that column into paths; the label stays last)",
-    "gpu": "the classifier (sklearn SGD) runs on CPU",
-}
+IGNORED = concept_doors.IGNORED_BIASED_CBM
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--train_csv", required=True, help="required: training CSV")
-    p.add_argument("--test_csv", required=True, help="required: test CSV")
-    p.add_argument("--train_embeddings", required=True, help="train SAE codes, train CSV row order")
-    p.add_argument("--test_embeddings", required=True, help="test SAE codes (or intervened codes), test CSV order")
-    p.add_argument("--image_root", default=None, help="image folder; ignored")
-    p.add_argument("--image_col", default=None, help="image column; ignored")
-    p.add_argument("--output", default=None, help="folder for classifier_weights.npy / classifier_intercept.npy")
-    p.add_argument("--label_col", default=None, help="label column by name (default: the last column)")
-    p.add_argument("--random_state", type=int, default=42, help="seed of the classifier")
-    p.add_argument("--gpu", default=None, help="ignored: the classifier runs on CPU")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return finish_help(p)
+def build_parser():
+    return concept_doors.build_biased_cbm_parser(__doc__.splitlines()[0])
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    report_ignored(args, IGNORED)
-
-    def run():
-        from panderm.tasks.concepts.run import biased_cbm
-
-        r = biased_cbm(args.train_csv, args.test_csv, args.train_embeddings, args.test_embeddings, args.output,
-                       label_col=args.label_col, random_state=args.random_state, binary=True)
-        m = r["metrics"]
-        print(f"label column: {r['label_col']}")
-        print(f"ROC-AUC: {m['auroc']:.3f}")
-        print(f"F1: {m['macro_f1']:.3f}")
-        print(f"Accuracy: {m['accuracy']:.3f}")
-        if args.output:
-            print(f"saved {os.path.join(args.output, 'classifier_weights.npy')}")
-
-    return run_door(run, "3_train_biased-cbm_binary-class.py", debug=args.debug)
+    return concept_doors.main_biased_cbm(argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -6,80 +6,16 @@ Resize 256 (bilinear) → CenterCrop 224 → ImageNet mean with std (0.228, 0.22
 C = D·K/100, L-BFGS, seed 0, one-vs-one AUROC. Image paths are joined to --root_path
 when it is given (the reference ignores it), else relative to the working directory.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import (  # noqa: E402
-    add_allow_absolute_paths, check_inputs, finish_help, resolve_device, run_door, setup_logging)
-
-
-RANDOM_WEIGHTS = "RANDOM WEIGHTS: these numbers come from an untrained model"
-
-
-def _mark_random_weights(summary_csv: str) -> None:
-    """Append a `warning` column to the summary CSV (the reference columns stay first and unchanged)."""
-    import pandas as pd
-
-    from panderm.report import write_csv
-
-    frame = pd.read_csv(summary_csv, dtype=str, keep_default_na=False)
-    frame["warning"] = RANDOM_WEIGHTS
-    write_csv(summary_csv, frame)
+from panderm.compat.linear_probe_door import RANDOM_WEIGHTS, main as door_main  # noqa: E402,F401
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--csv_path", required=True, help="required: CSV with image, label and split columns")
-    p.add_argument("--csv_filename", default="results.csv", help="summary CSV: Dataset, W_F1, AUROC, BACC, ACC, AUPR")
-    p.add_argument("--image_key", default="filename", help="CSV column holding the image paths")
-    p.add_argument("--root_path", default=None,
-                   help="folder the image paths are relative to (default: the working directory)")
-    p.add_argument("--model", required=True,
-                   help="e.g. open_clip_hf-hub:redlessone/PanDerm2, PanDerm, biomedclip, MONET")
-    p.add_argument("--percent_data", type=float, default=1.0, help="fraction of the training rows used (stratified)")
-    p.add_argument("--batch_size", type=int, default=200, help="images per batch")
-    p.add_argument("--num_workers", type=int, default=8, help="DataLoader workers")
-    p.add_argument("--output_dir", default="./output_dir",
-                   help="output folder (predictions, confusion matrix, --csv_filename)")
-    p.add_argument("--checkpoint", default=None, help="weights file for --model (default: the model's own)")
-    p.add_argument("--device", default=None,
-                   help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
-                        "an explicitly named device that is not there is an error")
-    p.add_argument("--model_preprocess", action="store_true",
-                   help="use the model's own preprocessing instead (needed by models whose input size is not "
-                        "224 px, e.g. demo)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    add_allow_absolute_paths(p)
-    args = finish_help(p).parse_args(argv)
-    setup_logging()
-
-    def run():
-        check_inputs([(args.csv_path, "--csv_path")])  # a missing CSV: one line before torch is imported
-        from panderm.models import REFERENCE_LP_PREPROCESS, load_encoder
-        from panderm.report import format_table
-        from panderm.tasks import linear_probe_run as lp
-
-        splits = lp.load_splits(args.csv_path, args.image_key, "label", root=args.root_path or ".",
-                                allow_outside_root=args.allow_outside_root)
-        device = resolve_device(args.device)
-        encoder = load_encoder(args.model, checkpoint=args.checkpoint, device=device,
-                               preprocess=None if args.model_preprocess else REFERENCE_LP_PREPROCESS)
-        kind, norm = lp.reference_feature(encoder)
-        result = lp.run(encoder, splits, kind, norm, percent_data=(args.percent_data,), n_bootstrap=0,
-                        device=device, extract_kw=dict(batch_size=args.batch_size, num_workers=args.num_workers,
-                                                       precision=lp.reference_precision(encoder)))
-        out = lp.reference_output_dir(args.output_dir)
-        lp.write_reference_outputs(result, splits, out, args.csv_filename, args.image_key)
-        if encoder.random_init:
-            _mark_random_weights(os.path.join(out, os.path.basename(args.csv_filename)))
-            print(RANDOM_WEIGHTS)
-        print(format_table(lp.summary_rows(result)))
-        print(f"wrote {out}")
-
-    return run_door(run, "linear_eval.py", debug=args.debug, flags={"image_root": "--root_path"})
+    return door_main(argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

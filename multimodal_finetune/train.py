@@ -12,7 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.tasks.multimodal.cli import run_reference  # noqa: E402
+from panderm.compat.multimodal_door import run_reference  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -7,51 +7,16 @@ colour-only augmentation, mean = std = 0.5, 224 px, batch size 1, best checkpoin
 Dice / Jaccard per image after the largest connected component (empty truth: centre pixel). wandb only with
 --wandb. Data: <parent_path>/ISIC2018/{Training,Validation,Test}_Data + *_GroundTruth, or --csv.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from panderm.cli_support import finish_help, resolve_device, run_door, setup_logging  # noqa: E402
+from panderm.compat.segmentation_door import main as door_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--dataset", default="ISIC2018",
-                   help="ISIC2018 (folders under --parent_path) or the name written in the results file with --csv")
-    p.add_argument("--parent_path", default="./data/", help="folder holding ISIC2018/")
-    p.add_argument("--csv", default=None, help="instead of ISIC2018: a CSV with image_path, mask_path, split")
-    p.add_argument("--model", default="PanDerm-L", help="encoder alias or id (see `panderm models`)")
-    p.add_argument("--pretrained_path", "--checkpoint", dest="checkpoint", default=None, help="encoder weights")
-    p.add_argument("--allow_random_init", action="store_true", help="train from random weights when none are found")
-    p.add_argument("--percent", type=float, default=100.0, help="percent of training images (seeded, sorted)")
-    p.add_argument("--fold", type=int, default=0, help="fold index, written in the results file name")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--epochs", type=int, default=100, help="training epochs")
-    p.add_argument("--batch_size", type=int, default=1, help="images per batch")
-    p.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate")
-    p.add_argument("--img_size", type=int, default=224, help="input size in px")
-    p.add_argument("--smoke_test", action="store_true", help="1 epoch on 8/4/4 images")
-    p.add_argument("--save_dir", default="./results", help="results_<dataset>_<fold>_<seed>.json and run_* folders")
-    p.add_argument("--device", default=None, help="default: the GPU when present, else CPU")
-    p.add_argument("--wandb", default=None, metavar="PROJECT", help="log to this wandb project (off by default)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    args = finish_help(p).parse_args(argv)
-    setup_logging()
-
-    def run():
-        from panderm.tasks.segmentation.reference import run_reference
-
-        res = run_reference(args.model, args.checkpoint, args.dataset, args.parent_path, args.save_dir,
-                            fold=args.fold, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
-                            lr=args.lr, percent=args.percent, image_size=args.img_size, smoke_test=args.smoke_test,
-                            device=resolve_device(args.device or "auto"), csv=args.csv,
-                            allow_random_init=args.allow_random_init, wandb_project=args.wandb)
-        print(f"Test Dsc {res['Dsc']:.4f}  Jac {res['Jac']:.4f}  ({res['n_test']} images)")
-
-    return run_door(run, "segmentation/run.py", debug=args.debug,
-                    flags={"dataset": "--dataset", "percent_data": "--percent", "data_root": "--parent_path"})
+    return door_main(argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -1,53 +1,19 @@
 #!/usr/bin/env python
 """Reference door: export L2-normalised image embeddings (`all_embeddings.npy`, CSV order).
 
-Takes the reference flags of PanDerm-2's `src/export_visual_features.py`. The work is
-done by `panderm.tasks.export.export_features`; this file only maps flags.
+Takes the reference flags of PanDerm-2's `src/export_visual_features.py`. The flags are
+read by `panderm.compat.export_door`, the work is done by `panderm.tasks.export.export_features`.
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from panderm.cli_support import (  # noqa: E402
-    add_allow_absolute_paths, add_max_image_pixels, check_inputs, finish_help, resolve_device, run_door, setup_logging)
+from panderm.compat.export_door import main as door_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    p.add_argument("--model_name", default="hf-hub:redlessone/PanDerm2",
-                   help="model id (alias, hf-hub:ORG/NAME, local-dir:PATH, ...; see `panderm models`)")
-    p.add_argument("--checkpoint", default=None, help="optional open_clip state dict replacing the model's weights")
-    p.add_argument("--csv_path", required=True, help="required: CSV with one row per image")
-    p.add_argument("--img_col", default="filename", help="CSV column holding the image paths")
-    p.add_argument("--data_root", required=True, help="required: folder the image paths are relative to")
-    p.add_argument("--batch_size", type=int, default=2048, help="images per batch")
-    p.add_argument("--num_workers", type=int, default=16, help="DataLoader workers")
-    p.add_argument("--device", default=None,
-                   help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
-                        "an explicitly named device that is not there is an error")
-    p.add_argument("--output_dir", default="./embeddings", help="folder for all_embeddings.npy")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    add_allow_absolute_paths(p)
-    add_max_image_pixels(p)
-    args = finish_help(p).parse_args(argv)
-    setup_logging()
-
-    def run():
-        check_inputs([(args.csv_path, "--csv_path")])  # a missing CSV: one line before torch is imported
-        from panderm.tasks.export import export_features
-
-        out = os.path.join(args.output_dir, "all_embeddings.npy")
-        export_features(
-            args.model_name, args.csv_path, args.img_col, out, root=args.data_root, kind="embed", normalize=True,
-            checkpoint=args.checkpoint, device=resolve_device(args.device), batch_size=args.batch_size,
-            num_workers=args.num_workers, precision="fp32", exif_transpose=False, flag_hints={args.img_col: "--img_col"},
-            allow_outside_root=args.allow_outside_root, max_image_pixels=args.max_image_pixels,
-        )
-        print(f"saved {out}")
-
-    return run_door(run, "export_visual_features.py", debug=args.debug, flags={"image_root": "--data_root"})
+    return door_main(argv, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

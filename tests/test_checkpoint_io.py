@@ -157,7 +157,7 @@ def test_finetune_eval_on_a_bare_tensor_is_one_line(tiny_panderm_v1, tiny_csv, t
 
 
 def test_multimodal_test_and_resume_refuse_a_crafted_checkpoint(tiny_panderm2, pad_csv, evil, tmp_path, capsys):
-    from panderm.tasks.multimodal.cli import run_reference
+    from panderm.compat.multimodal_door import run_reference
 
     path, marker = evil
     common = ["--model", f"local-dir:{tiny_panderm2}", "--dataset", "pad", "--data-path", str(pad_csv),

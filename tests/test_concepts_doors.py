@@ -232,7 +232,7 @@ def test_biased_cbm_and_topk_intervention_doors(biased, sae_dir):
 
 def cli(*argv):
     from panderm.cli import add_model_args
-    from panderm.tasks.concepts.cli import register
+    from panderm.cli.concepts import register
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)

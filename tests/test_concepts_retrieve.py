@@ -297,7 +297,7 @@ def test_end_to_end_on_ph2(tiny_openclip, tmp_path):
 def test_cli_retrieve_and_report(tiny_openclip, tmp_path):
     """The `retrieve` / `report` sub-actions, on a parser of their own (cli.py wires them into `panderm concepts`)."""
     from panderm.cli import add_model_args
-    from panderm.tasks.concepts.cli_extra import register_extra
+    from panderm.cli.concepts import register_extra
     from panderm.tasks.concepts.run import extract_activations, train_sae_from_file
 
     rng = np.random.default_rng(0)

@@ -11,8 +11,8 @@ from PIL import Image
 from panderm.errors import DataError, ModelError
 from panderm.models import load_encoder
 from panderm.tasks import finetune as ft
-from panderm.tasks import finetune_cli
-from panderm.tasks.linear_probe_run import load_splits
+from panderm.cli import finetune as finetune_cli
+from panderm.tasks.linear_probe.pipeline import load_splits
 
 N_CLASSES = 4
 

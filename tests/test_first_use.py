@@ -53,7 +53,7 @@ def test_one_hot_metadata_trains_from_the_cli(tmp_path, capsys):
 
 
 def test_one_hot_metadata_trains_from_the_door(tmp_path, capsys):
-    from panderm.tasks.multimodal.cli import run_reference
+    from panderm.compat.multimodal_door import run_reference
 
     csv = _pad_meta_csv(tmp_path)
     rc = run_reference("train", ["--model_name", "demo", "--dataset", "csv", "--data_path", str(csv), "--class_num", "6",
@@ -141,7 +141,7 @@ def _all_parsers():
 
     walk("panderm", build_parser())
     from panderm.compat.main_door import build_parser as main_parser
-    from panderm.tasks.multimodal.cli import reference_parser
+    from panderm.compat.multimodal_door import reference_parser
 
     walk("src/main.py", main_parser())
     walk("multimodal train.py", reference_parser("train"))
@@ -192,7 +192,7 @@ def test_seed_is_not_taken_as_seeds(capsys):
 def test_explicit_cuda_without_gpu_is_an_error(monkeypatch):
     import torch
 
-    from panderm.cli_support import resolve_device
+    from panderm.cli.doors import resolve_device
     from panderm.errors import PandermError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -209,7 +209,7 @@ def test_explicit_cuda_without_gpu_is_an_error(monkeypatch):
 def test_auto_picks_cuda_when_present(monkeypatch):
     import torch
 
-    from panderm.cli_support import resolve_device
+    from panderm.cli.doors import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

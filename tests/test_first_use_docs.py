@@ -165,8 +165,8 @@ def test_linear_eval_real_weights_keep_the_reference_columns(tmp_path, monkeypat
 # -- retrieval examples.png: distinct, wrapped captions ---------------------------------------------------------
 
 def test_retrieval_examples_show_distinct_wrapped_captions(tmp_path):
-    from panderm.tasks.retrieval_data import load_pairs
-    from panderm.tasks.retrieval_run import examples_data
+    from panderm.tasks.retrieval.data import load_pairs
+    from panderm.tasks.retrieval.pipeline import examples_data
 
     long_a = "dermoscopic image; asymmetry: fully symmetric; pigment network: typical; " * 3 + "colors: brown"
     long_b = "dermoscopic image; asymmetry: fully symmetric; pigment network: typical; " * 3 + "colors: black"

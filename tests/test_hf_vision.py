@@ -17,7 +17,7 @@ from panderm.features import extract_features
 from panderm.models import load_encoder
 from panderm.models.hf_vision import preprocess_from_config
 from panderm.models.registry import resolve_alias
-from panderm.tasks.linear_probe_run import reference_feature
+from panderm.tasks.linear_probe.pipeline import reference_feature
 
 REPO = Path(__file__).resolve().parents[1]
 HAM = REPO / "data" / "sample" / "ham10000_sample"

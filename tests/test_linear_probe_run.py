@@ -13,7 +13,7 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from torchvision import transforms as T
 
-from panderm.tasks.linear_probe_run import reference_output_dir
+from panderm.tasks.linear_probe.pipeline import reference_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PAD = REPO / "data" / "sample" / "pad_ufes20_sample" / "pad_ufes20_sample.csv"
@@ -148,7 +148,7 @@ def test_reference_doors_extract_in_float32_as_the_reference(resnet_ckpt, tiny_o
     """The reference probe and export ran without autocast (MONET alone in fp16): the doors ask for that
     precision whatever the device, so CUDA runs match the reference's numbers."""
     import panderm.tasks.export as export
-    import panderm.tasks.linear_probe_run as lp
+    import panderm.tasks.linear_probe.pipeline as lp
     from panderm.models import load_encoder
 
     assert lp.reference_precision(load_encoder(f"local-dir:{tiny_openclip}")) == "fp32"

@@ -23,7 +23,7 @@ from panderm.models import (
 from panderm.models import cards, registry
 from panderm.models.cae_vit import CAEVisionTower
 from panderm.models.constants import IMAGENET_MEAN, IMAGENET_STD
-from panderm.tasks.linear_probe_run import reference_feature, reference_precision
+from panderm.tasks.linear_probe.pipeline import reference_feature, reference_precision
 from tiny_models import (
     build_hf_clip, build_tiny_biomedclip, build_tiny_bert, build_tiny_dinov3, build_tiny_openclip,
     build_tiny_panderm2, put_in_hf_cache,

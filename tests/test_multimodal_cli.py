@@ -10,7 +10,8 @@ import pytest
 
 from panderm.cli import add_model_args
 from panderm.cli import main as panderm_main
-from panderm.tasks.multimodal.cli import register, run_reference
+from panderm.cli.multimodal import register
+from panderm.compat.multimodal_door import run_reference
 
 from test_multimodal_e2e import RUN_FILES, _pad_rows
 
@@ -119,7 +120,7 @@ def test_csv_column_flags_parse_in_both_spellings():
     defaults = p.parse_args(["multimodal", "test", "--model", "demo", "--data-path", "x.csv"])
     assert (defaults.clinical_col, defaults.derm_col, defaults.label_col, defaults.split_col) == \
         ("clinical_path", "derm_path", "label", "split")
-    from panderm.tasks.multimodal.cli import reference_parser
+    from panderm.compat.multimodal_door import reference_parser
 
     ref = reference_parser("train").parse_args(["--clinical_col", "c", "--derm_col", "none", "--label_col", "l",
                                                 "--split_col", "s"])
@@ -186,7 +187,7 @@ def test_door_test_with_other_flags_names_the_differing_settings(trained_run, ow
 # -- 5. hidden_dim note only when given -------------------------------------------------------
 
 def test_hidden_dim_note_only_when_given(pad_small, tmp_path, caplog, capsys):
-    from panderm.tasks.multimodal import cli
+    from panderm.compat import multimodal_door as cli
 
     seen = {}
 
@@ -198,7 +199,7 @@ def test_hidden_dim_note_only_when_given(pad_small, tmp_path, caplog, capsys):
     assert p.parse_args(["multimodal", "train", "--model", "demo", "--data-path", "x"]).hidden_dim is None
     assert cli.reference_parser("train").parse_args([]).hidden_dim is None
     base = ["--model", "demo", "--dataset", "pad", "--data-path", pad_small, "--use-cli", *TINY, "--epochs", 1]
-    with caplog.at_level(logging.INFO, logger="panderm.tasks.multimodal.cli"):
+    with caplog.at_level(logging.INFO, logger="panderm.cli.multimodal"):
         rc, cap = _cli(["train", *base, "--output-dir", tmp_path / "a"], capsys)
         assert rc == 0, cap.err
         assert "ignored" not in caplog.text

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from panderm.tasks.multimodal.cli import find_best_checkpoint, reference_parser, run_reference
+from panderm.cli.multimodal import find_best_checkpoint
+from panderm.compat.multimodal_door import reference_parser, run_reference
 from panderm.tasks.multimodal.data import load_derm7pt, load_pad_ufes20
 from panderm.tasks.multimodal.model import FusionConfig
 from panderm.tasks.multimodal.train import METRIC_COLUMNS, PANDERM_METRIC_COLUMNS, MultimodalTrainer, TrainConfig

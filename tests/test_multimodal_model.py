@@ -209,7 +209,8 @@ def test_door_defaults_to_reference_bgr_and_panderm_to_rgb():
     import argparse
 
     from panderm.cli import add_model_args
-    from panderm.tasks.multimodal.cli import reference_parser, register
+    from panderm.cli.multimodal import register
+    from panderm.compat.multimodal_door import reference_parser
 
     assert reference_parser("train").parse_args([]).bgr is True
     assert reference_parser("train").parse_args(["--rgb"]).bgr is False

@@ -22,7 +22,8 @@ from panderm.errors import PandermError
 from panderm.models import load_encoder
 from panderm.models.cae_vit import drop_path, drop_path_rates
 from panderm.models.registry import resolve_alias
-from panderm.tasks.multimodal.cli import reference_parser, register
+from panderm.cli.multimodal import register
+from panderm.compat.multimodal_door import reference_parser
 from panderm.tasks.multimodal.data import (
     IMAGENET_STD,
     REFERENCE_STD,
@@ -136,7 +137,7 @@ def _built_config(monkeypatch, tmp_path, argv, ref: bool) -> TrainConfig:
     """The TrainConfig `_build` makes from a command line (encoder and trainer stubbed)."""
     import panderm.models
     import panderm.tasks.multimodal.train as mm_train
-    from panderm.tasks.multimodal import cli
+    from panderm.cli import multimodal as cli
 
     seen = {}
 
@@ -408,6 +409,7 @@ def test_test_metrics_equal_the_reference_sklearn_calls(k):
 
 def test_cli_keeps_the_data_modules_resize_modes():
     """cli.py repeats the names so `panderm --help` starts without importing torch: the two must agree."""
-    from panderm.tasks.multimodal import cli, data
+    from panderm.cli import multimodal_args as cli
+    from panderm.tasks.multimodal import data
 
     assert set(cli.RESIZE_MODES) == set(data.RESIZE_MODES)

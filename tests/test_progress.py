@@ -60,7 +60,7 @@ def test_cli_quiet_flag_anywhere(ham_csv, tmp_path):
 
 def test_an_error_abandons_open_bars_without_a_late_line(lines):
     """Ctrl-C: run_door prints 'interrupted' last; the unwound loop's bar must not print after it."""
-    from panderm.cli_support import run_door
+    from panderm.cli.doors import run_door
 
     def interrupted():
         batches = prog.track(range(20), "epoch", unit="batch")  # a name holds the loop open past the unwinding

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from panderm.errors import DataError
-from panderm.tasks.retrieval_data import load_pairs
+from panderm.tasks.retrieval.data import load_pairs
 
 REPO = Path(__file__).resolve().parents[1]
 PH2 = REPO / "data" / "sample" / "ph2" / "ph2.csv"
@@ -106,7 +106,7 @@ REFERENCE_KEYS = [f"{d}_{k}" for d in ("image_to_text", "text_to_image")
 
 def reference_evaluate(model_dir, image_paths, captions, batch_size, amp):
     """The reference's `src/main.py --val-data` numbers, restated from open_clip_train's evaluate and
-    get_clip_metrics (ref-panderm2 §3) on open_clip's own model, independently of the door's code.
+    get_clip_metrics (docs/REFERENCE.md, Retrieval) on open_clip's own model, independently of the door's code.
 
     How the numbers are obtained: pairs in loader batches of `batch_size`; per batch, under
     torch.autocast("cpu", float16) for `--precision amp` (get_autocast with the device's type; none for fp32),
@@ -191,7 +191,7 @@ def test_door_ranks_block_by_block_only_when_the_full_matrix_does_not_fit(tiny_o
 
     from panderm.models import load_encoder
     from panderm.tasks.retrieval import argsort_bytes, argsort_fits
-    from panderm.tasks.retrieval_run import reference_result
+    from panderm.tasks.retrieval.pipeline import reference_result
 
     assert argsort_bytes(1000, 4) == 20_000_000
     assert argsort_fits(1000, 4, available=40_000_000) and not argsort_fits(1000, 4, available=39_999_999)

@@ -6,7 +6,7 @@ from PIL import Image
 
 from panderm.data.splits import Splits, load_splits
 from panderm.errors import DataError
-from panderm.tasks import linear_probe_run
+from panderm.tasks.linear_probe import pipeline as linear_probe_run
 
 
 @pytest.fixture

@@ -157,14 +157,14 @@ def test_bad_task_flag_is_one_line_before_any_cell_runs(tmp_path, capsys):
 
 def test_a_quiet_sweep_runs_quiet_cells(tmp_path, monkeypatch):
     """Each cell sets up logging anew through panderm.cli.main: `panderm -q sweep` must hand -q on."""
-    from panderm import cli, progress
+    from panderm import progress
     from panderm.analysis import sweep
 
     seen = []
-    monkeypatch.setattr(cli, "main", lambda argv: seen.append(list(argv)) or 0)
+    command = lambda argv: seen.append(list(argv)) or 0  # noqa: E731
     cell = plan_cells(plan_from_config({"models": ["demo"], "benchmarks": ["PH2-2"]}), tmp_path / "o")[0]
     monkeypatch.setattr(progress, "_quiet", True)
-    assert sweep._run_cell(cell) == ("failed", "the run wrote no results.json")
+    assert sweep._run_cell(cell, command) == ("failed", "the run wrote no results.json")
     monkeypatch.setattr(progress, "_quiet", False)
-    sweep._run_cell(cell)
+    sweep._run_cell(cell, command)
     assert seen == [cell.argv + ["-q"], cell.argv]

@@ -44,7 +44,7 @@ class Model:
         Dataset evaluations decode JPEGs at a reduced DCT scale (still at least twice the model input; much
         faster on large photos); ``full_decode=True`` decodes them fully, as the reference does.
         """
-        from .cli_support import resolve_device
+        from .cli.doors import resolve_device
 
         encoder = load_encoder(model_id, checkpoint=checkpoint, device=resolve_device(device, flag="device"),
                                allow_random_init=allow_random_init)
@@ -142,7 +142,7 @@ class Model:
         keeps the reference's L-BFGS stopping rule. Returns :func:`panderm.tasks.linear_probe.run_linear_probe`'s
         dict (``runs``, ``summary``, ...) plus ``"kind"`` and ``"normalized"``.
         """
-        from .tasks import linear_probe_run as lp
+        from .tasks.linear_probe import pipeline as lp
         from .tasks.linear_probe import solver_tol
 
         tol = solver_tol(solver)
@@ -164,8 +164,8 @@ class Model:
         ``duplicates="auto"`` counts identical images / captions (or a ``group_by`` column) as one item;
         ``"none"`` lets them compete, as the reference does.
         """
-        from .tasks import retrieval_run
-        from .tasks.retrieval_data import load_pairs
+        from .tasks.retrieval import pipeline as retrieval_run
+        from .tasks.retrieval.data import load_pairs
 
         pairs = load_pairs(csv, image_col, caption_col, root=root, group_by=group_by,
                            allow_outside_root=allow_outside_root)

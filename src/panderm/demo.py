@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from .report import format_table, write_json
+from .tasks.registry import TASKS
 
 SAMPLE_SETS = {
     "HAM10000-sample": ("ham10000_sample", "ham10000_sample.csv"),
@@ -44,6 +45,8 @@ def sample_root() -> Path:
 
 def run_demo(model: str = "demo", out_dir: str | Path = "demo-output", device: str = "cpu",
              checkpoint: str | None = None, tasks: tuple[str, ...] = ("features",)) -> dict:
+    """Feature extraction (when `tasks` holds "features") and each named task of `panderm.tasks.registry.TASKS`
+    on the bundled sample; writes `out_dir/results.json` (one key per task) and returns its content."""
     from .data.tables import load_table
     from .features import extract_features
     from .models import load_encoder
@@ -67,11 +70,10 @@ def run_demo(model: str = "demo", out_dir: str | Path = "demo-output", device: s
         print("\nFeature extraction (kind=embed)")
         print(format_table(rows))
         report["features"] = rows
-    for task in tasks:
-        if task != "features":
-            from importlib import import_module
-
-            report[task] = import_module(f".tasks.{task}", __package__).demo(encoder, root, out_dir)
+    for name in tasks:
+        if name != "features":
+            task = TASKS[name]
+            report[task.report_key] = task.load().demo(encoder, root, out_dir)
     write_json(out_dir / "results.json", report)
     print(f"\nwrote {out_dir / 'results.json'}")
     return report

@@ -61,11 +61,8 @@ def is_finished(cell: Cell) -> bool:
     return recorded_argv(cell.run_dir) == [w for w in cell.argv if w != "--overwrite"]
 
 
-def _check_argv(cells: list[Cell]) -> None:
+def _check_argv(cells: list[Cell], parser) -> None:
     """Parse every cell's command line before running any: a bad flag is one line naming the cell."""
-    from ..cli import build_parser
-
-    parser = build_parser()
     for cell in cells:
         buf = io.StringIO()
         try:
@@ -111,9 +108,11 @@ def _error_line(text: str, fallback: str) -> str:
     return fallback
 
 
-def _run_cell(cell: Cell) -> tuple[str, str | None]:
-    """Run one cell in-process; ('ran', None) or ('failed', one line). Ctrl-C stops the sweep."""
-    from .. import cli
+def _run_cell(cell: Cell, command) -> tuple[str, str | None]:
+    """Run one cell in-process through `command(argv) -> exit status`; ('ran', None) or ('failed', one line).
+
+    Ctrl-C stops the sweep.
+    """
     from ..progress import is_quiet
     from ..report import forget_claimed
 
@@ -126,7 +125,7 @@ def _run_cell(cell: Cell) -> tuple[str, str | None]:
     tee = _Tee(sys.stderr)
     try:
         with contextlib.redirect_stderr(tee):
-            rc = cli.main(argv + ["-q"] if is_quiet() else argv)  # each cell sets up logging anew
+            rc = command(argv + ["-q"] if is_quiet() else argv)  # each cell sets up logging anew
     except SystemExit as exc:  # argparse
         rc = exc.code if isinstance(exc.code, int) else 2
     except Exception as exc:  # a bug in a task: report it, keep going
@@ -171,8 +170,13 @@ def _compare_up_to_date(compare_dir: Path, dirs: list[Path], settings: dict) -> 
     return all((compare_dir / f).is_file() for f in (old.get("files") or {}).values())
 
 
-def run_sweep(plan: SweepPlan, out_dir: str | os.PathLike, compare: bool = True, echo=print) -> SweepResult:
+def run_sweep(plan: SweepPlan, out_dir: str | os.PathLike, *, command, parser, compare: bool = True,
+              echo=print) -> SweepResult:
     """Run every cell of `plan` under `out_dir` (skipping finished ones), then the leaderboard.
+
+    A cell is a `panderm` command line: `parser` (an argparse parser of `panderm`) checks every cell before
+    any runs, `command(argv) -> exit status` runs one (``panderm.cli.main``; passed in so the library does not
+    import the command line that imports it).
 
     `echo` receives the progress lines (default: print). Returns a :class:`SweepResult`; failures are in
     ``errors`` (the caller decides how to end).
@@ -181,7 +185,7 @@ def run_sweep(plan: SweepPlan, out_dir: str | os.PathLike, compare: bool = True,
 
     out_dir = Path(out_dir)
     cells = plan_cells(plan, out_dir)
-    _check_argv(cells)
+    _check_argv(cells, parser)
     out_dir.mkdir(parents=True, exist_ok=True)
     status: dict[str, str] = {}
     errors: dict[str, str] = {}
@@ -195,7 +199,7 @@ def run_sweep(plan: SweepPlan, out_dir: str | os.PathLike, compare: bool = True,
     for i, cell in enumerate(todo, 1):
         echo(f"[{i}/{len(todo)}] {cell.label}: panderm {shlex.join(cell.argv)}")
         t0 = time.perf_counter()
-        state, why = _run_cell(cell)
+        state, why = _run_cell(cell, command)
         seconds[str(cell.run_dir)] = time.perf_counter() - t0
         status[str(cell.run_dir)] = state
         if why:

@@ -20,6 +20,9 @@ PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32", "pure_b
 
 log = logging.getLogger("panderm")
 
+#: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
+FLAGS = {"image_root": "--parent-path"}
+
 _EVAL_FLAGS = {b.flag: b for b in BENCHMARKS.values()}
 
 
@@ -36,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv-caption-key", default="title", help="CSV column holding the captions (retrieval)")
     p.add_argument("--csv-separator", default="\t", help="accepted and ignored, as in the reference")
     p.add_argument("--parent-path", default="", help="string prefix joined to every image path")
-    from ..cli_support import add_allow_absolute_paths, finish_help
+    from ..cli.args import add_allow_absolute_paths
+    from ..cli.doors import finish_help
 
     add_allow_absolute_paths(p)
     p.add_argument("--val-data", default=None, help="retrieval CSV (image, caption)")
@@ -120,13 +124,13 @@ def reference_preprocess(model_id: str, encoder) -> None:
 
 
 def run(args) -> None:
-    from ..cli_support import check_inputs
+    from ..cli.doors import check_inputs
 
     # A missing CSV is one line before torch is imported and the model loads.
     given = {flag: getattr(args, flag.lstrip("-").replace("-", "_")) for flag in _EVAL_FLAGS}
     check_inputs([(v, f) for f, v in given.items() if v] + [(args.zeroshot_eval_custom, "--zeroshot_eval_custom"),
                                                             (args.val_data, "--val-data")])
-    from ..cli_support import resolve_device
+    from ..cli.doors import resolve_device
     from ..data.templates import SKIN_TEMPLATES, load_templates
     from ..models import load_encoder, model_short_name
     from ..report import format_table, provenance
@@ -160,7 +164,7 @@ def run(args) -> None:
                                                flag_hints=hints, allow_outside_root=args.allow_outside_root))
     retrieval_table = None
     if args.val_data:
-        from ..tasks.retrieval_data import load_pairs
+        from ..tasks.retrieval.data import load_pairs
 
         # The reference's retrieval CsvDataset opens paths as written (relative to the working directory):
         # --parent-path is for the zero-shot CSVs only.
@@ -184,7 +188,7 @@ def run(args) -> None:
             logs.write_per_sample(r.dataset.folder, short, r.predictions_frame(args.csv_img_key))
             metrics.update(r.reference_metrics())
         if retrieval_table is not None:
-            from ..tasks import retrieval_run
+            from ..tasks.retrieval import pipeline as retrieval_run
 
             metrics.update(retrieval_run.reference_metrics(encoder, retrieval_table, args))
         logs.log_metrics(metrics)

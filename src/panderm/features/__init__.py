@@ -13,8 +13,8 @@ from .cache import (CACHE_VERSION, CODE_PACKAGES, array_digest, cache_dir_defaul
                     code_versions, entry_lock, read_entry, sidecar_path, write_entry)
 from .engine import (_COMPILED_ATTR, AUTO_HEADROOM, BATCH_LADDER, CPU_AUTO_BATCH, CPU_AUTOCAST, PRECISIONS,
                      PREFETCH_IMAGES, ImageDataset, _autocast, _batch_fn, _loader, _prefetch_factor, autocast_dtype,
-                     base_precision, cpu_autocast, default_workers, effective_precision, is_oom, resolve_batch_size,
-                     search_batch_size)
+                     base_precision, cpu_autocast, default_workers, effective_precision, embed_dtype, is_oom,
+                     resolve_batch_size, search_batch_size)
 from .extract import FeatureResult, _run_distributed, extract_features
 from .text import cached_text_embeddings, extract_text_features, text_cache_key
 
@@ -22,7 +22,8 @@ __all__ = [
     "AUTO_HEADROOM", "BATCH_LADDER", "CACHE_VERSION", "CODE_PACKAGES", "CPU_AUTOCAST", "CPU_AUTO_BATCH",
     "FeatureResult", "ImageDataset", "PRECISIONS", "PREFETCH_IMAGES", "array_digest", "autocast_dtype",
     "base_precision", "cache_dir_default", "cache_key", "cache_write_error", "cached_text_embeddings",
-    "code_versions", "cpu_autocast", "default_workers", "effective_precision", "entry_lock", "extract_features",
+    "code_versions", "cpu_autocast", "default_workers", "effective_precision", "embed_dtype", "entry_lock",
+    "extract_features",
     "extract_text_features", "is_oom", "read_entry", "resolve_batch_size", "search_batch_size", "sidecar_path",
     "text_cache_key", "write_entry",
 ]

@@ -127,6 +127,17 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast("cpu" if mode.startswith("cpu-") else "cuda", dtype=autocast_dtype(mode))
 
 
+def embed_dtype(encoder: Encoder, precision: str) -> torch.dtype:
+    """The dtype of `encoder.encode_image(x, "embed")` under `precision`'s autocast (one dummy image, once)."""
+    memo = encoder.__dict__.setdefault("_panderm_embed_dtype", {})
+    mode = effective_precision(encoder.device, precision)
+    if mode not in memo:
+        size = encoder.preprocess_spec.size
+        with torch.inference_mode(), _autocast(encoder.device, precision):
+            memo[mode] = encoder.encode_image(torch.zeros(1, 3, size, size, device=encoder.device), "embed").dtype
+    return memo[mode]
+
+
 def _encode_batch(encoder: Encoder, x: torch.Tensor, kind: str) -> torch.Tensor:
     out = encoder.encode_image(x, "tokens" if kind == "tokens" else kind)
     if kind == "tokens":

@@ -24,8 +24,9 @@ already-normalised features; a row of zeros cannot be normalised and is an error
 Inputs in float64 are compared in float64, everything else in float32.
 
 Modules: this one (metrics, result, bootstrap; every public name is importable from here),
-``retrieval_rank`` (input checks, groups, the chunked ranking and its tie rule), ``retrieval_reference``
-(the reference's full-matrix argsort ranking and CLIP loss).
+``rank`` (input checks, groups, the chunked ranking and its tie rule), ``reference``
+(the reference's full-matrix argsort ranking and CLIP loss), ``data`` (image-caption pairs), ``pipeline``
+(the run over images and captions: features, metrics, files).
 
 Duplicates and groups
 ---------------------
@@ -61,7 +62,7 @@ import torch
 
 from panderm.errors import DataError
 
-from .retrieval_rank import (  # noqa: F401  (re-exported: the public home of the ranking names stays here)
+from .rank import (  # noqa: F401  (re-exported: the public home of the ranking names stays here)
     _MISSING,
     DEFAULT_CHUNK_SIZE,
     _as_embeddings,
@@ -79,7 +80,7 @@ from .retrieval_rank import (  # noqa: F401  (re-exported: the public home of th
     duplicate_groups,
     rank_of_targets,
 )
-from .retrieval_reference import (  # noqa: F401
+from .reference import (  # noqa: F401
     DEFAULT_LOSS_BATCH_SIZE,
     _available_memory,
     _check_logit_scale,

@@ -13,7 +13,7 @@ import torch
 
 from panderm.errors import DataError
 
-from .retrieval_rank import (
+from .rank import (
     DEFAULT_CHUNK_SIZE,
     _as_embeddings,
     _check_pair_count,

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from panderm.errors import DataError, PandermError
 
-from .linear_probe_sampling import _as_labels
+from .sampling import _as_labels
 
 log = logging.getLogger(__name__)
 

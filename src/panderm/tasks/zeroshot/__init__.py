@@ -19,19 +19,19 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..data.benchmarks import Benchmark
-from ..data.tables import ImageTable
-from ..data.templates import SKIN_TEMPLATES, render
-from ..errors import DataError
-from ..metrics import bootstrap_ci, classification_metrics, reported_metrics
-from ..models.base import Encoder
+from ...data.benchmarks import Benchmark
+from ...data.tables import ImageTable
+from ...data.templates import SKIN_TEMPLATES, render
+from ...errors import DataError
+from ...metrics import bootstrap_ci, classification_metrics, reported_metrics
+from ...models.base import Encoder
 
 log = logging.getLogger(__name__)
 LOGIT_SCALE = 100.0
 
 
 def _text_cache_dir() -> Path:
-    from ..models.demo import cache_root
+    from ...models.demo import cache_root
 
     return cache_root() / "text"
 
@@ -51,7 +51,7 @@ def class_embeddings(
     class names, the templates, the prompts' token ids and the precision; the entry is checksummed and a corrupt
     or truncated one is recomputed with one warning.
     """
-    from ..features import _autocast, cached_text_embeddings, text_cache_key
+    from ...features import _autocast, cached_text_embeddings, text_cache_key
 
     if len(classnames) == 0:
         raise DataError("no class names given")
@@ -102,7 +102,7 @@ def zero_shot_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, sca
 
 def reference_logits_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The dtype the reference's CUDA autocast gives the zero-shot logits under `precision` (None: float32)."""
-    from ..features import effective_precision
+    from ...features import effective_precision
 
     mode = effective_precision(torch.device(device), precision)
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
@@ -132,19 +132,6 @@ def cpu_autocast_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, 
             out.append(torch.softmax(scale * f @ w, dim=1))
     probs = torch.cat(out)
     return probs.numpy() if probs.dtype == torch.float16 else probs.float().numpy()
-
-
-def embed_dtype(encoder: Encoder, precision: str) -> torch.dtype:
-    """The dtype of `encoder.encode_image(x, "embed")` under `precision`'s autocast (one dummy image, once)."""
-    from ..features import _autocast, effective_precision
-
-    memo = encoder.__dict__.setdefault("_panderm_embed_dtype", {})
-    mode = effective_precision(encoder.device, precision)
-    if mode not in memo:
-        size = encoder.preprocess_spec.size
-        with torch.inference_mode(), _autocast(encoder.device, precision):
-            memo[mode] = encoder.encode_image(torch.zeros(1, 3, size, size, device=encoder.device), "embed").dtype
-    return memo[mode]
 
 
 @dataclass
@@ -205,7 +192,7 @@ class ZeroShotResult:
 
     def panderm_predictions_frame(self) -> pd.DataFrame:
         """Per-sample predictions in the panderm schema (docs/OUTPUTS.md)."""
-        from ..predictions import predictions_frame
+        from ...predictions import predictions_frame
 
         table = self.dataset.table
         return predictions_frame(table.frame[table.image_col].to_numpy(), self.labels, self.probs,
@@ -233,8 +220,8 @@ def evaluate(
     and the scores follow :func:`cpu_autocast_probs` (the text classifier stays float32 there, as the
     reference's classifier autocast is CUDA-only); two-class AUROC is the mean over both probability columns.
     """
-    from ..features import (autocast_dtype, base_precision, cpu_autocast, effective_precision, extract_features,
-                            resolve_batch_size)
+    from ...features import (autocast_dtype, base_precision, cpu_autocast, effective_precision, embed_dtype,
+                            extract_features, resolve_batch_size)
 
     image_precision = cpu_autocast(precision) if reference else base_precision(precision)
     feats = extract_features(encoder, dataset.table.paths, "embed", batch_size=batch_size, num_workers=num_workers,
@@ -304,7 +291,7 @@ def build_dataset(
     the reference door scores every row, as the reference does) a CSV that has a `split_col` column but no
     chosen split is scored whole, with one warning line naming `--split`.
     """
-    from ..data.tables import load_table
+    from ...data.tables import load_table
 
     if classnames is None:
         if benchmark is None:
@@ -336,9 +323,9 @@ def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, 
                  random_init: bool = False, analysis=None) -> dict:
     """results.json + per-dataset predictions.csv, confusion_matrix.png and the analyses (calibration, and
     subgroups with `analysis.group_cols`; :mod:`panderm.analysis.attach`)."""
-    from ..analysis.attach import analyse
-    from ..data.benchmarks import readme_average
-    from ..report import confusion_matrix_figure, save_figure, write_csv, write_json
+    from ...analysis.attach import analyse
+    from ...data.benchmarks import readme_average
+    from ...report import confusion_matrix_figure, save_figure, write_csv, write_json
 
     out_dir = Path(out_dir)
     datasets = {}
@@ -384,8 +371,8 @@ def run(encoder: Encoder, datasets: Sequence[ZeroShotDataset], templates: Sequen
 
 def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     """The demo's zero-shot table: PAD-6, HAM-7 and PH2-2 on the bundled sample."""
-    from ..data.benchmarks import get_benchmark
-    from ..report import format_table
+    from ...data.benchmarks import get_benchmark
+    from ...report import format_table
 
     repo = sample_root.parent.parent
     folder = sample_root / "zero-shot-classification"

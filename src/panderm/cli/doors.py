@@ -1,17 +1,22 @@
-"""What every door shares: logging setup, one-line errors, exit codes."""
+"""What every door shares (the `panderm` command and the reference doors in compat/): logging setup, one-line
+errors, exit codes, the `--help` formatter and the cheap input checks made before torch is imported."""
 from __future__ import annotations
 
+import argparse
 import errno
 import logging
 import os
+import re
+import signal
 import sys
+from pathlib import Path
 from typing import Callable
 
-from .errors import PandermError
+from ..errors import DataError, PandermError
 
 
 def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
-    from .progress import set_quiet
+    from ..progress import set_quiet
 
     set_quiet(quiet)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -37,8 +42,6 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: di
     `--debug` (or PANDERM_DEBUG=1) keeps the traceback.
     """
     debug = debug or os.environ.get("PANDERM_DEBUG") == "1"
-    import signal
-
     def _terminate(signum, frame):
         # SIGTERM (a scheduler's kill) unwinds like Ctrl-C: temp files are removed, progress records kept.
         raise KeyboardInterrupt
@@ -48,7 +51,7 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: di
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread (e.g. called from a notebook worker)
         pass
-    from .report import discard_claimed, forget_claimed, forget_inputs, release_run_dirs
+    from ..report import discard_claimed, forget_claimed, forget_inputs, release_run_dirs
 
     forget_claimed()
     forget_inputs()
@@ -94,7 +97,7 @@ def storage_error_line(exc: OSError) -> str:
 
 def _close_progress_bars() -> None:
     """Close progress bars an exception left open, so the final message starts its own line."""
-    from .progress import abandon_all
+    from ..progress import abandon_all
 
     abandon_all()
     tqdm = sys.modules.get("tqdm")
@@ -107,17 +110,12 @@ def _close_progress_bars() -> None:
 
 def _shows_default(value) -> bool:
     """A default worth printing: a value, not None, not a store_true/store_false flag's bool, not empty."""
-    import argparse
-
     if value is None or value is argparse.SUPPRESS or isinstance(value, bool):
         return False
     return not (isinstance(value, (str, list, tuple)) and len(value) == 0)
 
 
 def _help_formatter():
-    import argparse
-    import re
-
     class DefaultOnceFormatter(argparse.HelpFormatter):
         """`--help` shows each option's default exactly once: appended as "(default: X)" unless the help text
         already names its default (or there is none to show)."""
@@ -134,42 +132,12 @@ def _help_formatter():
 
 def finish_help(parser):
     """Give `parser` and all its subcommand parsers the one `--help` formatter (each default shown once)."""
-    import argparse
-
     parser.formatter_class = _help_formatter()
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 finish_help(sub)
     return parser
-
-
-def add_allow_absolute_paths(p) -> None:
-    """`--allow-absolute-paths` (both spellings): accepted and ignored, so existing command lines keep working."""
-    p.add_argument("--allow-absolute-paths", "--allow_absolute_paths", dest="allow_outside_root", action="store_true",
-                   help="no effect, kept so existing command lines work: absolute and '../' image paths in a CSV "
-                        "are always accepted (relative ones resolve against the image root)")
-
-
-def _pixel_count(value: str) -> int:
-    import argparse
-    import math
-
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not math.isfinite(number) or number < 0 or number != int(number):
-        raise argparse.ArgumentTypeError(f"must be a whole number of pixels >= 0 (0: no limit), got {value!r}")
-    return int(number)
-
-
-def add_max_image_pixels(p) -> None:
-    """`--max-image-pixels N` (both spellings): the largest width x height opened (the decompression-bomb guard)."""
-    p.add_argument("--max-image-pixels", "--max_image_pixels", dest="max_image_pixels", type=_pixel_count, default=None,
-                   metavar="N", help="open images of up to N pixels (width x height), for real gigapixel images; "
-                                     "default: PIL's decompression-bomb limit of 178956970 (also settable as "
-                                     "PANDERM_MAX_IMAGE_PIXELS, read by every door); 0: no limit")
 
 
 def resolve_device(device: str | None, flag: str = "--device", reference_cuda: bool = False) -> str:
@@ -181,8 +149,7 @@ def resolve_device(device: str | None, flag: str = "--device", reference_cuda: b
     """
     import torch
 
-    from .distributed import local_device
-    from .errors import PandermError
+    from ..distributed import local_device
 
     if device is None or device == "auto":
         return local_device("cuda") if torch.cuda.is_available() else "cpu"
@@ -214,10 +181,6 @@ def check_inputs(files: list[tuple[object, str]] = (), out: tuple[object, str] |
     `out`: (path, flag) of a run folder that must not already hold a run (unless `overwrite`); the library
     makes the same check again when it claims the folder.
     """
-    from pathlib import Path
-
-    from .errors import DataError, PandermError
-
     for path, flag in files:
         if path is None or str(path) == "":
             continue
@@ -254,11 +217,3 @@ def precheck(csv: tuple[str, ...] = ("csv",), out: str | None = "out", flags: di
         check_inputs(files, folder, overwrite=again)
 
     return check
-
-
-def add_decode_arg(p) -> None:
-    """`--full-decode` of the subcommands that extract features (JPEGs are decoded at a reduced scale otherwise)."""
-    p.add_argument("--full-decode", action="store_true",
-                   help="decode JPEGs at full size, as the reference does (otherwise at the smallest DCT scale whose "
-                        "short side is still at least twice the model input: several times faster on large "
-                        "photos; the mode is part of the cache key and of results.json)")

@@ -1,59 +1,21 @@
 """``panderm concepts``: automated concept discovery (SAE → CBM → explanation → intervention).
 
-Sub-actions ``train-sae``, ``activations``, ``cbm``, ``explain``, ``intervene``. Each handler only maps flags
-to :mod:`panderm.tasks.concepts.run`, prints a short table and writes ``results.json`` in its ``--out`` run
-folder. Unlike the reference doors in ``automated-concept-discovery/``, the SAE follows the recipe of the
-reference's SAE library (pre-bias at the geometric median, dead latents resampled every 10 epochs at most 4
-times; ``--pre-bias-init zeros --resample-every 0`` is the reference) and labels are taken by column name.
+Sub-actions ``train-sae``, ``activations``, ``cbm``, ``explain``, ``intervene``, ``retrieve``, ``report``. Each
+handler only maps flags to :mod:`panderm.tasks.concepts.run` (``.retrieve``, ``.html_report``), prints a short
+table and writes ``results.json`` in its ``--out`` run folder. Unlike the reference doors in
+``automated-concept-discovery/``, the SAE follows the recipe of the reference's SAE library (pre-bias at the
+geometric median, dead latents resampled every 10 epochs at most 4 times; ``--pre-bias-init zeros
+--resample-every 0`` is the reference) and labels are taken by column name.
 """
 from __future__ import annotations
 
 import argparse
 
+from .args import add_allow_absolute_paths, add_model_args
+from .common import claim, files_model, finish, load_model
+from .doors import resolve_device
+
 _FMT = argparse.ArgumentDefaultsHelpFormatter
-
-
-def _claim(args):
-    from panderm.report import prepare_run_dir
-
-    return prepare_run_dir(args.out, args.overwrite)
-
-
-def _files_model(model_id: str, files) -> dict:
-    """Provenance `model` for a step without an image/text encoder: an id and the sha256 of its weight files."""
-    import hashlib
-    from pathlib import Path
-
-    from panderm.data.tables import file_sha256
-
-    found = []
-    for f in map(Path, files):
-        found += sorted(g for g in f.rglob("*") if g.is_file()) if f.is_dir() else ([f] if f.is_file() else [])
-    digest = hashlib.sha256("".join(file_sha256(f) for f in found).encode()).hexdigest()[:16]
-    return {"model_id": model_id, "fingerprint": digest, "files": [str(f) for f in found]}
-
-
-def _finish(out, data: dict, table_rows: list[dict], encoder=None, csv_files=(), seed=None, random_init=False,
-            inputs=(), model=None, device=None) -> None:
-    from panderm.report import format_table, provenance, write_json
-
-    if device is None and encoder is None:
-        device = "cpu"
-    data = {**data, "provenance": provenance(encoder, csv_files, seed=seed, inputs=inputs, model=model,
-                                             device=device)}
-    write_json(out / "results.json", data)
-    if random_init:
-        print("RANDOM WEIGHTS: the concept texts were encoded by an untrained model")
-    print(format_table(table_rows))
-    print(f"wrote {out / 'results.json'}")
-
-
-def _load_model(args):
-    from panderm.cli_support import resolve_device
-    from panderm.models import load_encoder
-
-    return load_encoder(args.model, checkpoint=args.checkpoint, device=resolve_device(args.device),
-                        allow_random_init=args.allow_random_init)
 
 
 #: SAEConfig field -> `panderm concepts train-sae` flag, for the hints of the end-of-training warning.
@@ -74,10 +36,9 @@ def _max_resamples(text: str) -> int | None:
 
 
 def _train_sae(args) -> None:
-    from panderm.cli_support import resolve_device
-    from panderm.tasks.concepts.run import train_sae_from_file
+    from ..tasks.concepts.run import train_sae_from_file
 
-    out = _claim(args)
+    out = claim(args)
     cfg = dict(expansion=args.expansion, n_latents=args.n_latents, k=args.k, l1=args.l1, lr=args.lr,
                batch_size=args.batch_size, epochs=args.epochs, resample_every=args.resample_every,
                max_resamples=args.max_resamples, pre_bias_init=args.pre_bias_init, seed=args.seed,
@@ -86,28 +47,27 @@ def _train_sae(args) -> None:
                             flag_names=TRAIN_SAE_FLAGS)
     f = s["final"]
     weights = [v for k, v in s["files"].items() if k in ("safetensors", "sae", "pth", "config")] or [out]
-    _finish(out, {"task": "concepts train-sae", **s}, [{
+    finish(out, {"task": "concepts train-sae", **s}, [{
         "N": s["n_samples"], "d_in": s["d_in"], "latents": s["n_latents"], "epochs": f["epoch"], "loss": f["loss"],
         "fvu": f["fvu"], "L0": f["l0"], "dead": f["dead_fraction"]}], seed=args.seed, inputs=[args.embeddings],
-        model=_files_model("sparse autoencoder (trained by this run)", weights), device=cfg["device"])
+        model=files_model("sparse autoencoder (trained by this run)", weights), device=cfg["device"])
 
 
 def _activations(args) -> None:
-    from panderm.cli_support import resolve_device
-    from panderm.tasks.concepts.run import extract_activations
+    from ..tasks.concepts.run import extract_activations
 
-    out = _claim(args)
+    out = claim(args)
     device = resolve_device(args.device)
     s = extract_activations(args.sae, args.embeddings, out / "activations.npy", args.batch_size, device=device)
-    _finish(out, {"task": "concepts activations", "sae": args.sae, "embeddings": args.embeddings, **s},
+    finish(out, {"task": "concepts activations", "sae": args.sae, "embeddings": args.embeddings, **s},
             [{"N": s["shape"][0], "latents": s["n_latents"], "active": s["n_active"]}],
-            inputs=[args.embeddings], model=_files_model(f"sae:{args.sae}", [args.sae]), device=device)
+            inputs=[args.embeddings], model=files_model(f"sae:{args.sae}", [args.sae]), device=device)
 
 
 def _cbm(args) -> None:
-    from panderm.tasks.concepts.run import run_cbm
+    from ..tasks.concepts.run import run_cbm
 
-    out = _claim(args)
+    out = claim(args)
     r = run_cbm(args.csv, args.embeddings, out, label_col=args.label_col, split_col=args.split_col,
                 baseline_npy=args.baseline, n_splits=args.n_splits, alpha=args.alpha, seed=args.seed,
                 label_flag="--label-col")
@@ -117,51 +77,51 @@ def _cbm(args) -> None:
              "auroc": row["auroc_mean"], "macro_f1": row["macro_f1_mean"], "accuracy": row["accuracy_mean"],
              "nonzero": row["n_nonzero_mean_coef"]} for row in r["table"].to_dict("records")]
     weights = [v for k, v in r["files"].items() if "weights" in k or "intercept" in k]
-    _finish(out, {"task": "concepts cbm", "csv": args.csv, "label_col": r["label_col"], "results": results,
+    finish(out, {"task": "concepts cbm", "csv": args.csv, "label_col": r["label_col"], "results": results,
                   "files": r["files"]}, rows, csv_files=[args.csv], seed=args.seed,
             inputs=[args.embeddings] + ([args.baseline] if args.baseline else []),
-            model=_files_model("cbm: SGDClassifier(log_loss, l1) (trained by this run)", weights))
+            model=files_model("cbm: SGDClassifier(log_loss, l1) (trained by this run)", weights))
 
 
 def _explain(args) -> None:
-    from panderm.tasks.concepts.run import REFERENCE_CONCEPTS, explain
+    from ..tasks.concepts.run import REFERENCE_CONCEPTS, explain
 
-    out = _claim(args)
-    encoder = _load_model(args)
+    out = claim(args)
+    encoder = load_model(args)
     concepts = args.concepts or REFERENCE_CONCEPTS
     r = explain(args.sae, args.weights, out, concepts, model_id=args.model, encoder=encoder)
     rows = [{"concept": m["word"], "latent": m["latent"], "cosine": m["cosine"],
              "weight": m["weight"] if not isinstance(m["weight"], list) else str(m["weight"]), "rank": m["rank"]}
             for m in r["matches"]]
-    _finish(out, {"task": "concepts explain", **r}, rows, encoder=encoder, random_init=encoder.random_init,
+    finish(out, {"task": "concepts explain", **r}, rows, encoder=encoder, random_init=encoder.random_init,
             inputs=[args.sae, args.weights])
 
 
 def _intervene(args) -> None:
-    from panderm.errors import PandermError
-    from panderm.tasks.concepts.run import intervene_run
+    from ..errors import PandermError
+    from ..tasks.concepts.run import intervene_run
 
     if args.method == "matching" and not args.concept:
         raise PandermError("--method matching needs --concept TEXT (or use --method topk)")
     if args.method == "matching" and not args.model:
         raise PandermError("--method matching needs --model (its text tower matches --concept to the latents; "
                            "or use --method topk)")
-    out = _claim(args)
-    encoder = _load_model(args) if args.method == "matching" else None
+    out = claim(args)
+    encoder = load_model(args) if args.method == "matching" else None
     r = intervene_run(args.train_csv, args.test_csv, args.train_codes, args.test_codes, args.sae, out,
                       concept=args.concept, method=args.method, top_n=args.top_n, label_col=args.label_col,
                       random_state=args.random_state, alpha=args.alpha, model_id=args.model, encoder=encoder,
                       save_codes=args.save_codes)
     table = r.pop("table")
     print(f"zeroed latents {r['latents']}")
-    _finish(out, {"task": "concepts intervene", **r}, table.to_dict("records"), encoder=encoder,
+    finish(out, {"task": "concepts intervene", **r}, table.to_dict("records"), encoder=encoder,
             csv_files=[args.train_csv, args.test_csv], seed=args.random_state,
             random_init=bool(encoder is not None and encoder.random_init),
             inputs=[args.sae, args.train_codes, args.test_codes],
-            model=None if encoder is not None else _files_model(f"sae:{args.sae}", [args.sae]))
+            model=None if encoder is not None else files_model(f"sae:{args.sae}", [args.sae]))
 
 
-def register(sub, add_model_args) -> None:
+def register(sub, add_model_args=add_model_args) -> None:
     """Add ``panderm concepts {train-sae,activations,cbm,explain,intervene}`` to the subparsers ``sub``."""
     top = sub.add_parser("concepts", help="automated concept discovery: SAE, concept bottleneck model, interventions",
                          description="Automated concept discovery: sparse autoencoder, concept "
@@ -246,6 +206,77 @@ def register(sub, add_model_args) -> None:
     p.add_argument("--out", default="runs/concepts_intervene", help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.set_defaults(func=_intervene)
-    from .cli_extra import register_extra
-
     register_extra(actions, add_model_args)
+
+
+def _retrieve(args) -> None:
+    from ..tasks.concepts.retrieve import retrieve_run
+
+    out = claim(args)
+    encoder = load_model(args)
+    r = retrieve_run(args.sae, args.codes, args.csv, args.text, out, image_col=args.image_col, root=args.root,
+                     truth_col=args.truth_col, top_latents=args.top_latents, n_images=args.n_images,
+                     model_id=args.model, encoder=encoder, allow_outside_root=args.allow_outside_root)
+    rows = [{"text": x["text"], "latent": x["latent"], "cosine": x["cosine"], "images": len(x["images"]),
+             "grid": x["grid"]} for x in r["results"]]
+    finish(out, {"task": "concepts retrieve", **r}, rows, encoder=encoder, csv_files=[args.csv],
+            random_init=encoder.random_init, inputs=[args.sae, args.codes])
+
+
+def _report(args) -> None:
+    from ..tasks.concepts.html_report import build_report
+    from ..tasks.concepts.retrieve import load_vocabulary
+
+    out = claim(args)
+    encoder = load_model(args)
+    vocab = load_vocabulary(args.vocabulary)
+    s = build_report(args.sae, args.codes, args.csv, out, image_col=args.image_col, root=args.root,
+                     weights_npy=args.weights, vocabulary=vocab, latents=args.latents, max_cards=args.max_cards,
+                     n_images=args.n_images, title=args.title, model_id=args.model, encoder=encoder,
+                     allow_outside_root=args.allow_outside_root)
+    rows = [{"latent": c["latent"], "name": c["name"], "cosine": c["cosine"],
+             "weight": c["weight"] if not isinstance(c["weight"], list) else str(c["weight"]),
+             "fires_on": c["fires_on"]} for c in s["cards"][:20]]
+    finish(out, {"task": "concepts report", **s}, rows, encoder=encoder, csv_files=[args.csv],
+            random_init=encoder.random_init, inputs=[args.sae, args.codes])
+    print(f"open {s['report']} in a browser")
+
+
+def _common(p) -> None:
+    p.add_argument("--sae", required=True, help="SAE folder (train-sae --out) or a reference autoencoder.pth")
+    p.add_argument("--codes", required=True, help="[N, F] SAE codes of the CSV rows, same order")
+    p.add_argument("--csv", required=True, help="the images the codes come from, one row each")
+    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
+    p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
+    p.add_argument("--n-images", type=int, default=5, help="top-activating images per latent")
+    add_allow_absolute_paths(p)
+
+
+def register_extra(sub, add_model_args=add_model_args) -> None:
+    """Add ``retrieve`` and ``report`` to the ``panderm concepts`` action subparsers ``sub``."""
+    p = sub.add_parser("retrieve", help="text -> most similar live SAE latent -> its top-activating images (PNG)",
+                       formatter_class=_FMT, allow_abbrev=False)
+    add_model_args(p)
+    _common(p)
+    p.add_argument("--text", nargs="+", required=True, help="concept text(s), e.g. 'dots and globules'")
+    p.add_argument("--truth-col", default=None, help="0/1 (or absent/present) CSV column: title images Exists / "
+                                                     "Non-Exists")
+    p.add_argument("--top-latents", type=int, default=20, help="candidate latents listed per text")
+    p.add_argument("--out", default="runs/concepts_retrieve", help="run folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=_retrieve)
+
+    p = sub.add_parser("report", help="static HTML concept report: one card per latent (name, CBM weight, images)",
+                       formatter_class=_FMT, allow_abbrev=False)
+    add_model_args(p)
+    _common(p)
+    p.add_argument("--weights", default=None, help="CBM weights .npy (mean_classifier_weights.npy); selects and "
+                                                   "orders the cards by |weight|")
+    p.add_argument("--vocabulary", default=None, help="text file, one concept term per line (default: the built-in "
+                                                      "dermatology vocabulary)")
+    p.add_argument("--latents", type=int, nargs="+", default=None, help="show these latents (overrides selection)")
+    p.add_argument("--max-cards", type=int, default=50, help="most latent cards in the report")
+    p.add_argument("--title", default="SAE concept report", help="report title")
+    p.add_argument("--out", default="runs/concepts_report", help="run folder (report.html)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.set_defaults(func=_report)

@@ -1,17 +1,19 @@
 """`panderm finetune`: full finetuning of any vision backbone + linear head (PanDerm v1 recipe).
-
-Wire into the CLI with ``finetune_cli.register(sub, add_model_args)``.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+from ..analysis.attach import check_group_columns
+from .args import add_allow_absolute_paths, add_analysis_args, add_model_args, settings_from_args
+from .doors import precheck, resolve_device
+
 _RUN_FILES = ("last.pt", "best.pt", "best.pt.next", "log.jsonl", "results.json")
 
 
 def config_from_args(args):
-    from .finetune import FinetuneConfig
+    from ..tasks.finetune import FinetuneConfig
 
     precision = {"fp16": "amp", "bf16": "amp_bf16"}.get(args.precision, args.precision)
     return FinetuneConfig(
@@ -37,17 +39,14 @@ def _val_predictions(tuner, test: dict, analysis) -> tuple | None:
 def _finetune(args) -> None:
     import torch
 
-    from ..analysis.attach import check_group_columns
-    from ..analysis.cli_args import settings_from_args
     from ..errors import DataError
 
-    from ..cli_support import resolve_device
     from ..features import default_workers
     from ..models import load_encoder
     from ..report import format_table, lock_run_dir, prepare_run_dir, provenance
-    from . import finetune as ft
+    from ..tasks import finetune as ft
     from ..data.benchmarks import load_classnames
-    from .linear_probe_run import load_splits
+    from ..tasks.linear_probe.pipeline import load_splits
 
     classnames = load_classnames(args.classnames) if args.classnames else None
     splits = load_splits(args.csv, args.image_col, args.label_col, args.split_col, root=args.root,
@@ -109,7 +108,7 @@ def _finetune(args) -> None:
     print(f"wrote {written}")
 
 
-def register(sub, add_model_args) -> None:
+def register(sub, add_model_args=add_model_args) -> None:
     p = sub.add_parser("finetune", help="full finetuning of a vision backbone + linear head (PanDerm v1 recipe)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
@@ -123,8 +122,6 @@ def register(sub, add_model_args) -> None:
                         "and names the classes in the outputs")
     p.add_argument("--split-col", default="split", help="CSV column holding train / val / test")
     p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
-    from ..cli_support import add_allow_absolute_paths
-
     add_allow_absolute_paths(p)
     g = p.add_argument_group("recipe (defaults: the PanDerm v1 finetuning script)")
     g.add_argument("--epochs", type=int, default=50, help="training epochs")
@@ -158,9 +155,5 @@ def register(sub, add_model_args) -> None:
                    help="end after this epoch's checkpoint, as if interrupted (tests --resume)")
     p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, log.jsonl, results.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    from ..analysis.cli_args import add_analysis_args
-
     add_analysis_args(p, calibrate=True)
-    from ..cli_support import precheck
-
     p.set_defaults(func=_finetune, precheck=precheck())

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.tables import ImageTable, _rows, load_table
-from ..errors import DataError
+from ...data.tables import ImageTable, _rows, load_table
+from ...errors import DataError
 
 
 @dataclass
@@ -52,7 +52,7 @@ def load_pairs(
             raise DataError(f"{csv}: --group-by column {group_by!r} not found; columns are: {', '.join(map(str, frame.columns))}")
         groups = frame[group_by].tolist()
     if check_images:
-        from ..data.tables import check_images as _check
+        from ...data.tables import check_images as _check
 
         _check(table.paths, label=str(csv), rows=list(range(len(table.paths))))
     return RetrievalPairs(table, raw.astype(str).tolist(), caption_col, groups)

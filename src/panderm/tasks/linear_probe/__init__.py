@@ -2,7 +2,8 @@
 
 Everything here works on feature arrays (``X``: ``[N, D]`` float, ``y``: ``[N]`` int labels ``0..K-1``);
 image loading, feature extraction, CSV and CLI wiring live elsewhere. The subsampling lives in
-``linear_probe_sampling``, the classifier in ``linear_probe_model``; every name stays importable from here.
+``sampling``, the classifier in ``model``, the run over images (splits, features, files) in ``pipeline``;
+every name of the first two stays importable from here.
 
 Reproduces the PanDerm / PanDerm-2 reference linear probe:
 
@@ -33,7 +34,7 @@ import numpy as np
 from panderm.errors import DataError, PandermError
 from panderm.metrics import bootstrap_ci, classification_metrics, reported_metrics
 
-from .linear_probe_model import (  # noqa: F401  (re-exported: this module is the public home)
+from .model import (  # noqa: F401  (re-exported: this module is the public home)
     CONVERGED_TOL,
     MAX_REFINE_ROUNDS,
     SOLVERS,
@@ -44,7 +45,7 @@ from .linear_probe_model import (  # noqa: F401  (re-exported: this module is th
     probe_loss,
     solver_tol,
 )
-from .linear_probe_sampling import (  # noqa: F401
+from .sampling import (  # noqa: F401
     REFERENCE_RANDOM_STATE,
     _as_labels,
     kept_per_class,

@@ -10,10 +10,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ..features import extract_features, extract_text_features
-from ..models.base import Encoder
-from .retrieval import DEFAULT_KS, RetrievalResult, bootstrap_retrieval_ci, retrieval_metrics
-from .retrieval_data import RetrievalPairs
+from ...features import extract_features, extract_text_features
+from ...models.base import Encoder
+from . import DEFAULT_KS, RetrievalResult, bootstrap_retrieval_ci, retrieval_metrics
+from .data import RetrievalPairs
 
 log = logging.getLogger(__name__)
 GROUP_MODES = ("auto", "none")
@@ -53,8 +53,8 @@ def evaluate(encoder: Encoder, pairs: RetrievalPairs, *, group_mode: str = "auto
 
 def _output_dtypes(encoder: Encoder, pairs: RetrievalPairs, precision: str) -> tuple[torch.dtype, torch.dtype]:
     """The dtypes the image and text towers return under `precision`'s autocast (one dummy image, one caption)."""
-    from ..features import _autocast
-    from .zeroshot import embed_dtype
+    from ...features import _autocast
+    from ...features import embed_dtype
 
     with torch.inference_mode(), _autocast(encoder.device, precision):
         text = encoder.encode_text(encoder.tokenize(pairs.captions[:1]).to(encoder.device)).dtype
@@ -67,8 +67,8 @@ def reference_result(encoder: Encoder, pairs: RetrievalPairs, args, available_me
     towers' output dtype, the full-matrix argsort ranking (:func:`~.retrieval.argsort_ranks`) when N x N fits
     in half the available memory, block-wise counting with ties broken by row order above that (one warning).
     Returns (RetrievalResult, "argsort" | "chunked")."""
-    from ..features import _autocast, autocast_dtype, cpu_autocast, effective_precision
-    from .retrieval import argsort_bytes, argsort_fits, argsort_ranks, rank_metrics, reference_clip_loss
+    from ...features import _autocast, autocast_dtype, cpu_autocast, effective_precision
+    from . import argsort_bytes, argsort_fits, argsort_ranks, rank_metrics, reference_clip_loss
 
     precision = cpu_autocast(args.precision)
     img, txt = encode_pairs(encoder, pairs, batch_size=args.batch_size, num_workers=args.workers,
@@ -106,7 +106,7 @@ def reference_result(encoder: Encoder, pairs: RetrievalPairs, args, available_me
 def reference_metrics(encoder: Encoder, pairs: RetrievalPairs, args) -> dict:
     """The `src/main.py --val-data` keys: reference keys, then our R@1 and mean-recall keys."""
     if getattr(args, "group_by", None):
-        from ..features import cpu_autocast
+        from ...features import cpu_autocast
 
         result, _, _, _ = evaluate(encoder, pairs, group_mode="auto", n_bootstrap=0, batch_size=args.batch_size,
                                    num_workers=args.workers, precision=cpu_autocast(args.precision),
@@ -162,9 +162,9 @@ def examples_data(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_que
 
 def examples_figure(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_queries: int = 3, k: int = 5):
     """A few image queries with their top-k distinct captions, wrapped (✓ = the query's own caption)."""
-    from ..report import subplots
+    from ...report import subplots
 
-    from ..data.images import open_image
+    from ...data.images import open_image
 
     data = examples_data(pairs, img, txt, n_queries=n_queries, k=k)
     heights = [max(3.2, 0.16 * sum(len(c["lines"]) + 0.5 for c in d["captions"]) + 0.6) for d in data]
@@ -187,7 +187,7 @@ def examples_figure(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_q
 
 
 def write_report(pairs, result, ci, img, txt, out_dir, provenance: dict, random_init: bool = False) -> dict:
-    from ..report import save_figure, write_csv, write_json
+    from ...report import save_figure, write_csv, write_json
 
     out_dir = Path(out_dir)
     write_csv(out_dir / "ranks.csv", ranks_frame(pairs, result))
@@ -218,8 +218,8 @@ def results_rows(result: RetrievalResult, ci: dict) -> list[dict]:
 
 def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     """Retrieval on PH2 with its criteria sentences (built from expert annotations, NOT real captions)."""
-    from ..report import format_table
-    from .retrieval_data import load_pairs
+    from ...report import format_table
+    from .data import load_pairs
 
     pairs = load_pairs(sample_root / "ph2" / "ph2.csv", "image_path", "concept_text")
     result, ci, img, txt = evaluate(encoder, pairs, n_bootstrap=200)

@@ -5,11 +5,14 @@ import argparse
 import json
 from pathlib import Path
 
+from .args import add_model_args
+from .doors import resolve_device
+
 FLAGS = {"num_classes": "--num-classes", "percent_data": "--percent-data", "data_root": "--isic-root"}
 
 
 def _tables(args, splits):
-    from .data import load_isic2018, load_seg_csv
+    from ..tasks.segmentation.data import load_isic2018, load_seg_csv
 
     hints = {args.image_col: "--image-col", args.mask_col: "--mask-col", args.split_col: "--split-col"}
     out = {}
@@ -23,7 +26,7 @@ def _tables(args, splits):
 
 
 def _config(args, encoder):
-    from .train import SegConfig
+    from ..tasks.segmentation.train import SegConfig
 
     spec = encoder.preprocess_spec
     return SegConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -47,13 +50,12 @@ def _summary_rows(results: dict, split: str) -> list[dict]:
 
 
 def _train(args) -> None:
-    from ...cli_support import resolve_device
-    from ...models import load_encoder
-    from ...report import format_table, lock_run_dir, prepare_run_dir, provenance
-    from .data import percent_subset
-    from .train import Segmenter, write_results
+    from ..models import load_encoder
+    from ..report import format_table, lock_run_dir, prepare_run_dir, provenance
+    from ..tasks.segmentation.data import percent_subset
+    from ..tasks.segmentation.train import Segmenter, write_results
 
-    from ...errors import PandermError
+    from ..errors import PandermError
 
     if args.csv is None and args.isic_root is None:
         raise PandermError("give the data: --csv (image, mask and split columns) or --isic-root")
@@ -90,7 +92,7 @@ def _train(args) -> None:
         res = write_results(out, ev, table, {**extra, "split": args.test_split}, cfg.keep_largest)
         rows += _summary_rows(res, args.test_split)
     if not test_tables:
-        from ...report import write_json
+        from ..report import write_json
 
         write_json(out / "results.json", extra)
     if encoder.random_init:
@@ -102,12 +104,11 @@ def _train(args) -> None:
 
 
 def _test(args) -> None:
-    from ...cli_support import resolve_device
-    from ...errors import PandermError
-    from ...models import load_encoder
-    from ...report import format_table, prepare_run_dir, provenance
-    from .train import SegConfig, Segmenter, write_results
-    from ...checkpoint_io import load_training_checkpoint
+    from ..errors import PandermError
+    from ..models import load_encoder
+    from ..report import format_table, prepare_run_dir, provenance
+    from ..tasks.segmentation.train import SegConfig, Segmenter, write_results
+    from ..checkpoint_io import load_training_checkpoint
 
     run = Path(args.run)
     ck = load_training_checkpoint(run / "best.pt", ("model", "config"), "segmentation checkpoint")
@@ -148,7 +149,7 @@ def _data_args(p) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
 
 
-def register(sub, add_model_args) -> None:
+def register(sub, add_model_args=add_model_args) -> None:
     seg = sub.add_parser("segment", help="lesion segmentation: UPerNet head on four encoder depths",
                          allow_abbrev=False)
     ssub = seg.add_subparsers(dest="segment_command", required=True)

@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.splits import Splits
-from ..data.splits import load_splits as _load_splits
-from ..data.tables import CLASSNAMES_HINT, ImageTable
-from ..errors import DataError
-from ..features import extract_features
-from ..models.base import Encoder
-from ..models.cards import card_for
-from .linear_probe import run_linear_probe
+from ...data.splits import Splits
+from ...data.splits import load_splits as _load_splits
+from ...data.tables import CLASSNAMES_HINT, ImageTable
+from ...errors import DataError
+from ...features import extract_features
+from ...models.base import Encoder
+from ...models.cards import card_for
+from . import run_linear_probe
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -93,7 +93,7 @@ def predictions_frame(result: dict, run_index: int, test: ImageTable, id_col: st
 
 def panderm_predictions_frame(result: dict, run_index: int, test: ImageTable, classnames=None) -> pd.DataFrame:
     """Per-sample predictions in the panderm schema (docs/OUTPUTS.md): both class columns for two classes."""
-    from ..predictions import predictions_frame as frame
+    from ...predictions import predictions_frame as frame
 
     return frame(test.frame[test.image_col].to_numpy(), result["test_labels"], result["runs"][run_index]["probs"],
                  classnames)
@@ -108,7 +108,7 @@ def reference_summary_row(dataset: str, metrics: dict) -> pd.DataFrame:
 
 def write_reference_outputs(result: dict, splits: ProbeSplits, output_dir, csv_filename: str, image_key: str) -> None:
     """The reference linear_eval.py files for the first run (reference seed)."""
-    from ..report import confusion_matrix_figure, save_figure, write_csv
+    from ...report import confusion_matrix_figure, save_figure, write_csv
 
     output_dir = Path(output_dir)
     dataset = splits.csv.stem
@@ -137,8 +137,8 @@ def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, r
                  analysis=None) -> dict:
     """results.json, predictions/<run>.csv, confusion matrices, and per run the analyses under analysis/
     (calibration; subgroups with `analysis.group_cols`; temperature scaling on val with `analysis.calibrate`)."""
-    from ..analysis.attach import analyse
-    from ..report import confusion_matrix_figure, save_figure, write_csv, write_json
+    from ...analysis.attach import analyse
+    from ...report import confusion_matrix_figure, save_figure, write_csv, write_json
 
     out_dir = Path(out_dir)
     test = splits.tables["test"]
@@ -177,7 +177,7 @@ def reference_output_dir(output_dir: str) -> str:
 
 def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     """Linear probe on the bundled PAD-UFES-20 sample at 10%, 50% and 100% of train, 3 seeds."""
-    from ..report import format_table
+    from ...report import format_table
 
     splits = load_splits(sample_root / "pad_ufes20_sample" / "pad_ufes20_sample.csv")
     kind, norm = reference_feature(encoder)
@@ -185,7 +185,7 @@ def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     rows = summary_rows(result)
     print(f"\nLinear probe (PAD-UFES-20 sample, {kind} features, mean ± std over 3 seeds)")
     print(format_table(rows))
-    from ..analysis.attach import AnalysisSettings
+    from ...analysis.attach import AnalysisSettings
 
     analysis = AnalysisSettings(group_cols=("fitspatrick",), min_group=5, n_resamples=200)
     summary = write_report(result, splits, out_dir / "linear_probe", {"model": encoder.describe()},
