@@ -380,7 +380,7 @@ def test_ci_contains_point_estimate_on_large_easy_case():
 
 
 def _reference_replicate(y, pred, proba, num_classes):
-    """The DermFM-Zero per-replicate metrics as described in ref-dermfm-zero §4.4:
+    """The DermFM-Zero per-replicate metrics as docs/REFERENCE.md, Zero-shot classification, describes them:
     sklearn calls, 0.0 where a value is undefined or the AUROC call fails, and an
     exception (replicate skipped) where the multi-class loop indexes past a
     confusion matrix built from fewer labels."""

@@ -234,7 +234,7 @@ def test_monet_openai_format_state_dict_loads_into_open_clip(tmp_path, monkeypat
 
 
 def test_biomedclip_layout_timm_tower_and_bert_loads_offline(models_root, tiny_bert):
-    from panderm.tasks.linear_probe_run import reference_feature
+    from panderm.tasks.linear_probe.pipeline import reference_feature
     from tiny_models import build_tiny_biomedclip, put_in_hf_cache
 
     folder = build_tiny_biomedclip(models_root / "tiny-biomedclip", text_repo="test/tiny-pubmedbert")
@@ -306,7 +306,13 @@ def test_preprocess_override_of_another_size_on_a_fixed_size_model_is_one_model_
         load_encoder("demo", preprocess=REFERENCE_LP_PREPROCESS)
     msg = str(err.value)
     assert "\n" not in msg and "demo takes 64-px input" in msg and "crops 224 px" in msg
-    assert "--reference-preprocess" in msg and "--model_preprocess" in msg
+    # The library names no flag; each door names its own way out.
+    from panderm.cli.linear_probe import FLAGS as CLI_FLAGS
+    from panderm.compat.linear_probe_door import FLAGS as DOOR_FLAGS
+
+    assert "--" not in msg and err.value.param == "model_preprocess"
+    assert err.value.render(CLI_FLAGS).endswith("use the model's own preprocessing (drop --reference-preprocess)")
+    assert err.value.render(DOOR_FLAGS).endswith("use the model's own preprocessing (add --model_preprocess)")
     with pytest.raises(ModelError, match="takes 32-px input"):
         load_encoder(f"local-dir:{tiny_openclip}", preprocess=REFERENCE_LP_PREPROCESS)
     # Same size: no check needed; CNNs take any size.

@@ -333,7 +333,7 @@ def cpu_amp_reference_probs(model_dir, images, classifier, batch_size):
     How the numbers are obtained: open_clip_train's get_autocast(amp, device_type="cpu") wraps the reference's
     zero-shot loop in torch.autocast("cpu", dtype=float16), and its classifier is built under a CUDA-only
     autocast (float32 on CPU). Written out here without autocast, with explicit casts, for the PanDerm-2 CAE
-    tower (BEiT/CAE attention, ref-panderm2 §1.1) read straight from the checkpoint:
+    tower (BEiT/CAE attention, docs/REFERENCE.md, Model loading) read straight from the checkpoint:
     - CPU autocast ops run in float16 (inputs, weights and biases cast): conv2d, linear, matmul (`@`);
     - everything else keeps its input's dtype: LayerNorm of the float32 residual stream stays float32, softmax
       and GELU of float16 tensors are float16, F.normalize of the float16 embedding is float16;

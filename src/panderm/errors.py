@@ -20,12 +20,18 @@ class PandermError(Exception):
         self.param = param
 
     def render(self, flags: dict[str, str] | None = None) -> str:
-        """The message, ending with the door's own flag for `param` where the door has one."""
+        """The message, ending with the door's own hint for `param` where the door has one.
+
+        A door's map gives a flag (``"--root"``: "(set it with --root)") or a whole hint in its own words
+        (``"drop --reference-preprocess"``: "(drop --reference-preprocess)").
+        """
         text = str(self)
         if self.param is None:
             return text
-        flag = (flags or {}).get(self.param)
-        return f"{text} (set it with {flag})" if flag else f"{text} (give it as the {self.param.replace('_', ' ')})"
+        hint = (flags or {}).get(self.param)
+        if not hint:
+            return f"{text} (give it as the {self.param.replace('_', ' ')})"
+        return f"{text} (set it with {hint})" if hint.startswith("-") else f"{text} ({hint})"
 
 
 class DataError(PandermError):

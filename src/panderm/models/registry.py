@@ -102,8 +102,7 @@ def load_encoder(
         except Exception:
             raise ModelError(
                 f"{model_id} takes {own_size}-px input (fixed size) but the preprocessing override crops {size} px; "
-                "use the model's own preprocessing: drop --reference-preprocess (panderm linear-probe) or add "
-                "--model_preprocess (linear_probe/linear_eval.py)") from None
+                "use the model's own preprocessing", param="model_preprocess") from None
     return encoder
 
 

@@ -1,6 +1,6 @@
 """Concept bottleneck model (CBM) over SAE codes, global explanations and concept interventions.
 
-Reproduces the PanDerm-2 reference (ref-panderm2 §6.4–6.6):
+Reproduces the PanDerm-2 reference (docs/CONCEPTS.md, "Departures from the reference"):
 
 * **Classifier**: ``SGDClassifier(loss="log_loss", penalty="l1", alpha=1e-3)``, i.e. L1-regularised logistic
   regression, on the raw (unstandardised) features: SAE codes for the CBM, or raw embeddings for the

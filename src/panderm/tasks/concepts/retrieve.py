@@ -1,4 +1,6 @@
-"""Concept retrieval, latent naming and the per-class global explanation (ref-panderm2 §6.5, §6.7).
+"""Concept retrieval, latent naming and the per-class global explanation.
+
+docs/CONCEPTS.md, "Concept retrieval, latent names and the HTML report".
 
 * :func:`retrieve_concept`: text → cosine to every SAE dictionary direction (decoder column, unit norm) →
   the most similar **live** latent (total activation over the dataset > 0; dead latents are masked, as the

@@ -5,7 +5,7 @@ done, calls :mod:`panderm.tasks.concepts.sae` / :mod:`panderm.tasks.concepts.cbm
 atomically, so bad input never leaves a partial file behind. Bad input raises :class:`~panderm.errors.DataError`
 (or ``ModelError``) with one line naming the file and the shapes.
 
-Pipeline (ref-panderm2 §6):
+Pipeline (docs/CONCEPTS.md):
 
 1. :func:`train_sae_from_file`: embeddings ``[N, D]`` → SAE folder (``sae.safetensors``, ``sae_config.json``,
    a reference-layout ``autoencoder.pth``, ``learned_activation.npy``, ``sae_history.jsonl`` / ``.png``).

@@ -1,6 +1,6 @@
 """Sparse autoencoder (SAE) over image embeddings, in plain PyTorch.
 
-The model is the PanDerm-2 reference SAE (ref-panderm2 §6.2):
+The model is the PanDerm-2 reference SAE (docs/CONCEPTS.md, "Departures from the reference"):
 
 * ``f = ReLU(W_e (x − b) + b_e)`` and ``x̂ = W_d f + b``, where ``b`` is a **tied pre-bias**, subtracted
   before the encoder and added back after the decoder;
@@ -12,7 +12,7 @@ The model is the PanDerm-2 reference SAE (ref-panderm2 §6.2):
 
 The default *recipe* (:class:`SAEConfig`) is the one the reference's SAE library was written for, the
 Anthropic "Towards Monosemanticity" recipe, which the reference itself never ran (its pre-bias stays at
-zero and its resampling condition is always false, ref-panderm2 §6.2, §8 item 18):
+zero and its resampling condition is always false; docs/CONCEPTS.md, "Departures from the reference"):
 
 * **pre-bias at the geometric median** of the training embeddings (``pre_bias_init``; the reference: zeros).
   Image embeddings share a large common component (L2-normalised ones typically have ‖mean‖ ≈ 0.9); with
