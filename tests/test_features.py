@@ -92,6 +92,7 @@ def test_decode_failures_are_all_reported_and_nothing_cached(tiny_openclip, ham_
     assert not list((tmp_path / "c").glob("*.npy"))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_give_identical_features(tiny_openclip, ham_csv, tmp_path):
     """2 gloo ranks on CPU: byte-identical to one process, no padded or duplicated rows."""
     import socket

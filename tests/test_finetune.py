@@ -326,6 +326,7 @@ def test_sharded_batch_sampler_splits_each_global_batch_into_equal_contiguous_sh
         ft.ShardedBatchSampler(order, 8, 0, 3)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_train_like_one(tiny_panderm_v1, tiny_csv, tmp_path):
     """2 gloo ranks, global batch 8 split 4 + 4, DDP-averaged gradients: the same weights and test predictions as
     one process with batch 8 (no random draws that differ per rank: no mixup, drop path or augmentation);

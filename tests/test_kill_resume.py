@@ -17,6 +17,9 @@ import pytest
 import torch
 from PIL import Image
 
+#: kill/resume runs real child processes and waits for them: slow, still run by .ci/run
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 HAM_DIR = REPO / "data" / "sample" / "ham10000_sample"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PANDERM_DEBUG": "0"}

@@ -8,6 +8,7 @@ from nbclient import NotebookClient
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.ipynb")))
 def test_notebook_runs(name):
     nb = nbformat.read(EXAMPLES / name, as_version=4)

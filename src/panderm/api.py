@@ -44,7 +44,7 @@ class Model:
         Dataset evaluations decode JPEGs at a reduced DCT scale (still at least twice the model input; much
         faster on large photos); ``full_decode=True`` decodes them fully, as the reference does.
         """
-        from .cli.doors import resolve_device
+        from .runtime import resolve_device
 
         encoder = load_encoder(model_id, checkpoint=checkpoint, device=resolve_device(device, flag="device"),
                                allow_random_init=allow_random_init)

@@ -40,6 +40,18 @@ def add_table_args(p, csv_help: str) -> None:
     p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
 
 
+def add_split_table_args(p) -> None:
+    """The table of a trained task (linear probe, finetune): `--csv` with labels and a train/val/test split."""
+    add_table_args(p, "CSV with image, label and split (train/val/test) columns")
+    p.add_argument("--label-col", default="label",
+                   help="integer labels 0..K-1 or class-name strings (with --classnames)")
+    p.add_argument("--classnames", default=None,
+                   help="class names in label order: a file (txt or CSV) or 'a,b,c'; maps text labels to indices "
+                        "and names the classes in the outputs")
+    p.add_argument("--split-col", default="split", help="CSV column holding train / val / test")
+    add_root_args(p)
+
+
 def add_root_args(p, root_help: str = _ROOT_HELP) -> None:
     """`--root` and the accepted-and-ignored `--allow-absolute-paths`."""
     p.add_argument("--root", default=None, help=root_help)

@@ -141,36 +141,10 @@ def finish_help(parser):
 
 
 def resolve_device(device: str | None, flag: str = "--device", reference_cuda: bool = False) -> str:
-    """The device to run on: `auto` (or None, a door's reference default) picks CUDA when present, else CPU.
+    """`panderm.runtime.resolve_device`, its errors naming this door's `flag`."""
+    from ..runtime import resolve_device as resolve
 
-    An explicit device that is not there (`cuda` / `cuda:1` without that GPU, a misspelling) is one error line
-    naming `flag`, never a silent fall-back to CPU. `reference_cuda`: a door whose reference scripts all pass
-    `--device cuda` verbatim takes a bare `cuda` as "the GPU when present" (CPU with a warning line).
-    """
-    import torch
-
-    from ..distributed import local_device
-
-    if device is None or device == "auto":
-        return local_device("cuda") if torch.cuda.is_available() else "cpu"
-    if reference_cuda and device == "cuda" and not torch.cuda.is_available():
-        logging.getLogger("panderm").warning("%s cuda: no CUDA GPU is available; running on CPU (as the reference "
-                                             "scripts' fixed value, this door falls back)", flag)
-        return "cpu"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise PandermError(f"{flag} {device!r} is not a device; use cpu, cuda, cuda:N or auto") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise PandermError(f"{flag} {device} was asked for but no CUDA GPU is available; use {flag} cpu "
-                               f"(or {flag} auto: CUDA when present, else CPU)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise PandermError(f"{flag} {device} was asked for but only {torch.cuda.device_count()} CUDA device(s) "
-                               f"are visible (cuda:0..cuda:{torch.cuda.device_count() - 1})")
-    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise PandermError(f"{flag} {device} was asked for but MPS is not available; use {flag} cpu or auto")
-    return local_device(device)
+    return resolve(device, flag, reference_cuda)
 
 
 def check_inputs(files: list[tuple[object, str]] = (), out: tuple[object, str] | None = None,

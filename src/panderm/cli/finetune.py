@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..analysis.attach import check_group_columns
-from .args import add_allow_absolute_paths, add_analysis_args, add_model_args, settings_from_args
+from .args import add_analysis_args, add_model_args, add_split_table_args, settings_from_args
 from .doors import precheck, resolve_device
 
 _RUN_FILES = ("last.pt", "best.pt", "best.pt.next", "log.jsonl", "results.json")
@@ -113,16 +113,7 @@ def register(sub, add_model_args=add_model_args) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
     p.set_defaults(batch_size=128, precision="amp")
-    p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
-    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
-    p.add_argument("--label-col", default="label",
-                   help="integer labels 0..K-1 or class-name strings (with --classnames)")
-    p.add_argument("--classnames", default=None,
-                   help="class names in label order: a file (txt or CSV) or 'a,b,c'; maps text labels to indices "
-                        "and names the classes in the outputs")
-    p.add_argument("--split-col", default="split", help="CSV column holding train / val / test")
-    p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
-    add_allow_absolute_paths(p)
+    add_split_table_args(p)
     g = p.add_argument_group("recipe (defaults: the PanDerm v1 finetuning script)")
     g.add_argument("--epochs", type=int, default=50, help="training epochs")
     g.add_argument("--lr", type=float, default=5e-4, help="base lr (no batch-size scaling)")

@@ -5,7 +5,7 @@ import argparse
 
 from ..analysis.attach import check_group_columns, summary_lines
 from .args import (
-    add_allow_absolute_paths, add_analysis_args, add_decode_arg, add_model_args, settings_from_args)
+    add_analysis_args, add_decode_arg, add_model_args, add_split_table_args, settings_from_args)
 from .common import encoder_and_run_dir, print_results
 from .doors import precheck
 
@@ -55,16 +55,7 @@ def register(sub, add_model_args=add_model_args) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
     add_model_args(p)
     add_decode_arg(p)
-    p.add_argument("--csv", required=True, help="CSV with image, label and split (train/val/test) columns")
-    p.add_argument("--image-col", default="image_path", help="CSV column holding the image paths")
-    p.add_argument("--label-col", default="label",
-                   help="integer labels 0..K-1 or class-name strings (with --classnames)")
-    p.add_argument("--classnames", default=None,
-                   help="class names in label order: a file (txt or CSV) or 'a,b,c'; maps text labels to indices "
-                        "and names the classes in the outputs")
-    p.add_argument("--split-col", default="split", help="CSV column holding train / val / test")
-    p.add_argument("--root", default=None, help="folder image paths are relative to (default: the CSV's folder)")
-    add_allow_absolute_paths(p)
+    add_split_table_args(p)
     p.add_argument("--percent-data", type=float, nargs="+", default=[1.0], help="training fractions")
     p.add_argument("--shots", type=int, nargs="+", default=None, help="K-shot per class instead of fractions")
     p.add_argument("--seeds", type=int, default=1, help="repeat subsampling with seeds 0..N-1 (seed 0 = reference)")

@@ -70,6 +70,7 @@ from .registry import (  # noqa: F401
     reported_metrics,
     unregister_metric,
 )
+from .registry import __all__ as _registry_names
 from .scores import (  # noqa: F401
     _label_metric,
     _prepare,
@@ -88,14 +89,7 @@ from .scores import (  # noqa: F401
 )
 
 __all__ = [
-    "METRIC_NAMES",
-    "REFERENCE_BOOTSTRAP_METRICS",
-    "MetricFn",
-    "register_metric",
-    "unregister_metric",
-    "metric_names",
-    "is_metric",
-    "reported_metrics",
+    *_registry_names,
     "accuracy",
     "balanced_accuracy",
     "weighted_f1",
