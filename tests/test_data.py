@@ -175,4 +175,5 @@ def test_every_image_missing_lists_a_few_and_points_at_the_root(tmp_path):
         load_table(csv, "image_path", root=tmp_path)
     msg = str(err.value)
     assert msg.startswith("40 of 40 image(s)") and "img9.jpg" in msg and "img10.jpg" not in msg
-    assert "(+30 more)" in msg and f"no image exists under {tmp_path}" in msg and len(msg) < 1200
+    assert "(+30 more)" in msg and f"no image exists under {tmp_path}" in msg
+    assert len(msg.replace(str(tmp_path), "<tmp>")) < 1200  # short whatever the temp folder's length

@@ -8,7 +8,7 @@ __all__ = ["Model", "PanDerm2", "load_encoder", "__version__"]
 
 
 def __getattr__(name):
-    # Lazy: `import panderm` stays cheap (no torch import) for the CLI's --help.
+    # Lazy: `import panderm` stays cheap (no torch import) for the command line's help.
     if name in ("Model", "PanDerm2"):
         from . import api
 

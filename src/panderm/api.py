@@ -37,7 +37,7 @@ class Model:
     @classmethod
     def from_pretrained(cls, model_id: str, checkpoint: str | None = None, device: str = "auto",
                         allow_random_init: bool = False, full_decode: bool = False) -> "Model":
-        """Load `model_id` (required, as `--model` is on the command line: an alias such as ``"PanDerm2"``,
+        """Load `model_id` (required, as the model is on the command line: an alias such as ``"PanDerm2"``,
         ``"hf-hub:ORG/NAME"``, ``"local-dir:PATH"``, ...; ``"demo"`` is a tiny random-weight model).
 
         ``device="auto"`` picks CUDA when present, else CPU; a named device that is not there is an error.

@@ -1,6 +1,6 @@
 """`panderm demo`: every task on the bundled real sample, one short table each.
 
-Without `--model` it evaluates a tiny model with random weights built on the fly:
+Without a model id it evaluates a tiny model with random weights built on the fly:
 the numbers then only show that the pipeline runs, and every output says so.
 """
 from __future__ import annotations

@@ -134,7 +134,7 @@ def format_table(rows: list[dict], columns: list[str] | None = None, floatfmt: s
 
 # Folders created by the current door run (`claim_dir`): removed again when the run fails on bad input, so a
 # failed run leaves no half-filled output folder behind. An interrupted run (Ctrl-C, SIGTERM) keeps them:
-# they hold what --resume continues from.
+# they hold what a resumed run continues from.
 _CLAIMED: list[Path] = []
 
 
@@ -177,7 +177,7 @@ _LOCKED: dict[str, int] = {}
 def lock_run_dir(path: str | os.PathLike) -> Path:
     """Hold an exclusive lock on the run folder `path` (created if absent) for the rest of this process.
 
-    A second run on the same folder, started while this one works (with or without --resume/--overwrite),
+    A second run on the same folder, started while this one works (resuming, overwriting or neither),
     gets one error line instead of writing into it. The lock is on the folder itself (flock on its
     descriptor), so it leaves no file behind and dies with the process, even under kill -9.
     """

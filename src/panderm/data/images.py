@@ -17,7 +17,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import DataError
 
 #: Largest image (width x height) opened, when set: it replaces PIL's decompression-bomb limit. Read by every
-#: process (DataLoader / preresize workers inherit it); `image_pixel_limit` and `--max-image-pixels` set it.
+#: process (DataLoader / preresize workers inherit it); `image_pixel_limit` (the doors' max-image-pixels setting)
+#: sets it.
 PIXEL_LIMIT_ENV = "PANDERM_MAX_IMAGE_PIXELS"
 PIXEL_LIMIT_HINT = f"raise the limit with --max-image-pixels N or {PIXEL_LIMIT_ENV}=N"
 

@@ -155,7 +155,7 @@ def _join(root, concat_prefix, value: str) -> Path:
     """The absolute path a CSV value names, exactly as it will be opened (and checked).
 
     Under `root`: os.path.join(root, value) (an absolute value is used as it is, `..` parts are kept). With
-    `concat_prefix` (src/main.py's `--parent-path`): the plain string `prefix + value`, as the reference
+    `concat_prefix` (src/main.py's parent path): the plain string `prefix + value`, as the reference
     builds it. Without either: relative to the working directory. A leading `~` in a CSV value is never
     expanded: it is a folder name, as for os.path.join and PIL (only the root / prefix given on the
     command line is `~`-expanded).
@@ -174,7 +174,7 @@ def resolve_paths(frame: pd.DataFrame, col: str, root: str | os.PathLike | None,
     """Absolute image paths, one per row, exactly the files that will be opened.
 
     `root` joins like os.path.join (absolute values and `..` are taken as written, as in the reference);
-    `concat_prefix` reproduces the reference's `--parent-path`, a plain string prefix; with neither, paths
+    `concat_prefix` reproduces the reference's parent path, a plain string prefix; with neither, paths
     are relative to the working directory. A `~` in a value is not expanded (see `_join`). An empty cell or
     one holding a NUL byte is a DataError naming the rows and the column. `allow_outside_root` is accepted
     and ignored (paths outside the root used to need it; they are always accepted now).

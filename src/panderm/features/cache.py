@@ -22,7 +22,7 @@ it held does not wait for it.
 
 Results stream into a memory-mapped `.npy` next to the entry, batch by batch
 (`<key>.partial.npy`, resumable after an interruption): peak memory does not
-grow with the number of images. `--no-cache` (and a run that finds another
+grow with the number of images. A run without the cache (and a run that finds another
 process extracting the same key) encodes into memory and writes no file.
 """
 from __future__ import annotations

@@ -218,7 +218,7 @@ def _call_compiled(fn, x: torch.Tensor, batch_size: int | None) -> torch.Tensor:
         raise ModelError(f"--compile failed ({type(exc).__name__}: {first}); run without --compile") from exc
 
 
-# --------------------------------------------------------------------------- --batch-size auto
+# --------------------------------------------------------------------------- automatic batch size
 BATCH_LADDER = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
 CPU_AUTO_BATCH = 64  # CPU throughput barely depends on the batch size (docs/BENCHMARKS.md); memory is not probed
 AUTO_HEADROOM = 0.2  # the probe may use at most 80 % of the GPU memory that was free when it started
@@ -334,7 +334,7 @@ def _encode_all(encoder, loader, kind, precision, progress, total, write, compil
 
 def _run_into(encoder, paths, kind, out: np.ndarray, batch_size, num_workers, precision, draft, progress,
               compiled: bool = False) -> np.ndarray:
-    """Encode `paths` into the preallocated float32 [N, D] `out` (in memory: --no-cache, or a concurrent run)."""
+    """Encode `paths` into the preallocated float32 [N, D] `out` (in memory: the cache is off, or a concurrent run)."""
     batch_size = resolve_batch_size(encoder, batch_size, kind, precision, len(paths))
 
     def write(idx, feats, ok):

@@ -98,7 +98,7 @@ def extract_features(
         return _extract_distributed(encoder, paths, kind, batch_size, num_workers, precision, cache, cache_dir, draft,
                                     progress, start, compile)
     if not cache:
-        # --no-cache writes no file at all (no temp file in TMPDIR for a killed run to leave behind).
+        # Without the cache no file is written at all (no temp file in TMPDIR for a killed run to leave behind).
         dim = encoder.output_dim("tokens" if kind == "tokens" else kind)
         array = _run_into(encoder, paths, kind, np.empty((len(paths), dim), np.float32), batch_size, num_workers,
                           precision, draft, progress, compile)

@@ -46,7 +46,8 @@ class PreprocessSpec:
     exif_transpose: bool = True
     # Decode a JPEG at the smallest DCT scale (1/2, 1/4, 1/8) whose short side is still >= 2x the resize target:
     # full decoding of a 3000 px photo dominates the time for a 224 px model, and the reduced image is resized
-    # down anyway. The panderm CLI and API turn it on (--full-decode off); the doors decode fully, as the reference.
+    # down anyway. The panderm CLI and API turn it on (unless full decoding is asked for); the doors decode fully,
+    # as the reference.
     draft_decode: bool = False
 
     @property

@@ -150,7 +150,7 @@ class Attention(nn.Module):
     @staticmethod
     def _explicit(q, k, v, score_bias):
         """The reference's attention step by step, softmax((q·scale) @ kᵀ [+ bias]) @ v. Under CPU autocast (the
-        reference doors' `--precision amp` on CPU) each step rounds to the half type there: the matmuls are autocast
+        reference doors' amp precision on CPU) each step rounds to the half type there: the matmuls are autocast
         ops and softmax keeps its input's dtype, roundings a fused attention kernel does not make."""
         attn = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
         if score_bias is not None:
