@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from panderm.analysis.compare import compare_runs
-from panderm.analysis.sweep import SweepPlan, load_config, plan_cells, plan_from_config, recorded_argv
+from panderm.cli.sweep_run import SweepPlan, load_config, plan_cells, plan_from_config, recorded_argv
 from panderm.cli import main
 from panderm.errors import DataError
 from panderm.models.demo import write_openclip_dir
@@ -158,7 +158,7 @@ def test_bad_task_flag_is_one_line_before_any_cell_runs(tmp_path, capsys):
 def test_a_quiet_sweep_runs_quiet_cells(tmp_path, monkeypatch):
     """Each cell sets up logging anew through panderm.cli.main: `panderm -q sweep` must hand -q on."""
     from panderm import progress
-    from panderm.analysis import sweep
+    from panderm.cli import sweep_run as sweep
 
     seen = []
     command = lambda argv: seen.append(list(argv)) or 0  # noqa: E731

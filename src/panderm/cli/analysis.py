@@ -89,7 +89,7 @@ def register_compare(sub, add_model_args=add_model_args) -> None:
 
 def _config(args) -> dict:
     """The config file's keys, updated with every flag given on the command line."""
-    from ..analysis.sweep import load_config
+    from .sweep_run import load_config
 
     config = load_config(args.config) if args.config else {}
     given = {
@@ -116,7 +116,7 @@ def _config(args) -> dict:
 def _sweep(args) -> None:
     from ..errors import PandermError
     from ..report import format_table
-    from ..analysis.sweep import plan_from_config, run_sweep
+    from .sweep_run import plan_from_config, run_sweep
 
     config = _config(args)
     if not config.get("out"):
@@ -142,7 +142,7 @@ def _sweep(args) -> None:
 def register_sweep(sub, add_model_args=add_model_args) -> None:
     """Add the subcommand to `sub` (argparse sub-parsers)."""
     from ..analysis.compare import LP_SETTINGS
-    from ..analysis.sweep import TASKS
+    from .sweep_run import TASKS
 
     p = sub.add_parser(
         "sweep", help="run a model × task × dataset grid (each cell its own run folder), then compare the models",

@@ -1,5 +1,5 @@
 """What a sweep runs: the :class:`SweepPlan` (models × tasks × datasets), its cells with their run folders and
-command lines, and the :class:`SweepResult` that :func:`panderm.analysis.sweep.run_sweep` returns.
+command lines, and the :class:`SweepResult` that :func:`panderm.cli.sweep_run.run_sweep` returns.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import DataError
-from .compare import DEFAULT_METRICS, LP_SETTINGS, safe_name
+from ..analysis.compare import DEFAULT_METRICS, LP_SETTINGS, safe_name
 
 TASKS = ("zeroshot", "linear-probe", "finetune")
 _TRAINED = ("linear-probe", "finetune")

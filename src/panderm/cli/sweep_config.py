@@ -1,4 +1,4 @@
-"""Sweep config files (JSON or YAML) and the :class:`~panderm.analysis.sweep_plan.SweepPlan` they describe
+"""Sweep config files (JSON or YAML) and the :class:`~panderm.cli.sweep_plan.SweepPlan` they describe
 (keys in docs/ANALYSIS.md).
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import DataError
-from .compare import DEFAULT_METRICS
+from ..analysis.compare import DEFAULT_METRICS
 from .sweep_plan import _TRAINED, TASKS, DatasetSpec, SweepPlan
 
 

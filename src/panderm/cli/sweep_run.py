@@ -30,7 +30,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import PandermError
-from .compare import compare_runs, input_signature
+from ..analysis.compare import compare_runs, input_signature
 # The plan and the config reader live in modules of their own; their names stay importable from here.
 from .sweep_config import CONFIG_KEYS, load_config, plan_from_config  # noqa: F401
 from .sweep_plan import _TRAINED, TASKS, Cell, DatasetSpec, SweepPlan, SweepResult, plan_cells  # noqa: F401
