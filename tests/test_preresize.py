@@ -175,9 +175,12 @@ def test_absolute_paths_are_refused_with_their_row(tmp_path):
         preresize(csv, "image_path", tmp_path / "out", root=CSVS["ham"].parent, size=96, workers=0)
     # A path leaving the root: refused the same way, without suggesting a flag preresize does not have.
     csv.write_text(f"image_path\n{good}\n../{CSVS['ham'].parent.name}/{good}\n")
-    with pytest.raises(DataError, match=r"row\(s\) 3: image path .* is not under --root") as err:
+    with pytest.raises(DataError, match=r"row\(s\) 3: image path .* is not under the image root") as err:
         preresize(csv, "image_path", tmp_path / "out", root=CSVS["ham"].parent, size=96, workers=0)
     assert "--allow-absolute-paths" not in str(err.value)
+    from panderm.cli import FLAGS
+
+    assert err.value.param == "image_root" and err.value.render(FLAGS).endswith("(set it with --root)")
 
 
 def test_out_must_not_be_the_image_root(tmp_path):
@@ -289,3 +292,19 @@ def test_a_nul_byte_in_a_path_names_its_row(tmp_path):
     csv.write_bytes(f"image_path\n{rel[0]}\nimages/a\0b.jpg\n".encode())
     with pytest.raises(DataError, match=r"row\(s\) 3: image path 'images/a\\x00b.jpg' holds a NUL byte"):
         preresize(csv, "image_path", tmp_path / "out", root=root, size=96, workers=0)
+
+
+def test_bad_settings_name_the_flag_on_the_command_line(tmp_path, capsys):
+    """The library names the setting (`param`); `panderm preresize` names its flag."""
+    from panderm.cli import main
+
+    csv, root, _ = _subset_csv(tmp_path, "ham", 2)
+    common = ["preresize", "--csv", str(csv), "--root", str(root), "--workers", "0"]
+    for flag, value, text in (("--size", "0", "the size must be a positive number of pixels, got 0"),
+                              ("--quality", "101", "the JPEG quality must be in 1..100, got 101")):
+        assert main([*common, "--out", str(tmp_path / "o"), flag, value]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.strip().splitlines()[-1] == f"panderm: error: {text} (set it with {flag})"
+    assert main([*common, "--out", str(root)]) == 2
+    assert capsys.readouterr().err.strip().endswith("would overwrite the originals (set it with --out)")
+    assert not (tmp_path / "o").exists()

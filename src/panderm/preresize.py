@@ -1,7 +1,7 @@
 """Pre-resized copies of a CSV's images: decode a large photo once, not on every extraction.
 
 `preresize(csv, image_col, out, size=448)` writes, for every image of the CSV, a copy at the same relative
-path under `out` (so the same CSV works with `--root out`) whose shorter side is `size` px:
+path under `out` (so the same CSV works with `out` as its image root) whose shorter side is `size` px:
 
 * aspect ratio kept, Lanczos resampling (antialiased), never upscaled: an image whose shorter side is
   already ≤ `size` is copied byte for byte (`open_image` then reads exactly what it read before);
@@ -158,28 +158,30 @@ def preresize(
 def _preresize(csv, image_col, out, *, root, size, quality, workers, flag_hints) -> PreresizeSummary:
     start = time.perf_counter()
     if size < 1:
-        raise DataError(f"--size must be a positive number of pixels, got {size}")
+        raise DataError(f"the size must be a positive number of pixels, got {size}", param="size")
     if not 1 <= quality <= 100:
-        raise DataError(f"--quality must be in 1..100, got {quality}")
+        raise DataError(f"the JPEG quality must be in 1..100, got {quality}", param="quality")
     csv = Path(csv)
     frame = read_csv(csv)
     require_columns(frame, [image_col], csv, flag_hints)
     root = Path(root) if root is not None else csv.parent
     out = Path(out)
-    # realpath: an --out that is a symlink to the root (or the root itself spelled differently) is the root.
+    # realpath: an `out` that is a symlink to the root (or the root itself spelled differently) is the root.
     if os.path.realpath(out) == os.path.realpath(root):
-        raise DataError(f"--out {out} is the image root: the copies would overwrite the originals")
+        raise DataError(f"the output folder {out} is the image root: the copies would overwrite the originals",
+                        param="out")
     paths = resolve_paths(frame, image_col, root, csv)  # empty cells and NUL bytes named by row
-    # Relative paths that stay under --root only: the copies keep the CSV's layout under --out, and an absolute
-    # or `../` path would put its copy outside --out (where `--root OUT` would not find it). A `~` is a folder
+    # Relative paths that stay under the root only: the copies keep the CSV's layout under `out`, and an absolute
+    # or `../` path would put its copy outside `out` (where `out` as the root would not find it). A `~` is a folder
     # name here as in every door (never expanded).
     rel = [os.path.normpath(str(v).strip()) for v in frame[image_col].astype(str)]
     ids = frame.index.to_numpy()
     outside = [i for i, r in enumerate(rel) if os.path.isabs(r) or r == ".." or r.startswith(".." + os.sep)]
     if outside:
         raise DataError(f"{csv}: column {image_col!r}, row(s) {_rows(ids[outside])}: image path {rel[outside[0]]!r} "
-                        "is not under --root; the copies keep the CSV's layout under --out, so the CSV's paths "
-                        "must be relative to --root (rewrite them relative to a common folder and pass it as --root)")
+                        "is not under the image root; the copies keep the CSV's layout under the output folder, so "
+                        "the CSV's paths must be relative to the image root (rewrite them relative to a common "
+                        "folder and give that as the root)", param="image_root")
 
     problems = [_probe(p) for p in paths]
     bad = [i for i, why in enumerate(problems) if why]
