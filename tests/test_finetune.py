@@ -498,3 +498,24 @@ def test_a_run_that_never_trains_says_so(tiny_panderm_v1, tiny_csv, tmp_path, ca
     assert res["best_epoch"] == 0 and res["history"][0]["trained"] is False
     assert (tmp_path / "run" / "best.pt").is_file()
     assert any("no epoch trained" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("lr", 0.0), ("min_lr", -1.0), ("weight_decay", -0.1), ("monitor", "loss2"), ("normalize", "zscore"),
+    ("epochs", 0), ("batch_size", 0), ("warmup_epochs", -1), ("layer_decay", 1.5), ("drop_path", 1.0)])
+def test_bad_settings_name_the_setting_and_the_cli_names_its_flag(field, value):
+    """FinetuneConfig names the setting (`param`); `panderm finetune` names its flag, and every flag it names is
+    one its parser has."""
+    import dataclasses
+
+    from panderm.cli import build_parser
+    from panderm.cli.finetune import FLAGS
+    from panderm.tasks.finetune.config import FinetuneConfig
+
+    with pytest.raises(ft.PandermError) as err:
+        dataclasses.replace(FinetuneConfig(), **{field: value}).check()
+    assert err.value.param == field and "--" not in str(err.value) and str(value) in str(err.value)
+    flag = "--" + field.replace("_", "-")
+    assert err.value.render(FLAGS).endswith(f"(set it with {flag})")
+    parser = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    assert flag in {o for a in parser.choices["finetune"]._actions for o in a.option_strings}

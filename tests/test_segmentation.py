@@ -392,3 +392,24 @@ def test_cli_errors_name_the_segment_flag(tmp_path, capsys):
                "--out", str(tmp_path / "seg")])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and "(set it with --num-classes)" in last, last
+
+
+@pytest.mark.parametrize("field, value, cli_flag, door_flag", [
+    ("epochs", 0, "--epochs", "--epochs"), ("batch_size", 0, "--batch-size", "--batch_size"),
+    ("image_size", 8, "--image-size", "--img_size"), ("percent_data", 0.0, "--percent-data", "--percent"),
+    ("loss", "l2", "--loss", None)])
+def test_bad_settings_name_each_door_s_own_flag(field, value, cli_flag, door_flag):
+    """SegConfig names the setting (`param`); `panderm segment` and segmentation/run.py name their own flags."""
+    import dataclasses
+
+    from panderm.cli.segment import FLAGS as CLI_FLAGS
+    from panderm.compat.segmentation_door import FLAGS as DOOR_FLAGS
+    from panderm.errors import PandermError
+    from panderm.tasks.segmentation.train import SegConfig
+
+    with pytest.raises(PandermError) as err:
+        dataclasses.replace(SegConfig(), **{field: value}).check()
+    assert err.value.param == field and "--" not in str(err.value) and str(value) in str(err.value)
+    assert err.value.render(CLI_FLAGS).endswith(f"(set it with {cli_flag})")
+    if door_flag:
+        assert err.value.render(DOOR_FLAGS).endswith(f"(set it with {door_flag})")

@@ -8,7 +8,9 @@ from pathlib import Path
 from .args import add_model_args
 from .doors import resolve_device
 
-FLAGS = {"num_classes": "--num-classes", "percent_data": "--percent-data", "data_root": "--isic-root"}
+FLAGS = {"num_classes": "--num-classes", "percent_data": "--percent-data", "data_root": "--isic-root",
+         "epochs": "--epochs", "batch_size": "--batch-size", "loss": "--loss", "augment": "--augment",
+         "image_size": "--image-size"}
 
 
 def _tables(args, splits):

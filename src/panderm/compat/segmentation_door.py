@@ -7,7 +7,8 @@ import argparse
 from ..cli.doors import finish_help, resolve_device, run_door, setup_logging
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
-FLAGS = {"dataset": "--dataset", "percent_data": "--percent", "data_root": "--parent_path"}
+FLAGS = {"dataset": "--dataset", "percent_data": "--percent", "data_root": "--parent_path", "epochs": "--epochs",
+         "batch_size": "--batch_size", "image_size": "--img_size"}
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:

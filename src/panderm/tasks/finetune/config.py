@@ -46,26 +46,33 @@ class FinetuneConfig:
 
     def check(self) -> None:
         require_finite(self)
-        if self.lr <= 0 or self.min_lr < 0 or self.weight_decay < 0:
-            raise PandermError(f"--lr must be positive and --min-lr, --weight-decay not negative "
-                               f"(got {self.lr}, {self.min_lr}, {self.weight_decay})")
+        if self.lr <= 0:
+            raise PandermError(f"the learning rate must be positive, got {self.lr}", param="lr")
+        if self.min_lr < 0:
+            raise PandermError(f"the minimum learning rate must not be negative, got {self.min_lr}", param="min_lr")
+        if self.weight_decay < 0:
+            raise PandermError(f"the weight decay must not be negative, got {self.weight_decay}",
+                               param="weight_decay")
         if self.monitor not in MONITORS:
-            raise PandermError(f"--monitor must be one of {', '.join(MONITORS)}, got {self.monitor!r}")
+            raise PandermError(f"the monitored metric must be one of {', '.join(MONITORS)}, got {self.monitor!r}",
+                               param="monitor")
         if self.normalize not in ("reference", "imagenet", "model"):
-            raise PandermError(f"--normalize must be reference, imagenet or model, got {self.normalize!r}")
+            raise PandermError(f"the normalisation must be reference, imagenet or model, got {self.normalize!r}",
+                               param="normalize")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise PandermError(f"--{name.replace('_', '-')} must be at least 1")
+                raise PandermError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}",
+                                   param=name)
         if self.warmup_epochs < 0:
-            raise PandermError("--warmup-epochs must be 0 or more")
+            raise PandermError(f"warmup epochs must be 0 or more, got {self.warmup_epochs}", param="warmup_epochs")
         if self.warmup_epochs > self.epochs:
-            log.warning("finetune: --warmup-epochs %d > --epochs %d: warming up over the whole run",
+            log.warning("finetune: %d warmup epochs > %d epochs: warming up over the whole run",
                         self.warmup_epochs, self.epochs)
             self.warmup_epochs = self.epochs
         if not 0 < self.layer_decay <= 1:
-            raise PandermError("--layer-decay must be in (0, 1]")
+            raise PandermError(f"the layer decay must be in (0, 1], got {self.layer_decay}", param="layer_decay")
         if not 0 <= self.drop_path < 1:
-            raise PandermError("--drop-path must be in [0, 1)")
+            raise PandermError(f"the drop-path rate must be in [0, 1), got {self.drop_path}", param="drop_path")
 
 
 def _monitor_name(cfg: FinetuneConfig, n_classes: int) -> str:

@@ -59,17 +59,19 @@ class SegConfig:
     def check(self) -> None:
         require_finite(self)
         if self.epochs < 1:
-            raise PandermError(f"--epochs must be at least 1, got {self.epochs}")
+            raise PandermError(f"epochs must be at least 1, got {self.epochs}", param="epochs")
         if self.batch_size < 1:
-            raise PandermError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise PandermError(f"the batch size must be at least 1, got {self.batch_size}", param="batch_size")
         if self.loss not in LOSSES:
-            raise PandermError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+            raise PandermError(f"the loss must be one of {', '.join(LOSSES)}, got {self.loss!r}", param="loss")
         if self.augment not in AUGMENTS:
-            raise PandermError(f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
+            raise PandermError(f"the augmentation must be one of {', '.join(AUGMENTS)}, got {self.augment!r}",
+                               param="augment")
         if self.image_size < 16:
-            raise PandermError(f"--image-size must be at least 16, got {self.image_size}")
+            raise PandermError(f"the image size must be at least 16, got {self.image_size}", param="image_size")
         if not 0 < self.percent_data <= 100:
-            raise PandermError(f"--percent-data must be in (0, 100], got {self.percent_data}")
+            raise PandermError(f"the percent of training data must be in (0, 100], got {self.percent_data}",
+                               param="percent_data")
 
 
 # --------------------------------------------------------------------------- #
