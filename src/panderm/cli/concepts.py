@@ -23,6 +23,10 @@ TRAIN_SAE_FLAGS = {"pre_bias_init": "--pre-bias-init", "resample_every": "--resa
                    "expansion": "--expansion"}
 
 
+#: `panderm concepts`' hints for an error's `param`
+FLAGS = {"top_n": "--top-n", "method": "--method", "concept": "--concept", "batch_size": "--batch-size",
+         "max_cards": "--max-cards", "n_images": "--n-images", "concepts": "--concepts WORD ..."}
+
 def _max_resamples(text: str) -> int | None:
     if text.strip().lower() == "none":
         return None
@@ -150,7 +154,7 @@ def register(sub, add_model_args=add_model_args) -> None:
     p.add_argument("--progress", action="store_true", help="one line per epoch on stderr")
     p.add_argument("--out", default="runs/concepts_sae", help="run folder (the SAE, codes, history, results.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=_train_sae)
+    p.set_defaults(func=_train_sae, door_flags=FLAGS)
 
     p = actions.add_parser("activations", aliases=["encode"], help="SAE codes of an embeddings .npy",
                            formatter_class=_FMT, allow_abbrev=False)
@@ -160,7 +164,7 @@ def register(sub, add_model_args=add_model_args) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     p.add_argument("--out", default="runs/concepts_activations", help="run folder (activations.npy, results.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=_activations)
+    p.set_defaults(func=_activations, door_flags=FLAGS)
 
     p = actions.add_parser("cbm", help="L1 logistic-regression concept bottleneck model over SAE codes",
                            formatter_class=_FMT, allow_abbrev=False)
@@ -174,7 +178,7 @@ def register(sub, add_model_args=add_model_args) -> None:
     p.add_argument("--seed", type=int, default=0, help="0 reproduces the reference's splits")
     p.add_argument("--out", default="runs/concepts_cbm", help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=_cbm)
+    p.set_defaults(func=_cbm, door_flags=FLAGS)
 
     p = actions.add_parser("explain", help="match concept words to CBM latents via the text encoder",
                            formatter_class=_FMT, allow_abbrev=False)
@@ -184,7 +188,7 @@ def register(sub, add_model_args=add_model_args) -> None:
     p.add_argument("--concepts", nargs="+", default=None, help="concept words (default: the reference's ten)")
     p.add_argument("--out", default="runs/concepts_explain", help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=_explain)
+    p.set_defaults(func=_explain, door_flags=FLAGS)
 
     p = actions.add_parser("intervene", help="biased CBM on train codes; zero a concept's latents in the test codes",
                            formatter_class=_FMT, allow_abbrev=False)
@@ -205,7 +209,7 @@ def register(sub, add_model_args=add_model_args) -> None:
     p.add_argument("--save-codes", action="store_true", help="also write the intervened test codes")
     p.add_argument("--out", default="runs/concepts_intervene", help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=_intervene)
+    p.set_defaults(func=_intervene, door_flags=FLAGS)
     register_extra(actions, add_model_args)
 
 
@@ -264,7 +268,7 @@ def register_extra(sub, add_model_args=add_model_args) -> None:
     p.add_argument("--top-latents", type=int, default=20, help="candidate latents listed per text")
     p.add_argument("--out", default="runs/concepts_retrieve", help="run folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=_retrieve)
+    p.set_defaults(func=_retrieve, door_flags=FLAGS)
 
     p = sub.add_parser("report", help="static HTML concept report: one card per latent (name, CBM weight, images)",
                        formatter_class=_FMT, allow_abbrev=False)
@@ -279,4 +283,4 @@ def register_extra(sub, add_model_args=add_model_args) -> None:
     p.add_argument("--title", default="SAE concept report", help="report title")
     p.add_argument("--out", default="runs/concepts_report", help="run folder (report.html)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    p.set_defaults(func=_report)
+    p.set_defaults(func=_report, door_flags=FLAGS)

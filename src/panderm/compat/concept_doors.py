@@ -11,6 +11,10 @@ from ..cli.doors import finish_help, report_ignored, resolve_device, run_door, s
 
 # -- automated-concept-discovery/0_extract_sae_activations.py ------------
 
+#: The concept doors' `{param: flag}` map: an error's `param` is named by these doors' flags.
+FLAGS = {"top_n": "--top_n", "method": "--method", "concept": "--concept", "batch_size": "--batch_size",
+         "topk": "--topk"}
+
 def build_extract_activations_parser(description: str = "") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, allow_abbrev=False)
     p.add_argument("--checkpoint", required=True, help="required: SAE autoencoder.pth")
@@ -34,7 +38,7 @@ def main_extract_activations(argv=None, description: str = "") -> int:
         print(f"Number of features activated at least once: {s['n_active']} / {s['n_latents']}")
         print(f"saved {args.output} {tuple(s['shape'])}")
 
-    return run_door(run, "0_extract_sae_activations.py", debug=args.debug)
+    return run_door(run, "0_extract_sae_activations.py", debug=args.debug, flags=FLAGS)
 
 
 # -- automated-concept-discovery/1_train_clf_binary-class.py -------------
@@ -81,7 +85,7 @@ def main_train_clf(argv=None, description: str = "") -> int:
         if args.output:
             print(f"saved {os.path.join(args.output, 'mean_classifier_weights.npy')}")
 
-    return run_door(run, "1_train_clf_binary-class.py", debug=args.debug)
+    return run_door(run, "1_train_clf_binary-class.py", debug=args.debug, flags=FLAGS)
 
 
 # -- automated-concept-discovery/2_global_concept_viz_binary-class.py ----
@@ -119,7 +123,7 @@ def main_concept_viz(argv=None, description: str = "") -> int:
         from ..tasks.concepts.run import load_array, read_labels
 
         if args.topk < 1:
-            raise DataError(f"--topk must be >= 1, got {args.topk}")
+            raise DataError(f"the number of latents per class must be >= 1, got {args.topk}", param="topk")
         labels, col, _, n = read_labels(args.csv, args.label_col, position=2)
         X = load_array(args.embeddings, "embeddings", n_rows=n, rows_of=f"the CSV {args.csv}")
         result = class_importance(X, labels, args.topk)
@@ -131,7 +135,7 @@ def main_concept_viz(argv=None, description: str = "") -> int:
             print(f"class {c}: {pairs}")
         print(f"saved {files['json']} and {files['npz']}")
 
-    return run_door(run, "2_global_concept_viz_binary-class.py", debug=args.debug)
+    return run_door(run, "2_global_concept_viz_binary-class.py", debug=args.debug, flags=FLAGS)
 
 
 # -- automated-concept-discovery/3_train_biased-cbm_binary-class.py ------
@@ -178,7 +182,7 @@ def main_biased_cbm(argv=None, description: str = "") -> int:
         if args.output:
             print(f"saved {os.path.join(args.output, 'classifier_weights.npy')}")
 
-    return run_door(run, "3_train_biased-cbm_binary-class.py", debug=args.debug)
+    return run_door(run, "3_train_biased-cbm_binary-class.py", debug=args.debug, flags=FLAGS)
 
 
 # -- automated-concept-discovery/4_intervention_CBM.py -------------------
@@ -249,7 +253,7 @@ def main_intervention(argv=None, description: str = "") -> int:
         print(f"zeroed {len(info['latents'])} latents {what}: {info['latents']}")
         print(f"saved {out}")
 
-    return run_door(run, "4_intervention_CBM.py", debug=args.debug)
+    return run_door(run, "4_intervention_CBM.py", debug=args.debug, flags=FLAGS)
 
 
 # -- automated-concept-discovery/train_sae.py ----------------------------
@@ -308,4 +312,4 @@ def main_train_sae(argv=None, description: str = "") -> int:
               f"FVU {f['fvu']:.4f}, L0 {f['l0']:.1f}, dead {f['dead_fraction']:.3f}")
         print(f"saved {os.path.join(args.save_dir or '.', 'autoencoder.pth')} and learned_activation.npy")
 
-    return run_door(run, "train_sae.py", debug=args.debug)
+    return run_door(run, "train_sae.py", debug=args.debug, flags=FLAGS)

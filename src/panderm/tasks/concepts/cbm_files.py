@@ -124,13 +124,13 @@ def _select(coef, method, top_n, concept, model, text_kw) -> tuple[list[int], li
     from panderm.tasks.concepts.sae import decoder_directions
 
     if method not in ("matching", "topk"):
-        raise DataError(f"--method must be 'matching' or 'topk', got {method!r}")
+        raise DataError(f"the method must be 'matching' or 'topk', got {method!r}", param="method")
     if top_n < 1:
-        raise DataError(f"--top_n must be >= 1, got {top_n}")
+        raise DataError(f"the number of latents must be >= 1, got {top_n}", param="top_n")
     if method == "topk":
         return select_intervention_latents(coef, "topk", top_n), None, text_kw.get("encoder")
     if not concept or not str(concept).strip():
-        raise DataError("method 'matching' needs a concept text (--concept)")
+        raise DataError("method 'matching' needs a concept text", param="concept")
     text, encoder = encode_concepts([concept], model.d_in, **text_kw)
     w = np.asarray(coef)
     importance = np.abs(w[None, :] if w.ndim == 1 else w).sum(axis=0)

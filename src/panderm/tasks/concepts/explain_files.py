@@ -89,8 +89,8 @@ def explain(
     importance = np.abs(w2).sum(axis=0)
     n_nonzero = int(np.count_nonzero(importance))
     if not len(concepts):
-        raise DataError("no concept words to match; give some (--concepts WORD ...) or leave them out for the "
-                        "reference's ten")
+        raise DataError("no concept words to match; give some, or none at all for the reference's ten",
+                        param="concepts")
     if n_nonzero == 0:
         raise DataError(f"{cbm_weights_npy} has no non-zero weight, so no latent can be named: the CBM's L1 penalty "
                         "removed every latent; refit it with a smaller --alpha (panderm concepts cbm --alpha)")

@@ -103,7 +103,7 @@ def select_latents(codes: np.ndarray, weights: np.ndarray | None = None, max_car
     """Latents to show: non-zero CBM weight by |weight| (summed over classes) if ``weights``, else the live
     latents by total activation; at most ``max_cards``; ties by latent index."""
     if int(max_cards) < 1:
-        raise DataError(f"--max-cards must be >= 1, got {max_cards}")
+        raise DataError(f"the number of latent cards must be >= 1, got {max_cards}", param="max_cards")
     if weights is not None:
         w = np.asarray(weights, dtype=np.float64)
         imp = np.abs(w[None, :] if w.ndim == 1 else w).sum(axis=0)
@@ -153,7 +153,7 @@ def build_report(
     from panderm.tasks.concepts.sae import decoder_directions
 
     if int(n_images) < 1:
-        raise DataError(f"--n-images must be >= 1, got {n_images}")
+        raise DataError(f"the number of images per latent must be >= 1, got {n_images}", param="n_images")
     model, table, codes = _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root,
                                                 allow_outside_root=allow_outside_root)
     w = _weights(weights_npy, model.n_latents, sae_checkpoint) if weights_npy is not None else None

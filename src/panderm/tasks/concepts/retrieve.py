@@ -350,7 +350,7 @@ def class_importance(features: Any, labels: Any, topk: int = 10) -> dict[str, di
     if y.ndim != 1 or len(y) != X.shape[0]:
         raise DataError(f"{len(y)} labels for {X.shape[0]} feature rows; they must match one to one")
     if int(topk) < 1:
-        raise DataError(f"--topk must be >= 1, got {topk}")
+        raise DataError(f"the number of latents per class must be >= 1, got {topk}", param="topk")
     k = min(int(topk), X.shape[1])
     Xc = X - X.mean(axis=0, keepdims=True)
     out = {}

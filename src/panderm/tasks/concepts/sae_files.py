@@ -154,7 +154,7 @@ def extract_activations(
     from panderm.tasks.concepts.sae import sae_activations
 
     if batch_size < 1:
-        raise DataError(f"--batch_size must be >= 1, got {batch_size}")
+        raise DataError(f"the batch size must be >= 1, got {batch_size}", param="batch_size")
     model, _ = _load_sae(checkpoint, device)
     X = load_array(embeddings_npy, "embeddings", n_cols=model.d_in, cols_of=f"the SAE {checkpoint} (d_in)")
     codes = sae_activations(model, X, batch_size)
