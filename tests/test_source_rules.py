@@ -146,7 +146,7 @@ FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
 FLAG_SPELLINGS_LEFT = {
     "analysis/attach.py": 6, "analysis/subgroups.py": 1, "data/images.py": 2, "data/tables.py": 2, "errors.py": 5,
     "features/cache.py": 2, "features/engine.py": 7, "features/extract.py": 2, "models/openclip_family.py": 1,
-    "models/registry.py": 9, "models/vision_only.py": 2, "report.py": 3, "tasks/concepts/cbm_files.py": 2,
+    "models/registry.py": 9, "models/vision_only.py": 2, "report.py": 1, "tasks/concepts/cbm_files.py": 2,
     "tasks/concepts/explain_files.py": 4, "tasks/concepts/inputs.py": 2, "tasks/concepts/retrieve.py": 2,
     "tasks/concepts/sae_train.py": 1, "tasks/export.py": 1, "tasks/finetune/__init__.py": 2,
     "tasks/finetune/trainer.py": 10, "tasks/linear_probe/model.py": 1, "tasks/linear_probe/pipeline.py": 6,

@@ -222,7 +222,7 @@ def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
         raise PandermError(f"output path exists and is not a folder: {path}")
     lock_run_dir(path)
     if any(path.iterdir()) and not overwrite:
-        raise PandermError(f"output folder {path} already holds a run; pass --overwrite or choose another --out")
+        raise PandermError(f"output folder {path} already holds a run", param="run_dir")
     return claim_dir(path)
 
 

@@ -19,6 +19,9 @@ from .multimodal_args import (
 _RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "results_test.json", "detailed_predictions.csv",
               "evaluation_metrics.csv", "confusion_matrix.png", "reliability.png", "subgroups.csv", "subgroups.png")
 
+#: `panderm multimodal`'s hints for an error's `param` (its other messages are respelled by spell_flags)
+FLAGS = {"run_dir": "pass --overwrite or choose another --output-dir"}
+
 def find_best_checkpoint(folder) -> Path:
     """`best.pt` in `folder`, else the reference's `best{acc|valloss|f1|auroc}_model_{epoch}.pth` (latest epoch)."""
     from ..errors import PandermError
@@ -297,7 +300,7 @@ def register(sub, add_model_args=add_model_args) -> None:
         if mode == "train":
             add_train_args(q, ref=False)
             q.set_defaults(func=_speaking(run_train, _options(q)),
-                           precheck=_speaking(lambda args: _check_early(args, True), _options(q)))
+                           precheck=_speaking(lambda args: _check_early(args, True), _options(q)), door_flags=FLAGS)
         else:
             q.add_argument("--model-path", dest="model_path", default=None,
                            help="default: the best checkpoint in --output-dir; the report goes to "
@@ -306,4 +309,4 @@ def register(sub, add_model_args=add_model_args) -> None:
             q.add_argument("--predictions-only", dest="full_report", action="store_false",
                            help="write only detailed_predictions.csv (the reference test.py's output)")
             q.set_defaults(func=_speaking(run_test, _options(q)),
-                           precheck=_speaking(lambda args: _check_early(args, False), _options(q)))
+                           precheck=_speaking(lambda args: _check_early(args, False), _options(q)), door_flags=FLAGS)

@@ -11,6 +11,9 @@ from ..cli.multimodal import _options, _speaking, run_test, run_train
 from ..cli.multimodal_args import add_recipe_args, add_train_args, str2bool
 
 
+#: The multimodal doors' `{param: hint}` map (their other messages are respelled by cli.multimodal.spell_flags)
+FLAGS = {"run_dir": "pass --overwrite or choose another --output_dir"}
+
 def _add_ref_model(p) -> None:
     p.add_argument("--model_name", dest="model", default="PanDerm-v2",
                    help="PanDerm-v2 (= PanDerm2), PanDerm-Large / PanDerm-Base (PanDerm v1, with --pretrain_path) "
@@ -56,4 +59,4 @@ def run_reference(mode: str, argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     run = _speaking(run_train if mode == "train" else run_test, _options(parser))
-    return run_door(lambda: run(args), f"multimodal_finetune/{mode}.py", debug=args.debug)
+    return run_door(lambda: run(args), f"multimodal_finetune/{mode}.py", debug=args.debug, flags=FLAGS)

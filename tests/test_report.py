@@ -1,0 +1,28 @@
+"""panderm.report's run folders: the library names the setting, each door names its own flags."""
+import pytest
+
+from panderm.errors import PandermError
+from panderm.report import forget_claimed, prepare_run_dir
+
+
+def test_a_folder_holding_a_run_is_refused_and_each_door_says_how_out(tmp_path):
+    from panderm.cli import FLAGS as PANDERM
+    from panderm.cli.multimodal import FLAGS as PANDERM_MULTIMODAL
+    from panderm.compat.multimodal_door import FLAGS as MULTIMODAL
+
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "results.json").write_text("{}")
+    with pytest.raises(PandermError) as err:
+        prepare_run_dir(busy)
+    assert str(err.value) == f"output folder {busy} already holds a run" and err.value.param == "run_dir"
+    assert err.value.render(PANDERM) == f"output folder {busy} already holds a run (pass --overwrite or choose " \
+                                        "another --out)"
+    assert err.value.render(MULTIMODAL).endswith("(pass --overwrite or choose another --output_dir)")
+    assert err.value.render(PANDERM_MULTIMODAL).endswith("(pass --overwrite or choose another --output-dir)")
+    assert (busy / "results.json").read_text() == "{}"  # refused, untouched
+    try:
+        assert prepare_run_dir(busy, overwrite=True) == busy
+    finally:
+        forget_claimed()
+
