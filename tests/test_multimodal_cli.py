@@ -221,3 +221,51 @@ def test_out_and_weighted_sampler_aliases():
                          "--weight-sampler"])
     assert args.output_dir == "o2" and args.weight_sampler is True
     assert p.parse_args(["multimodal", "test", "--model", "demo", "--data-path", "x", "--out", "o"]).output_dir == "o"
+
+
+@pytest.mark.parametrize("changes, param", [
+    ({"num_classes": 1}, "class_num"), ({"att_depth": 0}, "att_depth"), ({"meta_num_head": 0}, "meta_num_head"),
+    ({"use_cli": False, "use_derm": False}, "modality")])
+def test_model_settings_name_the_setting_and_each_dialect_its_flag(changes, param):
+    """ModelConfig names the setting (`param`); panderm multimodal and the reference doors render their flags."""
+    import dataclasses
+
+    from panderm.cli import build_parser
+    from panderm.cli.multimodal import FLAGS as CLI_FLAGS
+    from panderm.compat.multimodal_door import FLAGS as DOOR_FLAGS
+    from panderm.compat.multimodal_door import reference_parser
+    from panderm.errors import PandermError
+    from panderm.tasks.multimodal.model import FusionConfig
+
+    cfg = dataclasses.replace(FusionConfig(num_classes=3), **changes)
+    with pytest.raises(PandermError) as err:
+        cfg.check()
+    assert err.value.param == param and "--" not in str(err.value)
+    cli = err.value.render(CLI_FLAGS)
+    door = err.value.render(DOOR_FLAGS)
+    assert cli.endswith(f"(set it with {CLI_FLAGS[param]})") and door.endswith(f"(set it with {DOOR_FLAGS[param]})")
+    # every flag the two maps name is a flag of its parser
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    train = next(a for a in sub["multimodal"]._actions if a.__class__.__name__ == "_SubParsersAction").choices["train"]
+    cli_opts = {o for a in train._actions for o in a.option_strings}
+    door_opts = {o for a in reference_parser("train")._actions for o in a.option_strings}
+    assert {w for v in CLI_FLAGS.values() for w in v.split() if w.startswith("--")} <= cli_opts
+    assert {w for v in DOOR_FLAGS.values() for w in v.split() if w.startswith("--")} <= door_opts
+
+
+@pytest.mark.parametrize("changes, param", [
+    ({"lr": 0.0}, "learning_rate"), ({"accum_freq": 0}, "accum_freq"), ({"monitor": "bleu"}, "monitor"),
+    ({"drop_path": 1.0}, "drop_path")])
+def test_training_settings_name_the_setting_and_each_dialect_its_flag(changes, param):
+    import dataclasses
+
+    from panderm.cli.multimodal import FLAGS as CLI_FLAGS
+    from panderm.compat.multimodal_door import FLAGS as DOOR_FLAGS
+    from panderm.errors import PandermError
+    from panderm.tasks.multimodal.train import TrainConfig
+
+    with pytest.raises(PandermError) as err:
+        dataclasses.replace(TrainConfig(), **changes).check()
+    assert err.value.param == param and "--" not in str(err.value)
+    assert err.value.render(CLI_FLAGS).endswith(f"(set it with --{param.replace('_', '-')})")
+    assert err.value.render(DOOR_FLAGS).endswith(f"(set it with --{param})")

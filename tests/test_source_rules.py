@@ -150,7 +150,7 @@ FLAG_SPELLINGS_LEFT = {
     "tasks/concepts/explain_files.py": 4, "tasks/concepts/inputs.py": 2, "tasks/concepts/retrieve.py": 2,
     "tasks/concepts/sae_train.py": 1, "tasks/export.py": 1, "tasks/finetune/__init__.py": 2,
     "tasks/finetune/trainer.py": 10, "tasks/linear_probe/model.py": 1, "tasks/linear_probe/pipeline.py": 6,
-    "tasks/multimodal/model.py": 8, "tasks/multimodal/prompts.py": 1, "tasks/multimodal/train.py": 6,
+    "tasks/multimodal/model.py": 3, "tasks/multimodal/prompts.py": 1, "tasks/multimodal/train.py": 3,
     "tasks/reference_logs.py": 2, "tasks/retrieval/__init__.py": 2, "tasks/retrieval/data.py": 8,
     "tasks/retrieval/pipeline.py": 4, "tasks/retrieval/rank.py": 2, "tasks/retrieval/reference.py": 1,
     "tasks/segmentation/reference.py": 2, "tasks/segmentation/train.py": 3, "tasks/zeroshot/__init__.py": 5,

@@ -14,13 +14,14 @@ from pathlib import Path
 from .args import add_analysis_args, add_model_args, settings_from_args
 from .doors import check_inputs, resolve_device
 from .multimodal_args import (
-    _MODEL_ALIASES, CSV_COLUMNS, REFERENCE_DATA_DIRS, add_recipe_args, add_train_args)
+    _MODEL_ALIASES, CSV_COLUMNS, PARAMS, REFERENCE_DATA_DIRS, add_recipe_args, add_train_args)
 
 _RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "results_test.json", "detailed_predictions.csv",
               "evaluation_metrics.csv", "confusion_matrix.png", "reliability.png", "subgroups.csv", "subgroups.png")
 
 #: `panderm multimodal`'s hints for an error's `param` (its other messages are respelled by spell_flags)
-FLAGS = {"run_dir": "pass --overwrite or choose another --output-dir"}
+FLAGS = {"run_dir": "pass --overwrite or choose another --output-dir", "modality": "--use-cli or --use-derm",
+         **{name: "--" + name.replace("_", "-") for name in PARAMS}}
 
 def find_best_checkpoint(folder) -> Path:
     """`best.pt` in `folder`, else the reference's `best{acc|valloss|f1|auroc}_model_{epoch}.pth` (latest epoch)."""

@@ -8,11 +8,12 @@ import argparse
 
 from ..cli.doors import finish_help, run_door, setup_logging
 from ..cli.multimodal import _options, _speaking, run_test, run_train
-from ..cli.multimodal_args import add_recipe_args, add_train_args, str2bool
+from ..cli.multimodal_args import PARAMS, add_recipe_args, add_train_args, str2bool
 
 
 #: The multimodal doors' `{param: hint}` map (their other messages are respelled by cli.multimodal.spell_flags)
-FLAGS = {"run_dir": "pass --overwrite or choose another --output_dir"}
+FLAGS = {"run_dir": "pass --overwrite or choose another --output_dir", "modality": "--use_cli or --use_derm",
+         **{name: "--" + name for name in PARAMS}}
 
 def _add_ref_model(p) -> None:
     p.add_argument("--model_name", dest="model", default="PanDerm-v2",

@@ -98,16 +98,17 @@ class FusionConfig:
         self.fusion = canonical_fusion(self.fusion)
         self.meta_fusion = canonical_fusion(self.meta_fusion)
         if not (self.use_cli or self.use_derm):
-            raise PandermError("enable at least one image modality (--use_cli / --use_derm)")
+            raise PandermError("enable at least one image modality", param="modality")
         if self.out not in HEADS:
             raise PandermError(f"unknown head {self.out!r}; use linear or mlp")
         if self.pool not in POOLS:
             raise PandermError(f"unknown pool {self.pool!r}; use one of {', '.join(POOLS)}")
         if self.num_classes < 2:
-            raise PandermError(f"--class_num must be at least 2, got {self.num_classes}")
+            raise PandermError(f"the number of classes must be at least 2, got {self.num_classes}", param="class_num")
         for name in ("att_depth", "num_head", "meta_att_depth", "meta_num_head"):
             if getattr(self, name) < 1:
-                raise PandermError(f"--{name} must be at least 1")
+                raise PandermError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}",
+                                   param=name)
         # The one-hot width (meta_in_dim) is not checked here: it comes from the training data's vocabulary
         # (MultimodalTrainer sets it), after this check; the fusion head checks it when it is built.
 
@@ -231,7 +232,7 @@ class FusionHead(nn.Module):
                 meta_width = h
             else:
                 if cfg.meta_dim < 1:
-                    raise PandermError(f"--meta_dim must be at least 1, got {cfg.meta_dim}")
+                    raise PandermError(f"the metadata width must be at least 1, got {cfg.meta_dim}", param="meta_dim")
                 if cfg.meta_in_dim < 1:
                     raise PandermError("one-hot metadata needs its width (meta_in_dim): give the metadata columns "
                                        "(--meta_cols) so the width follows from the training split")
@@ -340,7 +341,7 @@ class PanDermTFormer(nn.Module):
         self.pool = resolve_pool(encoder, cfg.pool)
         self.drop_path = reference_drop_path(encoder) if drop_path is None else float(drop_path)
         if not 0 <= self.drop_path < 1:
-            raise PandermError(f"--drop_path must be in [0, 1), got {self.drop_path}")
+            raise PandermError(f"the drop-path rate must be in [0, 1), got {self.drop_path}", param="drop_path")
         tower = cae_tower(encoder)
         # Set before the derm deep copy below, so both towers carry the same rates.
         self.drop_path_rates = set_drop_path(tower, self.drop_path) if tower is not None else []

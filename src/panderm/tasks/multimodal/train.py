@@ -97,16 +97,17 @@ class TrainConfig:
     def check(self) -> None:
         require_finite(self, lambda name: "--learning_rate" if name == "lr" else f"--{name}")
         if self.monitor not in MONITORS:
-            raise PandermError(f"unknown --monitor {self.monitor!r}; use one of {', '.join(MONITORS)}")
+            raise PandermError(f"unknown monitored metric {self.monitor!r}; use one of {', '.join(MONITORS)}",
+                               param="monitor")
         for name in ("epochs", "batch_size", "accum_freq"):
             if getattr(self, name) < 1:
-                raise PandermError(f"--{name} must be at least 1, got {getattr(self, name)}")
+                raise PandermError(f"{name.replace('_', ' ')} must be at least 1, got {getattr(self, name)}", param=name)
         if self.lr <= 0:
-            raise PandermError(f"--learning_rate must be positive, got {self.lr}")
+            raise PandermError(f"the learning rate must be positive, got {self.lr}", param="learning_rate")
         if self.resize_mode not in RESIZE_MODES:
             raise PandermError(f"unknown resize mode {self.resize_mode!r}; use one of {', '.join(RESIZE_MODES)}")
         if self.drop_path is not None and not 0 <= self.drop_path < 1:
-            raise PandermError(f"--drop_path must be in [0, 1), got {self.drop_path}")
+            raise PandermError(f"the drop-path rate must be in [0, 1), got {self.drop_path}", param="drop_path")
 
 
 class _CachedFeatures(Dataset):
