@@ -9,7 +9,7 @@ from ..cli.args import add_allow_absolute_paths, add_max_image_pixels
 from ..cli.doors import check_inputs, finish_help, resolve_device, run_door, setup_logging
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
-FLAGS = {"image_root": "--data_root"}
+FLAGS = {"image_root": "--data_root", "max_image_pixels": "--max_image_pixels"}
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:

@@ -71,7 +71,7 @@ def image_pixel_limit(pixels: int | None):
         return
     pixels = int(pixels)
     if pixels < 0:
-        raise DataError(f"--max-image-pixels must be >= 0 (0: no limit), got {pixels}")
+        raise DataError(f"the pixel limit must be >= 0 (0: no limit), got {pixels}", param="max_image_pixels")
     before_env, before_pil = os.environ.get(PIXEL_LIMIT_ENV), Image.MAX_IMAGE_PIXELS
     os.environ[PIXEL_LIMIT_ENV] = str(pixels)
     Image.MAX_IMAGE_PIXELS = None

@@ -1,4 +1,4 @@
-"""panderm.report's run folders: the library names the setting, each door names its own flags."""
+"""Library errors that name a setting (`param`): run folders, limits; each door names its own flags."""
 import pytest
 
 from panderm.errors import PandermError
@@ -26,3 +26,16 @@ def test_a_folder_holding_a_run_is_refused_and_each_door_says_how_out(tmp_path):
     finally:
         forget_claimed()
 
+
+
+def test_a_negative_pixel_limit_names_the_setting_and_each_door_its_flag():
+    from panderm.cli import FLAGS as PANDERM
+    from panderm.compat.export_door import FLAGS as EXPORT
+    from panderm.data.images import image_pixel_limit
+
+    with pytest.raises(PandermError) as err:
+        with image_pixel_limit(-1):
+            pass
+    assert str(err.value) == "the pixel limit must be >= 0 (0: no limit), got -1"
+    assert err.value.render(PANDERM).endswith("(set it with --max-image-pixels)")
+    assert err.value.render(EXPORT).endswith("(set it with --max_image_pixels)")
