@@ -39,3 +39,17 @@ def test_a_negative_pixel_limit_names_the_setting_and_each_door_its_flag():
     assert str(err.value) == "the pixel limit must be >= 0 (0: no limit), got -1"
     assert err.value.render(PANDERM).endswith("(set it with --max-image-pixels)")
     assert err.value.render(EXPORT).endswith("(set it with --max_image_pixels)")
+
+
+def test_a_custom_zero_shot_dataset_without_class_names(tmp_path):
+    from panderm.cli import FLAGS as PANDERM
+    from panderm.compat.main_door import FLAGS as MAIN
+    from panderm.tasks.zeroshot import build_dataset
+
+    csv = tmp_path / "c.csv"
+    csv.write_text("image_path,label\na.png,0\n")
+    with pytest.raises(PandermError) as err:
+        build_dataset(csv, root=tmp_path)
+    assert str(err.value) == f"{csv}: a custom dataset needs its class names" and err.value.param == "classnames"
+    assert err.value.render(PANDERM).endswith("(set it with --classnames)")
+    assert err.value.render(MAIN).endswith("(set it with --classnames)")

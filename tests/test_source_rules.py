@@ -153,7 +153,7 @@ FLAG_SPELLINGS_LEFT = {
     "tasks/multimodal/model.py": 3, "tasks/multimodal/prompts.py": 1, "tasks/multimodal/train.py": 3,
     "tasks/reference_logs.py": 2, "tasks/retrieval/__init__.py": 2, "tasks/retrieval/data.py": 8,
     "tasks/retrieval/pipeline.py": 4, "tasks/retrieval/rank.py": 2, "tasks/retrieval/reference.py": 1,
-    "tasks/segmentation/reference.py": 2, "tasks/segmentation/train.py": 3, "tasks/zeroshot/__init__.py": 5,
+    "tasks/segmentation/reference.py": 2, "tasks/segmentation/train.py": 3, "tasks/zeroshot/__init__.py": 4,
 }
 
 

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: The `{param: flag}` map of `panderm` itself: an error's `param` is named by its flag in the message.
 FLAGS = {"image_root": "--root", "run_dir": "pass --overwrite or choose another --out",
-         "max_image_pixels": "--max-image-pixels", **ANALYSIS_FLAGS}
+         "max_image_pixels": "--max-image-pixels", "classnames": "--classnames", **ANALYSIS_FLAGS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32", "pure_b
 log = logging.getLogger("panderm")
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
-FLAGS = {"image_root": "--parent-path"}
+FLAGS = {"image_root": "--parent-path", "classnames": "--classnames"}
 
 _EVAL_FLAGS = {b.flag: b for b in BENCHMARKS.values()}
 

@@ -295,7 +295,7 @@ def build_dataset(
 
     if classnames is None:
         if benchmark is None:
-            raise DataError(f"{csv}: give class names (--classnames) for a custom dataset")
+            raise DataError(f"{csv}: a custom dataset needs its class names", param="classnames")
         classnames = benchmark.classnames
     classnames = tuple(classnames)
     if len(classnames) < 2:
