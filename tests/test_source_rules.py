@@ -169,3 +169,19 @@ def test_flag_spellings_below_the_command_line_only_go_down():
     grown = {f: (n, FLAG_SPELLINGS_LEFT.get(f, 0)) for f, n in counts.items() if n > FLAG_SPELLINGS_LEFT.get(f, 0)}
     assert not grown, f"(now, allowed) per file: {grown}; name a `param=` the door renders instead"
     assert sum(counts.values()) <= sum(FLAG_SPELLINGS_LEFT.values())
+
+
+#: docs/ARCHITECTURE.md's layers, top (0) to bottom; a module imports only its own layer and those below
+LAYERS = {"__main__": 0, "cli": 0, "compat": 0, "api": 1, "demo": 1, "tasks": 2, "analysis": 3, "errors": 5}
+SHARED = 4  # features, training, runtime, data, metrics, validation, report, models, ...
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return 6 if len(parts) == 1 else LAYERS.get(parts[1], SHARED)
+
+
+def test_layers_import_only_downward():
+    assert _layer("panderm.cli.zeroshot") < _layer("panderm.tasks.zeroshot") < _layer("panderm.features.cache")
+    upward = sorted(f"{m} -> {t}" for m, targets in _import_graph().items() for t in targets if _layer(t) < _layer(m))
+    assert not upward, upward
