@@ -27,6 +27,7 @@ TRAIN_SAE_FLAGS = {"pre_bias_init": "--pre-bias-init", "resample_every": "--resa
 FLAGS = {"top_n": "--top-n", "method": "--method", "concept": "--concept", "batch_size": "--batch-size",
          "max_cards": "--max-cards", "n_images": "--n-images", "concepts": "--concepts WORD ..."}
 
+
 def _max_resamples(text: str) -> int | None:
     if text.strip().lower() == "none":
         return None

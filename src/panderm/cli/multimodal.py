@@ -23,6 +23,7 @@ _RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "results_test.j
 FLAGS = {"run_dir": "pass --overwrite or choose another --output-dir", "modality": "--use-cli or --use-derm",
          **{name: "--" + name.replace("_", "-") for name in PARAMS}}
 
+
 def find_best_checkpoint(folder) -> Path:
     """`best.pt` in `folder`, else the reference's `best{acc|valloss|f1|auroc}_model_{epoch}.pth` (latest epoch)."""
     from ..errors import PandermError

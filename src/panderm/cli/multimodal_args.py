@@ -22,8 +22,9 @@ CSV_COLUMNS = {"clinical_col": "clinical_path", "derm_col": "derm_path", "label_
 
 
 #: the multimodal settings an error can name (`PandermError.param`); each dialect spells their flags its own way
-PARAMS = ("use_cli", "use_derm", "class_num", "att_depth", "num_head", "meta_att_depth", "meta_num_head", "meta_dim",
+PARAMS = ("class_num", "att_depth", "num_head", "meta_att_depth", "meta_num_head", "meta_dim",
           "drop_path", "monitor", "epochs", "batch_size", "accum_freq", "learning_rate")
+
 
 def str2bool(value) -> bool:
     """`--cuda`, `--cuda true|false|1|0|yes|no`: a real boolean (the reference's `type=bool` made "False" True)."""

@@ -9,11 +9,12 @@ import os
 from ..cli.doors import finish_help, report_ignored, resolve_device, run_door, setup_logging
 
 
-# -- automated-concept-discovery/0_extract_sae_activations.py ------------
-
 #: The concept doors' `{param: flag}` map: an error's `param` is named by these doors' flags.
 FLAGS = {"top_n": "--top_n", "method": "--method", "concept": "--concept", "batch_size": "--batch_size",
          "topk": "--topk"}
+
+
+# -- automated-concept-discovery/0_extract_sae_activations.py ------------
 
 def build_extract_activations_parser(description: str = "") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, allow_abbrev=False)

@@ -15,6 +15,7 @@ from ..cli.multimodal_args import PARAMS, add_recipe_args, add_train_args, str2b
 FLAGS = {"run_dir": "pass --overwrite or choose another --output_dir", "modality": "--use_cli or --use_derm",
          **{name: "--" + name for name in PARAMS}}
 
+
 def _add_ref_model(p) -> None:
     p.add_argument("--model_name", dest="model", default="PanDerm-v2",
                    help="PanDerm-v2 (= PanDerm2), PanDerm-Large / PanDerm-Base (PanDerm v1, with --pretrain_path) "
