@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_features import model_only  # noqa: E402
 from panderm.data.benchmarks import get_benchmark  # noqa: E402
 from panderm.models import load_encoder  # noqa: E402
-from panderm.report import format_table  # noqa: E402
+from panderm.report import format_table, write_report  # noqa: E402
 from panderm.tasks import zeroshot  # noqa: E402
 
 SETS = (("PAD-6", "pad-zero-shot-test.csv"), ("HAM-7", "HAM-official-7-zero-shot-test.csv"),
@@ -39,7 +39,7 @@ def main() -> None:
     datasets = [zeroshot.build_dataset(folder / csv, benchmark=get_benchmark(b), root=REPO) for b, csv in SETS]
     with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as out:
         results = zeroshot.run(enc, datasets, batch_size=args.batch_size, cache_dir=cache, cache=True)
-        zeroshot.write_report(results, out, {}, enc.random_init)
+        write_report(results, out, {}, enc.random_init)
     wall = time.perf_counter() - t0
     encode = sum(len(d.table) / model_only(enc, d.table.paths, args.batch_size, repeats=1) for d in datasets)
     print(format_table([{"model": args.model, "images": sum(len(d.table) for d in datasets),

@@ -11,14 +11,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from panderm.cli.doors import run_door, setup_logging  # noqa: E402
-from panderm.compat.main_door import FLAGS, build_parser, run  # noqa: E402
+from panderm.compat.main_door import main as door_main  # noqa: E402
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging()
-    return run_door(lambda: run(args), "main.py", debug=args.debug, flags=FLAGS)
+    return door_main(argv)
 
 
 if __name__ == "__main__":

@@ -180,6 +180,6 @@ def test_summary_lines_name_the_worst_group_gap_and_temperature():
     assert summary_lines(entry, "PAD: ") == [
         "PAD: calibration: ECE 0.250 (equal-mass 0.200), Brier 0.500, NLL 1.250",
         "PAD: temperature 2 (fitted on val): test NLL 1.250 -> 1.000, ECE 0.250 -> 0.100",
-        "PAD: by fitspatrick: 2 groups (1 under --min-group 5); worst balanced_accuracy 0.400 (fitspatrick 2, n=8)",
+        "PAD: by fitspatrick: 2 groups (1 smaller than 5 rows); worst balanced_accuracy 0.400 (fitspatrick 2, n=8)",
     ]
     assert summary_lines({}) == []

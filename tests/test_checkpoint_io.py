@@ -180,7 +180,7 @@ def test_a_checkpoint_flag_the_model_cannot_use_is_an_error(evil, tmp_path, caps
     csv = ROOT / "data" / "sample" / "ph2" / "ph2.csv"
     rc = panderm_main(["features", "--model", "demo", "--checkpoint", str(path), "--csv", str(csv),
                        "--out", str(tmp_path / "f.npy"), "--device", "cpu"])
-    _assert_refused(rc, capsys, marker, "--checkpoint is not used")
+    _assert_refused(rc, capsys, marker, "a checkpoint is not used (drop --checkpoint)")
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("linear_eval", ROOT / "linear_probe" / "linear_eval.py")
@@ -189,7 +189,7 @@ def test_a_checkpoint_flag_the_model_cannot_use_is_an_error(evil, tmp_path, caps
     rc = door.main(["--csv_path", str(csv), "--model", "demo", "--checkpoint", str(path), "--device", "cpu",
                     "--output_dir", str(tmp_path / "lp"), "--model_preprocess", "--image_key", "image_path",
                     "--root_path", str(csv.parent)])
-    _assert_refused(rc, capsys, marker, "--checkpoint is not used")
+    _assert_refused(rc, capsys, marker, "a checkpoint is not used (drop --checkpoint)")
 
 
 def test_a_weights_file_that_runs_code_is_refused_by_every_family_loader(evil, capsys):

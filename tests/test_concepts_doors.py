@@ -335,10 +335,10 @@ def test_cli_explain_defaults_with_fewer_weights_than_concepts(data, sae_dir, te
         (REFERENCE_CONCEPTS[r], [3, 11, 20, 41, 60][c]) for r, c in zip(rows, cols)]
     assert sorted(got["unmatched"]) == sorted(set(REFERENCE_CONCEPTS) - {m["word"] for m in got["matches"]})
     lines = [r.getMessage() for r in caplog.records if "non-zero weight" in r.getMessage()]
-    assert len(lines) == 1 and "--alpha" in lines[0] and "--concepts" in lines[0], lines
+    assert len(lines) == 1 and "smaller alpha" in lines[0] and "fewer concepts" in lines[0], lines
     # No non-zero weight at all: one line naming the way out.
     np.save(weights, np.zeros(F))
-    with pytest.raises(DataError, match=r"no non-zero weight.*--alpha"):
+    with pytest.raises(DataError, match=r"no non-zero weight.*smaller alpha"):
         cli("explain", "--model", text[0], "--sae", sae_dir, "--weights", weights, "--out", tmp_path / "e2")
 
 

@@ -53,3 +53,55 @@ def test_a_custom_zero_shot_dataset_without_class_names(tmp_path):
     assert str(err.value) == f"{csv}: a custom dataset needs its class names" and err.value.param == "classnames"
     assert err.value.render(PANDERM).endswith("(set it with --classnames)")
     assert err.value.render(MAIN).endswith("(set it with --classnames)")
+
+
+def test_parser_flags_spell_each_setting_as_the_door_does():
+    from panderm.cli import build_parser
+    from panderm.cli.doors import parser_flags
+    from panderm.compat.linear_probe_door import build_parser as lp_parser
+    from panderm.compat.main_door import build_parser as main_parser
+
+    top = build_parser()
+    finetune = parser_flags(top, top.parse_args(["finetune", "--model", "demo", "--csv", "x.csv"]))
+    assert finetune["checkpoint"] == "--checkpoint" and finetune["lr"] == "--lr"
+    assert finetune["disable_rel_pos_bias"] == "--disable-rel-pos-bias" and finetune["debug"] == "--debug"
+    nested = parser_flags(top, top.parse_args(["concepts", "retrieve", "--model", "demo", "--text", "a", "--sae",
+                                               "s.pth", "--codes", "c.npy", "--csv", "x.csv", "--out", "o"]))
+    assert nested["truth_col"] == "--truth-col" and "lr" not in nested  # only the chosen subcommand's options
+    assert parser_flags(top) == {"debug": "--debug", "verbose": "--verbose", "quiet": "--quiet",
+                                 "version": "--version"}
+    assert parser_flags(lp_parser(""))["batch_size"] == "--batch_size"
+    assert parser_flags(main_parser())["group_by"] == "--group-by"
+
+
+@pytest.mark.parametrize("drop, flags, tail", [
+    (False, {"checkpoint": "--checkpoint"}, "(set it with --checkpoint)"),
+    (True, {"checkpoint": "--checkpoint"}, "(drop --checkpoint)"),
+    (True, {"checkpoint": "leave the weights out"}, "(leave the weights out)"),
+    (False, {}, "(give it as the checkpoint)"),
+    (True, {}, "(leave out the checkpoint)"),
+])
+def test_render_says_give_or_drop(drop, flags, tail):
+    assert PandermError("no", param="checkpoint", drop=drop).render(flags) == f"no {tail}"
+
+
+def test_a_nan_learning_rate_is_named_by_each_door():
+    from dataclasses import dataclass
+
+    from panderm.cli.multimodal import FLAGS as PANDERM_MULTIMODAL
+    from panderm.compat.multimodal_door import FLAGS as MULTIMODAL
+    from panderm.errors import require_finite
+
+    @dataclass
+    class Settings:
+        lr: float = float("nan")
+        epochs: int = 3
+
+    with pytest.raises(PandermError) as err:
+        require_finite(Settings(), {"lr": "learning_rate"})
+    assert str(err.value) == "learning rate must be a finite number, got nan"
+    assert err.value.render(MULTIMODAL).endswith("(set it with --learning_rate)")
+    assert err.value.render(PANDERM_MULTIMODAL).endswith("(set it with --learning-rate)")
+    with pytest.raises(PandermError) as err:
+        require_finite(Settings())
+    assert err.value.param == "lr" and str(err.value) == "lr must be a finite number, got nan"

@@ -436,8 +436,16 @@ def test_checkpoint_without_rel_pos_bias_names_the_flag(tiny_panderm_v1, tiny_cs
     plain = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=1, rel_pos_bias=False), tmp_path / "a")
     plain.fit()
     with_bias = ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=1), tmp_path / "b")
-    with pytest.raises(ModelError, match="trained without the relative position bias: pass --disable-rel-pos-bias"):
+    with pytest.raises(ModelError, match="trained without the relative position bias") as info:
         with_bias.test(tmp_path / "a" / "best.pt")
+    assert info.value.render({"disable_rel_pos_bias": "--disable-rel-pos-bias"}).endswith(
+        "trained without the relative position bias (set it with --disable-rel-pos-bias)")
+    with_bias.fit()
+    with pytest.raises(ModelError, match="trained with the relative position bias") as info:
+        ft.Finetuner(_encoder(tiny_panderm_v1), splits, _cfg(epochs=1, rel_pos_bias=False),
+                     tmp_path / "c").test(tmp_path / "b" / "best.pt")
+    assert info.value.render({"disable_rel_pos_bias": "--disable-rel-pos-bias"}).endswith(
+        "trained with the relative position bias (drop --disable-rel-pos-bias)")
 
 
 def test_text_labels_with_classnames(tiny_panderm_v1, tiny_csv, tmp_path):

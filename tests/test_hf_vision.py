@@ -104,8 +104,9 @@ def test_weights_that_do_not_fit_the_architecture_are_rejected(tiny_dinov3, tmp_
 
 
 def test_checkpoint_flag_is_refused():
-    with pytest.raises(ModelError, match="--checkpoint is not used"):
+    with pytest.raises(ModelError, match="a checkpoint is not used") as info:
         load_encoder("hf-vision:test/tiny-dinov3", checkpoint=__file__)
+    assert info.value.param == "checkpoint" and info.value.drop
 
 
 @pytest.mark.parametrize("cfg,expected", [

@@ -187,11 +187,9 @@ def test_main_py_retrieval_with_repeated_captions_equals_the_reference(tiny_open
 def test_door_ranks_block_by_block_only_when_the_full_matrix_does_not_fit(tiny_openclip, tmp_path, caplog):
     """The reference's N x N argsort while it takes at most half the free memory; above that the block-wise count
     (ties by row order) with one warning naming the size. Both give the same ranks where no scores tie."""
-    import argparse
-
     from panderm.models import load_encoder
     from panderm.tasks.retrieval import argsort_bytes, argsort_fits
-    from panderm.tasks.retrieval.pipeline import reference_result
+    from panderm.tasks.retrieval.pipeline import ReferenceSettings, reference_result
 
     assert argsort_bytes(1000, 4) == 20_000_000
     assert argsort_fits(1000, 4, available=40_000_000) and not argsort_fits(1000, 4, available=39_999_999)
@@ -201,10 +199,10 @@ def test_door_ranks_block_by_block_only_when_the_full_matrix_does_not_fit(tiny_o
     frame.assign(filename=[str(PH2.parent / p) for p in frame["image_path"]]).to_csv(csv, index=False)
     pairs = load_pairs(csv, "filename", "caption", allow_outside_root=True)
     enc = load_encoder(f"local-dir:{tiny_openclip}")
-    args = argparse.Namespace(precision="fp32", batch_size=8, workers=0, no_cache=True)
-    full, how = reference_result(enc, pairs, args)
+    settings = ReferenceSettings(batch_size=8, workers=0, precision="fp32", cache=False)
+    full, how = reference_result(enc, pairs, settings)
     assert how == "argsort" and "argsort needs" not in caplog.text
-    blocks, how = reference_result(enc, pairs, args, available_memory=2 * argsort_bytes(30, 4) - 1)
+    blocks, how = reference_result(enc, pairs, settings, available_memory=2 * argsort_bytes(30, 4) - 1)
     assert how == "chunked" and "the reference's 30 x 30 argsort needs" in caplog.text
     np.testing.assert_array_equal(blocks.image_to_text_ranks, full.image_to_text_ranks)
     np.testing.assert_array_equal(blocks.text_to_image_ranks, full.text_to_image_ranks)

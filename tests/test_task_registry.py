@@ -21,14 +21,33 @@ def test_every_task_has_its_subcommand_and_module():
 
 
 def test_the_add_a_task_recipe(tmp_path, monkeypatch):
-    """docs/ARCHITECTURE.md 'Add a task': a module with `demo(encoder, sample_root, out_dir)` and one TASKS entry."""
+    """docs/ARCHITECTURE.md 'Add a task': a run object of the one shape (`report.TaskRun`) written by
+    `report.write_report`, a module with `demo(encoder, sample_root, out_dir)`, and one TASKS entry."""
     from panderm.demo import run_demo, sample_root
     from panderm.models import load_encoder
 
     (tmp_path / "toy_task.py").write_text(textwrap.dedent('''
+        from dataclasses import dataclass
+        from panderm.report import write_report
+
+        @dataclass
+        class ToyRun:
+            names: list
+            dim: int
+
+            def to_json(self):
+                return {"n_csv": len(self.names)}
+
+            def rows(self):
+                return [{"csv": r, "dim": self.dim} for r in self.names]
+
+            def write_files(self, out_dir, analysis=None):
+                return self.to_json()
+
         def demo(encoder, sample_root, out_dir):
-            rows = sorted(p.name for p in (sample_root / "ph2").glob("*.csv"))
-            return [{"csv": r, "dim": encoder.embed_dim} for r in rows]
+            run = ToyRun(sorted(p.name for p in (sample_root / "ph2").glob("*.csv")), encoder.embed_dim)
+            write_report(run, out_dir / "toy", {"model": encoder.describe()}, encoder.random_init)
+            return run.rows()
     '''))
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(TASKS, "toy", Task("toy", "toy", "toy_task", "a toy task", report_key="toy_rows"))
@@ -38,6 +57,8 @@ def test_the_add_a_task_recipe(tmp_path, monkeypatch):
     expected = [{"csv": name, "dim": dim} for name in sorted(p.name for p in (sample_root() / "ph2").glob("*.csv"))]
     assert written["toy_rows"] == report["toy_rows"] == expected and len(expected) >= 2
     assert "features" not in written  # only the tasks asked for
+    toy = json.loads((tmp_path / "out" / "toy" / "results.json").read_text())
+    assert toy["n_csv"] == len(expected) and toy["provenance"]["model"] == load_encoder("demo").describe()
 
 
 def test_an_unknown_task_is_a_key_error():

@@ -183,9 +183,11 @@ def test_sharded_batch_sampler_names_the_callers_flag():
     assert [list(ShardedBatchSampler(range(12), 6, r, 3)) for r in range(3)] == \
         [[[0, 1], [6, 7]], [[2, 3], [8, 9]], [[4, 5], [10, 11]]]
     with pytest.raises(PandermError) as err:
-        ShardedBatchSampler(range(8), 5, 0, 2, label="--batch-size")
-    assert str(err.value) == "--batch-size 5 (the global batch) must be a multiple of the 2 processes"
+        ShardedBatchSampler(range(8), 5, 0, 2)
+    assert str(err.value) == "batch size 5 (the global batch) must be a multiple of the 2 processes"
     assert err.value.param == "batch_size"
+    assert err.value.render({"batch_size": "--batch-size"}) == \
+        "batch size 5 (the global batch) must be a multiple of the 2 processes (set it with --batch-size)"
 
 
 # -- runtime ----------------------------------------------------------------------------------------------------

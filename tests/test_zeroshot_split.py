@@ -38,7 +38,7 @@ def test_cli_split_scores_only_that_split_and_unchosen_split_warns(tiny_openclip
     entry = json.loads((tmp_path / "all" / "results.json").read_text())["datasets"]["ham10000_sample"]
     assert entry["n"] == len(frame) and entry["split"] is None
     warned = [line for line in r.stderr.splitlines() if "no split was chosen" in line]
-    assert len(warned) == 1 and "--split" in warned[0], r.stderr
+    assert len(warned) == 1 and warned[0].endswith("choose one with --split NAME to score it"), r.stderr
 
     r = _panderm(*common, "--split", "tset", "--out", str(tmp_path / "typo"))
     assert r.returncode != 0 and "tset" in r.stderr
@@ -60,7 +60,8 @@ def test_api_split(tiny_openclip, ham_csv, caplog):
     with caplog.at_level(logging.WARNING):
         res = model.evaluate_zero_shot(ham_csv, classnames, **kw)
     assert res["n"] == len(frame)
-    assert len([r for r in caplog.records if "no split was chosen" in r.getMessage()]) == 1
+    warned = [r.getMessage() for r in caplog.records if "no split was chosen" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].endswith("choose one with split= to score it"), warned
 
 
 def test_reference_door_build_keeps_every_row_without_the_warning(ham_csv, caplog):

@@ -120,10 +120,10 @@ class Model:
             bench = get_benchmark(benchmark)
             ds = zeroshot.build_dataset(bench.csv_path(data_root), benchmark=bench, image_col=image_col,
                                         label_col=label_col, root=root or data_root,
-                                        allow_outside_root=allow_outside_root, split=split, warn_unsplit=True)
+                                        allow_outside_root=allow_outside_root, split=split, warn_unsplit="split=")
         else:
             ds = zeroshot.build_dataset(csv, classnames, image_col=image_col, label_col=label_col, root=root,
-                                        allow_outside_root=allow_outside_root, split=split, warn_unsplit=True)
+                                        allow_outside_root=allow_outside_root, split=split, warn_unsplit="split=")
         r = zeroshot.evaluate(self.encoder, ds, list(templates or SKIN_TEMPLATES), batch_size=batch_size,
                               cache=cache, n_bootstrap=n_bootstrap, seed=seed)
         return {"dataset": ds.name, "n": len(r.labels), "classnames": list(ds.classnames), "metrics": r.metrics,
@@ -153,7 +153,7 @@ class Model:
                         seeds=tuple(range(seeds)), shots=shots, tune_c=tune_c, C=C, n_bootstrap=n_bootstrap,
                         tol=tol,
                         extract_kw=dict(batch_size=batch_size, cache=cache))
-        return {**result, "kind": feature, "normalized": norm}
+        return {**result.probe, "kind": result.kind, "normalized": result.normalized}
 
     def retrieval(self, csv: str | os.PathLike, *, image_col: str = "image_path", caption_col: str = "caption",
                   root=None, group_by: str | None = None, duplicates: str = "auto", n_bootstrap: int = 1000,
@@ -169,10 +169,9 @@ class Model:
 
         pairs = load_pairs(csv, image_col, caption_col, root=root, group_by=group_by,
                            allow_outside_root=allow_outside_root)
-        result, ci, _, _ = retrieval_run.evaluate(self.encoder, pairs, group_mode=duplicates,
-                                                  n_bootstrap=n_bootstrap, seed=seed, batch_size=batch_size,
-                                                  cache=cache)
-        return {"n": len(pairs.captions), "metrics": result.metrics, "ci": ci}
+        run = retrieval_run.evaluate(self.encoder, pairs, group_mode=duplicates, n_bootstrap=n_bootstrap, seed=seed,
+                                     batch_size=batch_size, cache=cache)
+        return {"n": len(pairs.captions), "metrics": run.metrics, "ci": run.ci}
 
 
 def _check_lists(**named) -> None:

@@ -10,28 +10,31 @@ class PandermError(Exception):
     """Bad input: the message names the file, row, column or flag at fault.
 
     `param` names the setting that would fix it (e.g. "image_root") without a flag spelling: the door that
-    prints the error knows its own flag for it (`render`).
+    prints the error knows its own flag for it (`render`); `drop=True` when the fix is to leave it out.
     """
 
     exit_code = 2
 
-    def __init__(self, message: str = "", *, param: str | None = None):
+    def __init__(self, message: str = "", *, param: str | None = None, drop: bool = False):
         super().__init__(message)
         self.param = param
+        self.drop = drop  # the fix is to leave the setting out, not to give it
 
     def render(self, flags: dict[str, str] | None = None) -> str:
         """The message, ending with the door's own hint for `param` where the door has one.
 
-        A door's map gives a flag (``"--root"``: "(set it with --root)") or a whole hint in its own words
-        (``"drop --reference-preprocess"``: "(drop --reference-preprocess)").
+        A door's map gives a flag (a hint starting with a dash: "(set it with FLAG)") or a whole hint in its
+        own words ("(HINT)"); without one the setting is named in words.
         """
         text = str(self)
         if self.param is None:
             return text
         hint = (flags or {}).get(self.param)
         if not hint:
-            return f"{text} (give it as the {self.param.replace('_', ' ')})"
-        return f"{text} (set it with {hint})" if hint.startswith("-") else f"{text} ({hint})"
+            return f"{text} ({'leave out' if self.drop else 'give it as'} the {self.param.replace('_', ' ')})"
+        if hint.startswith("-"):
+            return f"{text} ({'drop' if self.drop else 'set it with'} {hint})"
+        return f"{text} ({hint})"
 
 
 class DataError(PandermError):
@@ -42,12 +45,14 @@ class ModelError(PandermError):
     """A model id, weights file or checkpoint that cannot be loaded as given."""
 
 
-def require_finite(settings, flag=lambda name: "--" + name.replace("_", "-")) -> None:
-    """Every float field of the dataclass `settings` is a finite number (``--lr nan`` is one line, not a NaN run)."""
+def require_finite(settings, param_of: dict[str, str] | None = None) -> None:
+    """Every float field of the dataclass `settings` is a finite number (a NaN learning rate is one line, not a NaN
+    run). The error's `param` is the field's name, or `param_of[name]` where the doors know it by another."""
     import dataclasses
     import math
 
     for f in dataclasses.fields(settings):
         value = getattr(settings, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise PandermError(f"{flag(f.name)} must be a finite number, got {value}")
+            name = (param_of or {}).get(f.name, f.name)
+            raise PandermError(f"{name.replace('_', ' ')} must be a finite number, got {value}", param=name)

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -66,6 +66,34 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return Path(path)
+
+
+RANDOM_WEIGHTS = "RANDOM WEIGHTS: these numbers come from an untrained model"
+
+
+@runtime_checkable
+class TaskRun(Protocol):
+    """What a task's `run`/`evaluate` returns: the numbers (`to_json`), the table printed (`rows`) and the files
+    beside results.json (`write_files`, which returns results.json's body, analyses included)."""
+
+    def to_json(self) -> dict: ...
+
+    def rows(self) -> list[dict]: ...
+
+    def write_files(self, out_dir: Path, analysis=None) -> dict: ...
+
+
+def write_report(run: TaskRun, out_dir: str | os.PathLike, provenance: dict, random_init: bool = False,
+                 analysis=None, warning: str = RANDOM_WEIGHTS) -> dict:
+    """A task run's files, then results.json: its body, the random-weights warning when the model was untrained,
+    and the provenance last. Returns what results.json holds."""
+    out_dir = Path(out_dir)
+    summary = run.write_files(out_dir, analysis)
+    if random_init:
+        summary["warning"] = warning
+    summary["provenance"] = provenance
+    write_json(out_dir / "results.json", summary)
+    return summary
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> Path:
@@ -198,7 +226,7 @@ def lock_run_dir(path: str | os.PathLike) -> Path:
         # The folder belongs to the run holding the lock: never remove it when this run fails.
         _CLAIMED[:] = [top for top in _CLAIMED if not (top == path or top in path.parents)]
         raise PandermError(f"output folder {path} is in use by another run that is still working; wait for it "
-                           "or choose another --out") from None
+                           "or choose another output folder") from None
     except (ImportError, OSError):  # no flock on this platform or file system: run unlocked
         os.close(fd)
         return path

@@ -92,9 +92,9 @@ class ShardedBatchSampler:
 
     `label` names the batch size in the error (a door passes its own spelling)."""
 
-    def __init__(self, sampler, global_batch: int, rank: int, world: int, label: str = "batch size"):
+    def __init__(self, sampler, global_batch: int, rank: int, world: int):
         if global_batch % world:
-            raise PandermError(f"{label} {global_batch} (the global batch) must be a multiple of the "
+            raise PandermError(f"batch size {global_batch} (the global batch) must be a multiple of the "
                                f"{world} processes", param="batch_size")
         self.sampler, self.global_batch, self.rank, self.world = sampler, global_batch, rank, world
         self.local = global_batch // world

@@ -2,8 +2,8 @@
 
 Each task calls :func:`analyse` once per evaluated set with the labels, the probabilities and the evaluated rows
 of the input CSV; the result goes into that set's entry of ``results.json`` and its files next to the set's
-predictions. Settings come from :class:`AnalysisSettings` (the CLI fills it from ``--group-col``, ``--bins``,
-``--min-group``, ``--calibration-bins`` and ``--calibrate``; see docs/ANALYSIS.md).
+predictions. Settings come from :class:`AnalysisSettings` (the command line fills it from its group column, bins,
+minimum group size, calibration bins and calibrate flags; see docs/ANALYSIS.md).
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def summary_lines(entry: dict, prefix: str = "") -> list[str]:
         head = next((m for m in report["metrics"] if m != "accuracy"), report["metrics"][0])
         for col, c in report["columns"].items():
             small = sum(g["small"] for g in c["groups"])
-            text = f"{prefix}by {col}: {len(c['groups'])} groups ({small} under --min-group {report['min_group']})"
+            text = f"{prefix}by {col}: {len(c['groups'])} groups ({small} smaller than {report['min_group']} rows)"
             worst, gap = c["worst_group"].get(head), c["largest_gap"].get(head)
             if worst:
                 n = next((g["n"] for g in c["groups"] if g["group"] == worst["group"]), "?")

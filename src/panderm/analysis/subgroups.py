@@ -106,7 +106,7 @@ def bin_column(values: pd.Series, edges: Sequence[float]) -> pd.Series:
 
 
 def parse_bins(specs: Sequence[str]) -> dict[str, list[float]]:
-    """``["age=0,40,60,120"]`` -> ``{"age": [0.0, 40.0, 60.0, 120.0]}`` (the ``--bins`` flag)."""
+    """``["age=0,40,60,120"]`` -> ``{"age": [0.0, 40.0, 60.0, 120.0]}`` (the bins setting)."""
     if isinstance(specs, str):
         specs = [specs]
     out: dict[str, list[float]] = {}

@@ -84,4 +84,5 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
         finish()
 
-    return run_door(run, "panderm", debug=args.debug, flags={**FLAGS, **getattr(args, "door_flags", {})})
+    return run_door(run, "panderm", debug=args.debug, flags={**FLAGS, **getattr(args, "door_flags", {})},
+                    parser=parser, args=args)

@@ -74,8 +74,7 @@ def _cbm(args) -> None:
 
     out = claim(args)
     r = run_cbm(args.csv, args.embeddings, out, label_col=args.label_col, split_col=args.split_col,
-                baseline_npy=args.baseline, n_splits=args.n_splits, alpha=args.alpha, seed=args.seed,
-                label_flag="--label-col")
+                baseline_npy=args.baseline, n_splits=args.n_splits, alpha=args.alpha, seed=args.seed)
     results = {name: {k: v for k, v in res.items() if k not in ("coef_mean", "intercept_mean", "per_split")}
                for name, res in r["results"].items()}
     rows = [{"features": row["features"], "F": row["n_features"], "splits": row["n_splits"],

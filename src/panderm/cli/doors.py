@@ -35,13 +35,33 @@ def report_ignored(args, ignored: dict[str, str]) -> None:
             print(f"--{flag} {getattr(args, flag)!r} ignored: {why}")
 
 
-def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: dict[str, str] | None = None) -> int:
+def parser_flags(parser: argparse.ArgumentParser, args: argparse.Namespace | None = None) -> dict[str, str]:
+    """`{dest: flag}` for the options of `parser` and of the subcommands `args` chose (first long spelling).
+
+    An error whose `param` is named like a setting is then spelled the way this door spells it; only params
+    with another name (or a whole hint) need an entry in the door's FLAGS map."""
+    out: dict[str, str] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None) or "")
+            if chosen is not None:
+                out.update(parser_flags(chosen, args))  # the subcommand's own option wins
+        elif action.option_strings and action.dest != "help":
+            longs = [s for s in action.option_strings if s.startswith("--")] or action.option_strings
+            out.setdefault(action.dest, longs[0])
+    return out
+
+
+def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: dict[str, str] | None = None,
+             parser: argparse.ArgumentParser | None = None, args: argparse.Namespace | None = None) -> int:
     """Run `fn`; bad input becomes one line on stderr and a non-zero exit.
 
-    `flags` maps an error's `param` (e.g. "image_root") to this door's flag for it, named in the message.
-    `--debug` (or PANDERM_DEBUG=1) keeps the traceback.
+    An error's `param` (e.g. "image_root") is named by this door's flag for it: `flags` first, else the option
+    of `parser` (and of the subcommand `args` chose) with that destination. `--debug` (or PANDERM_DEBUG=1)
+    keeps the traceback.
     """
     debug = debug or os.environ.get("PANDERM_DEBUG") == "1"
+    flags = {**(parser_flags(parser, args) if parser is not None else {}), **(flags or {})}
     def _terminate(signum, frame):
         # SIGTERM (a scheduler's kill) unwinds like Ctrl-C: temp files are removed, progress records kept.
         raise KeyboardInterrupt

@@ -111,7 +111,7 @@ def _finetune(args) -> None:
 #: this subcommand's flag for an error's `param`
 FLAGS = {name: "--" + name.replace("_", "-") for name in (
     "lr", "min_lr", "weight_decay", "monitor", "normalize", "epochs", "batch_size", "warmup_epochs", "layer_decay",
-    "drop_path")}
+    "drop_path", "mixup", "cutmix", "smoothing")}
 
 
 def register(sub, add_model_args=add_model_args) -> None:

@@ -15,7 +15,7 @@ FLAGS = {"model_preprocess": "drop --reference-preprocess"}
 
 def _linear_probe(args) -> None:
     from ..models import REFERENCE_LP_PREPROCESS
-    from ..report import format_table, provenance
+    from ..report import format_table, provenance, write_report
     from ..tasks.linear_probe import pipeline as lp
     from ..data.benchmarks import load_classnames
     from ..tasks.linear_probe import solver_tol
@@ -37,17 +37,16 @@ def _linear_probe(args) -> None:
                     tol=solver_tol(args.solver),
                     extract_kw=dict(batch_size=args.batch_size, num_workers=args.workers, precision=args.precision,
                                     cache=not args.no_cache, cache_dir=args.cache_dir))
-    summary = lp.write_report(result, splits, out, provenance(encoder, [args.csv], seed=seeds,
-                                                              extra={"kind": kind, "normalized": norm,
-                                                                     "solver": args.solver}), encoder.random_init,
-                              analysis=analysis)
-    print(f"features: {kind}{' (L2-normalised)' if norm else ''}, {result['n_features']}-d; K={result['n_classes']}")
+    summary = write_report(result, out, provenance(encoder, [args.csv], seed=seeds,
+                                                   extra={"kind": kind, "normalized": norm, "solver": args.solver}),
+                           encoder.random_init, analysis=analysis)
+    print(f"features: {kind}{' (L2-normalised)' if norm else ''}, {summary['n_features']}-d; K={summary['n_classes']}")
     # the analyses of the run with the most training data and the first seed (every run's are in results.json)
     main_run = max(summary["runs"], key=lambda r: (r["percent"] if r.get("shots") is None else -1, -r["seed"]))
     label = f"percent {main_run['percent']:g}" if main_run.get("shots") is None else f"{main_run['shots']} shots"
     notes = summary_lines(main_run, f"{label}, seed {main_run['seed']}: ") if len(summary["runs"]) > 1 \
         else summary_lines(main_run)
-    print_results(encoder, format_table(lp.summary_rows(result)), out, notes)
+    print_results(encoder, format_table(result.rows()), out, notes)
 
 
 def register(sub, add_model_args=add_model_args) -> None:

@@ -23,7 +23,7 @@ CSV_COLUMNS = {"clinical_col": "clinical_path", "derm_col": "derm_path", "label_
 
 #: the multimodal settings an error can name (`PandermError.param`); each dialect spells their flags its own way
 PARAMS = ("class_num", "att_depth", "num_head", "meta_att_depth", "meta_num_head", "meta_dim",
-          "drop_path", "monitor", "epochs", "batch_size", "accum_freq", "learning_rate")
+          "drop_path", "monitor", "epochs", "batch_size", "accum_freq", "learning_rate", "weight_decay")
 
 
 def str2bool(value) -> bool:

@@ -9,21 +9,20 @@ from .doors import precheck
 
 
 def _retrieval(args) -> None:
-    from ..report import format_table, provenance
+    from ..report import format_table, provenance, write_report
     from ..tasks.retrieval import pipeline as retrieval_run
     from ..tasks.retrieval.data import load_pairs
 
     pairs = load_pairs(args.csv, args.image_col, args.caption_col, root=args.root, group_by=args.group_by,
                        allow_outside_root=args.allow_outside_root)
     encoder, out = encoder_and_run_dir(args)
-    result, ci, img, txt = retrieval_run.evaluate(
+    run = retrieval_run.evaluate(
         encoder, pairs, group_mode=args.duplicates, n_bootstrap=args.bootstrap, seed=args.seed,
         batch_size=args.batch_size, num_workers=args.workers, precision=args.precision, cache=not args.no_cache,
         cache_dir=args.cache_dir)
-    retrieval_run.write_report(pairs, result, ci, img, txt, out,
-                               provenance(encoder, [args.csv], seed=args.seed, extra={"duplicates": args.duplicates}),
-                               encoder.random_init)
-    print_results(encoder, format_table(retrieval_run.results_rows(result, ci)), out)
+    write_report(run, out, provenance(encoder, [args.csv], seed=args.seed, extra={"duplicates": args.duplicates}),
+                 encoder.random_init)
+    print_results(encoder, format_table(run.rows()), out)
 
 
 def register(sub, add_model_args=add_model_args) -> None:

@@ -10,7 +10,7 @@ from .doors import resolve_device
 
 FLAGS = {"num_classes": "--num-classes", "percent_data": "--percent-data", "data_root": "--isic-root",
          "epochs": "--epochs", "batch_size": "--batch-size", "loss": "--loss", "augment": "--augment",
-         "image_size": "--image-size"}
+         "image_size": "--image-size", "lr": "--lr", "weight_decay": "--weight-decay"}
 
 
 def _tables(args, splits):

@@ -14,7 +14,7 @@ def _zeroshot(args) -> None:
     from ..data.benchmarks import get_benchmark, load_classnames
     from ..data.templates import SKIN_TEMPLATES, load_templates
     from ..errors import PandermError
-    from ..report import format_table, provenance
+    from ..report import format_table, provenance, write_report
     from ..tasks import zeroshot
 
     if not args.benchmark and not args.csv:
@@ -30,14 +30,14 @@ def _zeroshot(args) -> None:
         root = args.root or (None if bench_csv else args.data_root)
         datasets.append(zeroshot.build_dataset(csv, benchmark=bench, image_col=args.image_col, label_col=args.label_col,
                                                root=root, flag_hints=hints, allow_outside_root=args.allow_outside_root,
-                                               split=args.split, warn_unsplit=True))
+                                               split=args.split, warn_unsplit="--split NAME"))
     if args.csv and not bench_csv:
         if not args.classnames:
             raise PandermError("--csv needs --classnames FILE or 'a,b,c'")
         datasets.append(zeroshot.build_dataset(args.csv, load_classnames(args.classnames), image_col=args.image_col,
                                                label_col=args.label_col, root=args.root, flag_hints=hints,
                                                allow_outside_root=args.allow_outside_root, split=args.split,
-                                               warn_unsplit=True))
+                                               warn_unsplit="--split NAME"))
     analysis = settings_from_args(args, n_resamples=args.bootstrap, seed=args.seed)
     for d in datasets:
         check_group_columns(list(d.table.frame.columns), analysis, d.table.csv_path)
@@ -45,12 +45,12 @@ def _zeroshot(args) -> None:
     results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
                            precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
                            n_bootstrap=args.bootstrap, seed=args.seed)
-    summary = zeroshot.write_report(results, out, provenance(encoder, [d.table.csv_path for d in datasets],
-                                                             seed=args.seed), encoder.random_init, analysis=analysis)
+    summary = write_report(results, out, provenance(encoder, [d.table.csv_path for d in datasets], seed=args.seed),
+                           encoder.random_init, analysis=analysis)
     many = len(summary["datasets"]) > 1
     notes = [line for name, entry in summary["datasets"].items()
              for line in summary_lines(entry, f"{name}: " if many else "")]
-    print_results(encoder, format_table(zeroshot.results_table(results)), out, notes)
+    print_results(encoder, format_table(results.rows()), out, notes)
 
 
 def register(sub, add_model_args=add_model_args) -> None:

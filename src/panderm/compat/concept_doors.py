@@ -28,7 +28,8 @@ def build_extract_activations_parser(description: str = "") -> argparse.Argument
 
 
 def main_extract_activations(argv=None, description: str = "") -> int:
-    args = build_extract_activations_parser(description).parse_args(argv)
+    parser = build_extract_activations_parser(description)
+    args = parser.parse_args(argv)
     setup_logging()
 
     def run():
@@ -39,7 +40,7 @@ def main_extract_activations(argv=None, description: str = "") -> int:
         print(f"Number of features activated at least once: {s['n_active']} / {s['n_latents']}")
         print(f"saved {args.output} {tuple(s['shape'])}")
 
-    return run_door(run, "0_extract_sae_activations.py", debug=args.debug, flags=FLAGS)
+    return run_door(run, "0_extract_sae_activations.py", debug=args.debug, flags=FLAGS, parser=parser)
 
 
 # -- automated-concept-discovery/1_train_clf_binary-class.py -------------
@@ -69,7 +70,8 @@ def build_train_clf_parser(description: str = "") -> argparse.ArgumentParser:
 
 
 def main_train_clf(argv=None, description: str = "") -> int:
-    args = build_train_clf_parser(description).parse_args(argv)
+    parser = build_train_clf_parser(description)
+    args = parser.parse_args(argv)
     setup_logging()
     report_ignored(args, IGNORED_TRAIN_CLF)
 
@@ -86,7 +88,7 @@ def main_train_clf(argv=None, description: str = "") -> int:
         if args.output:
             print(f"saved {os.path.join(args.output, 'mean_classifier_weights.npy')}")
 
-    return run_door(run, "1_train_clf_binary-class.py", debug=args.debug, flags=FLAGS)
+    return run_door(run, "1_train_clf_binary-class.py", debug=args.debug, flags=FLAGS, parser=parser)
 
 
 # -- automated-concept-discovery/2_global_concept_viz_binary-class.py ----
@@ -114,7 +116,8 @@ def build_concept_viz_parser(description: str = "") -> argparse.ArgumentParser:
 
 
 def main_concept_viz(argv=None, description: str = "") -> int:
-    args = build_concept_viz_parser(description).parse_args(argv)
+    parser = build_concept_viz_parser(description)
+    args = parser.parse_args(argv)
     setup_logging()
     report_ignored(args, IGNORED_CONCEPT_VIZ)
 
@@ -136,7 +139,7 @@ def main_concept_viz(argv=None, description: str = "") -> int:
             print(f"class {c}: {pairs}")
         print(f"saved {files['json']} and {files['npz']}")
 
-    return run_door(run, "2_global_concept_viz_binary-class.py", debug=args.debug, flags=FLAGS)
+    return run_door(run, "2_global_concept_viz_binary-class.py", debug=args.debug, flags=FLAGS, parser=parser)
 
 
 # -- automated-concept-discovery/3_train_biased-cbm_binary-class.py ------
@@ -166,7 +169,8 @@ def build_biased_cbm_parser(description: str = "") -> argparse.ArgumentParser:
 
 
 def main_biased_cbm(argv=None, description: str = "") -> int:
-    args = build_biased_cbm_parser(description).parse_args(argv)
+    parser = build_biased_cbm_parser(description)
+    args = parser.parse_args(argv)
     setup_logging()
     report_ignored(args, IGNORED_BIASED_CBM)
 
@@ -183,7 +187,7 @@ def main_biased_cbm(argv=None, description: str = "") -> int:
         if args.output:
             print(f"saved {os.path.join(args.output, 'classifier_weights.npy')}")
 
-    return run_door(run, "3_train_biased-cbm_binary-class.py", debug=args.debug, flags=FLAGS)
+    return run_door(run, "3_train_biased-cbm_binary-class.py", debug=args.debug, flags=FLAGS, parser=parser)
 
 
 # -- automated-concept-discovery/4_intervention_CBM.py -------------------
@@ -225,7 +229,8 @@ def build_intervention_parser(description: str = "") -> argparse.ArgumentParser:
 
 
 def main_intervention(argv=None, description: str = "") -> int:
-    args = build_intervention_parser(description).parse_args(argv)
+    parser = build_intervention_parser(description)
+    args = parser.parse_args(argv)
     setup_logging()
     report_ignored(args, IGNORED_INTERVENTION)
 
@@ -254,7 +259,7 @@ def main_intervention(argv=None, description: str = "") -> int:
         print(f"zeroed {len(info['latents'])} latents {what}: {info['latents']}")
         print(f"saved {out}")
 
-    return run_door(run, "4_intervention_CBM.py", debug=args.debug, flags=FLAGS)
+    return run_door(run, "4_intervention_CBM.py", debug=args.debug, flags=FLAGS, parser=parser)
 
 
 # -- automated-concept-discovery/train_sae.py ----------------------------
@@ -293,7 +298,8 @@ def build_train_sae_parser(description: str = "") -> argparse.ArgumentParser:
 
 
 def main_train_sae(argv=None, description: str = "") -> int:
-    args = build_train_sae_parser(description).parse_args(argv)
+    parser = build_train_sae_parser(description)
+    args = parser.parse_args(argv)
     setup_logging()
     report_ignored(args, IGNORED_TRAIN_SAE)
 
@@ -313,4 +319,4 @@ def main_train_sae(argv=None, description: str = "") -> int:
               f"FVU {f['fvu']:.4f}, L0 {f['l0']:.1f}, dead {f['dead_fraction']:.3f}")
         print(f"saved {os.path.join(args.save_dir or '.', 'autoencoder.pth')} and learned_activation.npy")
 
-    return run_door(run, "train_sae.py", debug=args.debug, flags=FLAGS)
+    return run_door(run, "train_sae.py", debug=args.debug, flags=FLAGS, parser=parser)

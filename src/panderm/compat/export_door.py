@@ -48,6 +48,7 @@ def run(args) -> None:
 
 
 def main(argv=None, description: str = "") -> int:
-    args = build_parser(description).parse_args(argv)
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
     setup_logging()
-    return run_door(lambda: run(args), "export_visual_features.py", debug=args.debug, flags=FLAGS)
+    return run_door(lambda: run(args), "export_visual_features.py", debug=args.debug, flags=FLAGS, parser=parser)

@@ -73,15 +73,16 @@ def run(args) -> None:
                     device=device, extract_kw=dict(batch_size=args.batch_size, num_workers=args.num_workers,
                                                    precision=lp.reference_precision(encoder)))
     out = lp.reference_output_dir(args.output_dir)
-    lp.write_reference_outputs(result, splits, out, args.csv_filename, args.image_key)
+    lp.write_reference_outputs(result, out, args.csv_filename)
     if encoder.random_init:
         _mark_random_weights(os.path.join(out, os.path.basename(args.csv_filename)))
         print(RANDOM_WEIGHTS)
-    print(format_table(lp.summary_rows(result)))
+    print(format_table(result.rows()))
     print(f"wrote {out}")
 
 
 def main(argv=None, description: str = "") -> int:
-    args = build_parser(description).parse_args(argv)
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
     setup_logging()
-    return run_door(lambda: run(args), "linear_eval.py", debug=args.debug, flags=FLAGS)
+    return run_door(lambda: run(args), "linear_eval.py", debug=args.debug, flags=FLAGS, parser=parser)

@@ -21,7 +21,7 @@ PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32", "pure_b
 log = logging.getLogger("panderm")
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
-FLAGS = {"image_root": "--parent-path", "classnames": "--classnames"}
+FLAGS = {"image_root": "--parent-path", "classnames": "--classnames", "caption_col": "--csv-caption-key"}
 
 _EVAL_FLAGS = {b.flag: b for b in BENCHMARKS.values()}
 
@@ -133,7 +133,7 @@ def run(args) -> None:
     from ..cli.doors import resolve_device
     from ..data.templates import SKIN_TEMPLATES, load_templates
     from ..models import load_encoder, model_short_name
-    from ..report import format_table, provenance
+    from ..report import format_table, provenance, write_report
     from ..tasks import zeroshot
     from ..tasks.reference_logs import ReferenceLogs, experiment_name
 
@@ -190,14 +190,25 @@ def run(args) -> None:
         if retrieval_table is not None:
             from ..tasks.retrieval import pipeline as retrieval_run
 
-            metrics.update(retrieval_run.reference_metrics(encoder, retrieval_table, args))
+            settings = retrieval_run.ReferenceSettings(args.batch_size, args.workers, args.precision,
+                                                       cache=not args.no_cache, group_by=args.group_by)
+            metrics.update(retrieval_run.reference_metrics(encoder, retrieval_table, settings))
         logs.log_metrics(metrics)
         if results:
-            zeroshot.write_report(results, logs.run_dir, provenance(encoder, [d.table.csv_path for d in datasets],
-                                                                     seed=args.seed), encoder.random_init)
+            write_report(results, logs.run_dir, provenance(encoder, [d.table.csv_path for d in datasets],
+                                                            seed=args.seed), encoder.random_init)
             if encoder.random_init:
                 print("RANDOM WEIGHTS: these numbers come from an untrained model")
-            print(format_table(zeroshot.results_table(results)))
+            print(format_table(results.rows()))
         print(f"results: {logs.run_dir / 'checkpoints' / 'results.jsonl'}")
     finally:
         logs.close()
+
+
+def main(argv=None) -> int:
+    from ..cli.doors import run_door, setup_logging
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging()
+    return run_door(lambda: run(args), "main.py", debug=args.debug, flags=FLAGS, parser=parser)

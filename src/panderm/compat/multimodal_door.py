@@ -61,4 +61,4 @@ def run_reference(mode: str, argv=None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     run = _speaking(run_train if mode == "train" else run_test, _options(parser))
-    return run_door(lambda: run(args), f"multimodal_finetune/{mode}.py", debug=args.debug, flags=FLAGS)
+    return run_door(lambda: run(args), f"multimodal_finetune/{mode}.py", debug=args.debug, flags=FLAGS, parser=parser)

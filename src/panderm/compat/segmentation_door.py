@@ -8,7 +8,7 @@ from ..cli.doors import finish_help, resolve_device, run_door, setup_logging
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
 FLAGS = {"dataset": "--dataset", "percent_data": "--percent", "data_root": "--parent_path", "epochs": "--epochs",
-         "batch_size": "--batch_size", "image_size": "--img_size"}
+         "batch_size": "--batch_size", "image_size": "--img_size", "lr": "--lr"}
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -48,6 +48,7 @@ def run(args) -> None:
 
 
 def main(argv=None, description: str = "") -> int:
-    args = build_parser(description).parse_args(argv)
+    parser = build_parser(description)
+    args = parser.parse_args(argv)
     setup_logging()
-    return run_door(lambda: run(args), "segmentation/run.py", debug=args.debug, flags=FLAGS)
+    return run_door(lambda: run(args), "segmentation/run.py", debug=args.debug, flags=FLAGS, parser=parser)

@@ -48,7 +48,7 @@ def read_csv(path: str | os.PathLike, sep: str = ",", encoding: str = "utf-8") -
     try:
         frame = pd.read_csv(path, sep=sep, encoding=encoding, keep_default_na=True)
     except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not {encoding} text (byte {exc.start}); pass the right --encoding") from None
+        raise DataError(f"{path} is not {encoding} text (byte {exc.start}); save it as {encoding}") from None
     except pd.errors.EmptyDataError:
         raise DataError(f"CSV is empty: {path}") from None
     except pd.errors.ParserError as exc:
@@ -64,13 +64,15 @@ def read_csv(path: str | os.PathLike, sep: str = ",", encoding: str = "utf-8") -
     return frame
 
 
-def require_columns(frame: pd.DataFrame, columns: Sequence[str], path, flag_hint: dict[str, str] | None = None) -> None:
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], path, flag_hint: dict[str, str] | None = None,
+                    params: dict[str, str] | None = None) -> None:
+    """Each of `columns` is in `frame`; a missing one names `params[col]` (the setting that names it) as the
+    error's `param`, or the older `flag_hint[col]` spelling in the message."""
     for col in columns:
         if col not in frame.columns:
             hint = f" (set it with {flag_hint[col]})" if flag_hint and col in flag_hint else ""
-            raise DataError(
-                f"{path}: column {col!r} not found{hint}; columns are: {', '.join(map(str, frame.columns))}"
-            )
+            raise DataError(f"{path}: column {col!r} not found{hint}; columns are: {', '.join(map(str, frame.columns))}",
+                            param=(params or {}).get(col))
 
 
 def file_sha256(path: str | os.PathLike) -> str:

@@ -180,8 +180,8 @@ _COMPILED_ATTR = "_panderm_compiled"
 def _check_compile_possible(device: torch.device) -> None:
     """torch.compile's CPU backend writes and builds C++: say so in one line instead of a deep traceback."""
     if device.type == "cpu" and not (os.environ.get("CXX") or any(shutil.which(c) for c in ("g++", "c++", "clang++"))):
-        raise ModelError("--compile on CPU needs a C++ compiler (torch inductor builds C++ kernels): "
-                         "install g++ (or set CXX) or run without --compile")
+        raise ModelError("torch.compile on CPU needs a C++ compiler (torch inductor builds C++ kernels): "
+                         "install g++ (or set CXX) or run without compiling", param="compile", drop=True)
 
 
 def _batch_fn(encoder: Encoder, kind: str, compiled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -215,7 +215,8 @@ def _call_compiled(fn, x: torch.Tensor, batch_size: int | None) -> torch.Tensor:
         return fn(x)[:n]
     except TorchDynamoException as exc:
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise ModelError(f"--compile failed ({type(exc).__name__}: {first}); run without --compile") from exc
+        raise ModelError(f"torch.compile failed ({type(exc).__name__}: {first}); run without compiling",
+                         param="compile", drop=True) from exc
 
 
 # --------------------------------------------------------------------------- automatic batch size
@@ -257,7 +258,8 @@ def search_batch_size(try_batch: Callable[[int], float | None], ladder: Sequence
             return b
         log.debug("batch size %d: uses %.0f%% of the free memory, above the %.0f%% limit", b, 100 * used,
                   100 * (1 - headroom))
-    raise ModelError("no batch size fits in GPU memory (not even 1 image): free the GPU or pass a --batch-size")
+    raise ModelError("no batch size fits in GPU memory (not even 1 image): free the GPU or give a batch size",
+                     param="batch_size")
 
 
 def resolve_batch_size(encoder: Encoder, batch_size: int | str, kind: str = "embed", precision: str = "amp",
@@ -273,14 +275,14 @@ def resolve_batch_size(encoder: Encoder, batch_size: int | str, kind: str = "emb
         return value
     device = encoder.device
     if device.type != "cuda":
-        log.info("--batch-size auto: %d on %s (no memory probe off CUDA)", CPU_AUTO_BATCH, device.type)
+        log.info("batch size auto: %d on %s (no memory probe off CUDA)", CPU_AUTO_BATCH, device.type)
         return CPU_AUTO_BATCH
     memo = encoder.__dict__.setdefault("_panderm_auto_batch", {})
     key = (kind, effective_precision(device, precision))
     if key not in memo:
         memo[key] = _probe_cuda_batch(encoder, kind, precision)
     chosen = memo[key] if n is None else min(memo[key], max(1, n))
-    log.info("--batch-size auto: %d (largest of %s that fits with %.0f%% headroom, %s, %d px input)", chosen,
+    log.info("batch size auto: %d (largest of %s that fits with %.0f%% headroom, %s, %d px input)", chosen,
              "/".join(map(str, BATCH_LADDER[:4])) + "/...", 100 * AUTO_HEADROOM, key[1], encoder.preprocess_spec.size)
     return chosen
 

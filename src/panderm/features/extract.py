@@ -51,7 +51,8 @@ def _lookup(encoder: Encoder, kind: str, paths: Sequence[os.PathLike], precision
     if not decision[0]:
         return key, entry, None
     if not entry.is_file():
-        raise DataError(f"feature cache entry {entry} is on rank 0's disk only: use a shared --cache-dir or --no-cache")
+        raise DataError(f"feature cache entry {entry} is on rank 0's disk only: put the feature cache on a shared "
+                        "file system or turn it off", param="cache_dir")
     return key, entry, np.load(entry, mmap_mode="r", allow_pickle=False)
 
 

@@ -226,7 +226,8 @@ def build_openclip_model(files: ResolvedFiles, allow_random_init: bool = False
         raise ModelError(f"{files.model_id}: open_clip_config.json has no 'model_cfg'")
     model_cfg = copy.deepcopy(files.config["model_cfg"])
     if files.weights is None and not allow_random_init:
-        raise ModelError(f"{files.model_id}: no weights file found (pass --allow-random-init to evaluate random weights)")
+        raise ModelError(f"{files.model_id}: no weights file found (random weights are evaluated only on request)",
+                         param="allow_random_init")
     sd = read_state_dict(files.weights) if files.weights is not None else None
     layout = detect_cae_layout(sd) if sd is not None else model_cfg.get("panderm_cae_layout")
 

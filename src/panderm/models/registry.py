@@ -66,7 +66,7 @@ def _unknown(model_id: str) -> ModelError:
     names = ", ".join(sorted(ALIASES)[:12])
     return ModelError(
         f"unknown model id {model_id!r}: use an alias ({names}, ...), hf-hub:ORG/NAME, local-dir:PATH, "
-        "hf-clip:ORG/NAME, timm:NAME, torchvision:NAME, an open_clip config name with --checkpoint, or 'demo'"
+        "hf-clip:ORG/NAME, timm:NAME, torchvision:NAME, an open_clip config name with a checkpoint, or 'demo'"
     )
 
 
@@ -107,14 +107,14 @@ def load_encoder(
 
 
 def _is_tag(model_id: str, checkpoint: str) -> bool:
-    # `--model ViT-L-14 --pretrained openai`: a tag, not a path.
+    # model ViT-L-14 with pretrained "openai": a tag, not a path.
     return "/" not in checkpoint and "." not in checkpoint
 
 
 def _device(device) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for but no CUDA device is available")
+        raise ModelError("a CUDA device was asked for but none is available", param="device")
     return dev
 
 
@@ -184,7 +184,8 @@ def _build(target: str, pretrained: str | None, checkpoint: str | None, allow_ra
 # --- built-in families -------------------------------------------------------------------------------------------
 def _load_demo(req: LoadRequest) -> Encoder:
     if req.checkpoint is not None:
-        raise ModelError(f"{req.original}: the demo model is built on the fly; --checkpoint is not used")
+        raise ModelError(f"{req.original}: the demo model is built on the fly; a checkpoint is not used",
+                         param="checkpoint", drop=True)
     encoder = load_openclip(f"local-dir:{demo_model_dir()}", allow_random_init=True)
     encoder.model_id = "demo"
     return encoder
@@ -201,8 +202,8 @@ def _load_hf_clip(req: LoadRequest) -> Encoder:
         # MONET's OpenAI-format state dict loads into open_clip's ViT-L/14 (QuickGELU).
         encoder = load_openclip(MONET_OPENAI_CONFIG, pretrained=checkpoint)
     elif checkpoint and checkpoint != "openai":
-        raise ModelError(f"{req.original}: --checkpoint must be a weights file (or 'openai' as the reference), "
-                         f"got {checkpoint!r}")
+        raise ModelError(f"{req.original}: the checkpoint must be a weights file (or 'openai' as the reference), "
+                         f"got {checkpoint!r}", param="checkpoint")
     else:
         encoder = load_hf_clip(req.name, monet_preprocess=imagenet)
     if imagenet:
@@ -212,7 +213,8 @@ def _load_hf_clip(req: LoadRequest) -> Encoder:
 
 def _load_hf_vision(req: LoadRequest) -> Encoder:
     if req.checkpoint is not None:
-        raise ModelError(f"{req.original}: weights come from the repository or folder; --checkpoint is not used")
+        raise ModelError(f"{req.original}: weights come from the repository or folder; a checkpoint is not used",
+                         param="checkpoint", drop=True)
     return load_hf_vision(req.name)
 
 
@@ -236,7 +238,8 @@ def _load_open_clip_config(req: LoadRequest) -> Encoder:
     target, pretrained, allow_random_init = req.target, req.pretrained, req.allow_random_init
     if open_clip.get_model_config(target) is not None:
         if pretrained is None and not allow_random_init:
-            raise ModelError(f"{target}: give the weights with --checkpoint/--pretrained FILE or a pretrained tag")
+            raise ModelError(f"{target}: give the weights as a checkpoint file or a pretrained tag",
+                             param="checkpoint")
         return load_openclip(target, pretrained=pretrained, allow_random_init=allow_random_init)
     if Path(target).expanduser().is_dir() and (Path(target).expanduser() / "open_clip_config.json").is_file():
         return load_openclip(f"local-dir:{target}", pretrained=req.checkpoint, allow_random_init=allow_random_init)

@@ -53,7 +53,7 @@ def load_panderm_v1(size: str, checkpoint: str | None, allow_random_init: bool =
     model_id = f"panderm-v1-{size}"
     if checkpoint is None:
         if not allow_random_init:
-            raise ModelError(f"{model_id} needs --checkpoint PATH (the released .pth file)")
+            raise ModelError(f"{model_id} needs a checkpoint: the released .pth file", param="checkpoint")
         cfg = CAEConfig(width, depth, width // 64, 16, 224, 4 * width, None)
         encoder = PanDermV1Encoder(CAEVisionTower(cfg, pooling="cls"), model_id, None, True)
         encoder.model_config = {"tower": cfg, "pooling": "cls"}
@@ -193,7 +193,8 @@ def load_torchvision(name: str, checkpoint: str | None, allow_random_init: bool 
     try:
         model = builder(weights=weights)
     except Exception as exc:
-        raise ModelError(f"torchvision:{name}: cannot download weights (offline?); pass --checkpoint FILE") from exc
+        raise ModelError(f"torchvision:{name}: cannot download weights (offline?); give a checkpoint file",
+                         param="checkpoint") from exc
     if hasattr(model, "fc"):
         model.fc = nn.Identity()  # before loading: self-supervised checkpoints have no ImageNet classifier
     if checkpoint is not None:

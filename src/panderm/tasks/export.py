@@ -117,4 +117,4 @@ def _export_features(model, csv, image_col, out, *, root, kind, normalize, check
     if encoder.random_init:
         meta["warning"] = "RANDOM WEIGHTS: these features come from an untrained model"
     write_json(out.with_suffix(".json"), meta)
-    return {**meta, "out": str(out)}  # the path written (".npy" is appended to an --out without it)
+    return {**meta, "out": str(out)}  # the path written (".npy" is appended to an output path without it)

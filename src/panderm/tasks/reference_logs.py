@@ -3,7 +3,7 @@
 - `<logs>/<name>/out.log` and `params.txt`; a run aborts if `out.log` exists.
 - `<logs>/<name>/checkpoints/results.jsonl`: one JSON line of metrics per evaluation.
 - `<logs>/<DATASET-FOLDER>/<model>.csv`: per-sample predictions. This path does not hold the run name, so
-  runs with different `--name`s overwrite each other's file (the reference's layout, kept so scripts find it);
+  runs with different names overwrite each other's file (the reference's layout, kept so scripts find it);
   every run also keeps its own copy in `<logs>/<name>/predictions/<DATASET-FOLDER>/<model>.csv`, and replacing
   another run's file is a warning line.
 """
@@ -28,7 +28,7 @@ class ReferenceLogs:
         self.logs = Path(logs)
         self.run_dir = self.logs / name
         if (self.run_dir / "out.log").exists():
-            raise PandermError(f"Experiment already exists: {self.run_dir} (use --name to choose another)")
+            raise PandermError(f"Experiment already exists: {self.run_dir}; choose another name", param="name")
         claim_dir(self.run_dir)  # removed again if the run fails on bad input
         with atomic_path(self.run_dir / "params.txt") as tmp:
             tmp.write_text("".join(f"{k}: {v}\n" for k, v in sorted(params.items())))

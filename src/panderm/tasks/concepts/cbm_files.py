@@ -30,7 +30,6 @@ def run_cbm(
     alpha: float = 1e-3,
     seed: int = 0,
     binary: bool = False,
-    label_flag: str = "--label_col",
 ) -> dict[str, Any]:
     """The CBM over ``embeddings_npy`` (SAE codes or raw embeddings) with labels from ``csv``.
 
@@ -42,7 +41,7 @@ def run_cbm(
     """
     from panderm.tasks.concepts.cbm import evaluate_cbm, save_cbm, summary_table
 
-    labels, col, split, n = read_labels(csv, label_col, label_position, binary, split_col, flag=label_flag)
+    labels, col, split, n = read_labels(csv, label_col, label_position, binary, split_col)
     arrays = {"features": load_array(embeddings_npy, "embeddings", n_rows=n, rows_of=f"the CSV {csv}")}
     if baseline_npy is not None:
         arrays["baseline"] = load_array(baseline_npy, "baseline embeddings", n_rows=n, rows_of=f"the CSV {csv}")
@@ -62,14 +61,13 @@ def run_cbm(
     return {"label_col": col, "results": results, "table": table, "files": files}
 
 
-def _train_test(train_csv, test_csv, train_npy, test_npy, label_col, binary, label_flag="--label_col"):
+def _train_test(train_csv, test_csv, train_npy, test_npy, label_col, binary):
     """Stacked train+test features, labels and the split array for the given-split protocol."""
-    y_tr, col, _, n_tr = read_labels(train_csv, label_col, -1, binary, flag=label_flag)
-    y_te, col_te, _, n_te = read_labels(test_csv, col if label_col is None else label_col, -1, binary,
-                                        flag=label_flag)
+    y_tr, col, _, n_tr = read_labels(train_csv, label_col, -1, binary)
+    y_te, col_te, _, n_te = read_labels(test_csv, col if label_col is None else label_col, -1, binary)
     if label_col is None and col_te != col:
         raise DataError(f"the last columns differ: {train_csv} has {col!r}, {test_csv} has {col_te!r}; "
-                        f"name the label with {label_flag}")
+                        "name the label column", param="label_col")
     X_tr = load_array(train_npy, "train features", n_rows=n_tr, rows_of=f"the CSV {train_csv}")
     X_te = load_array(test_npy, "test features", n_rows=n_te, rows_of=f"the CSV {test_csv}",
                       n_cols=X_tr.shape[1], cols_of=f"the train features {train_npy}")

@@ -93,7 +93,7 @@ def explain(
                         param="concepts")
     if n_nonzero == 0:
         raise DataError(f"{cbm_weights_npy} has no non-zero weight, so no latent can be named: the CBM's L1 penalty "
-                        "removed every latent; refit it with a smaller --alpha (panderm concepts cbm --alpha)")
+                        "removed every latent; refit it with a smaller alpha (its L1 strength)")
     dirs = decoder_directions(model)
     text, encoder = encode_concepts(concepts, model.d_in, model_id, encoder, checkpoint, device, allow_random_init)
     matches = match_concepts(dirs, text, importance != 0, words=list(concepts), allow_unmatched=True)
@@ -102,7 +102,7 @@ def explain(
     unmatched = [word for word in dict.fromkeys(concepts) for _ in range(max(left[word], 0))]
     if unmatched:
         log.warning("warning: %s has %d non-zero weight(s) for %d concepts: matched the %d with the largest total "
-                    "cosine, left out %s; for more, refit the CBM with a smaller --alpha or give fewer --concepts",
+                    "cosine, left out %s; for more, refit the CBM with a smaller alpha or give fewer concepts",
                     cbm_weights_npy, n_nonzero, len(concepts), len(matches),
                     ", ".join(repr(word) for word in unmatched))
     order = np.argsort(-importance, kind="stable")

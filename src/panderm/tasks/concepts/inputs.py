@@ -75,7 +75,6 @@ def read_labels(
     position: int = 2,
     binary: bool = False,
     split_col: str | None = None,
-    flag: str = "--label_col",
 ) -> tuple[np.ndarray, str, np.ndarray | None, int]:
     """Labels (and optional split values) of a CSV; returns ``(labels, label column, split or None, n_rows)``.
 
@@ -89,9 +88,9 @@ def read_labels(
     if label_col is None:
         if not -frame.shape[1] <= position < frame.shape[1]:
             raise DataError(f"{csv} has {frame.shape[1]} columns; the reference takes the label from column "
-                            f"{position + 1 if position >= 0 else 'last'}; name it with {flag}")
+                            f"{position + 1 if position >= 0 else 'last'}; name the label column", param="label_col")
         label_col = str(frame.columns[position])
-    require_columns(frame, [label_col], csv, {label_col: flag})
+    require_columns(frame, [label_col], csv, params={label_col: "label_col"})
     values = frame[label_col]
     missing = np.flatnonzero(values.isna().to_numpy() | (values.astype(str).str.strip() == "").to_numpy())
     if len(missing):
@@ -103,9 +102,9 @@ def read_labels(
     if binary and len(classes) != 2:
         shown = ", ".join(map(str, classes[:8])) + (" ..." if len(classes) > 8 else "")
         raise DataError(f"{csv}: label column {label_col!r} has {len(classes)} classes ({shown}); this binary "
-                        f"classifier needs exactly 2 (choose another column with {flag})")
+                        "classifier needs exactly 2: choose another column", param="label_col")
     split = None
     if split_col is not None:
-        require_columns(frame, [split_col], csv, {split_col: "--split_col"})
+        require_columns(frame, [split_col], csv, params={split_col: "split_col"})
         split = frame[split_col].astype(str).str.strip().to_numpy()
     return labels, label_col, split, len(frame)

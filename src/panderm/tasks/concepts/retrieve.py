@@ -262,7 +262,7 @@ def _truth(csv: str | Path, col: str | None, n: int) -> np.ndarray | None:
     from panderm.data.tables import read_csv, require_columns
 
     frame = read_csv(csv)
-    require_columns(frame, [col], csv, {col: "--truth-col"})
+    require_columns(frame, [col], csv, params={col: "truth_col"})
     values = frame[col]
     num = np.asarray(values.map(lambda v: 0 if str(v).strip().lower() in ("0", "absent", "no", "false", "") else 1))
     return num[:n]

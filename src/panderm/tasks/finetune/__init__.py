@@ -17,7 +17,7 @@ own ``norm`` is then unused and frozen. Every other family uses ``encode_image(x
 projection) are frozen and left out of the optimiser.
 
 Relative position bias: for PanDerm v1 the wrapper adds a zero-initialised BEiT-style table per block
-(``rel_pos_bias``, on by default as the reference's ``--rel_pos_bias``; released weights carry none, so the
+(``rel_pos_bias``, on by default as the reference's rel_pos_bias flag; released weights carry none, so the
 start equals the pretrained model). Other families have no such option.
 
 Drop path: the CAE tower's blocks (cae_vit.py) start with rate 0; for PanDerm v1 the
@@ -32,7 +32,7 @@ sample order from the same seeded generator and takes its contiguous share of ea
 gradients, so a step is the single-process step on the same images (with mixup, drop path or augmentation the
 random draws come from each rank's own stream, seeded by (seed, epoch, rank): the same distribution, not the
 same numbers). Val / test batches (1.5x the per-rank training batch) are dealt round-robin and gathered back by
-index (no padded duplicates); rank 0 alone writes checkpoints and logs, so ``--out`` must be on a file system
+index (no padded duplicates); rank 0 alone writes checkpoints and logs, so the run folder must be on a file system
 every node sees.
 
 Resume: ``last.pt`` holds the model, optimiser, schedule step, AMP scaler, epoch, best

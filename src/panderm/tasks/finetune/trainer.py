@@ -38,10 +38,11 @@ def _load_weights(model: nn.Module, ck: dict, path, model_id: str) -> None:
         saved = ck.get("meta", {}).get("config", {}).get("rel_pos_bias")
         mismatch = any("relative_position_bias_table" in line for line in str(exc).splitlines())
         if mismatch and saved is not None:
-            hint = ("it was trained with the relative position bias: drop --disable-rel-pos-bias" if saved
-                    else "it was trained without the relative position bias: pass --disable-rel-pos-bias")
-            raise ModelError(f"{path}: {hint}") from exc
-        raise ModelError(f"{path}: does not fit --model {model_id}: {str(exc).splitlines()[0]}") from exc
+            how = "with" if saved else "without"
+            raise ModelError(f"{path}: it was trained {how} the relative position bias", param="disable_rel_pos_bias",
+                             drop=bool(saved)) from exc
+        raise ModelError(f"{path}: does not fit the model {model_id}: {str(exc).splitlines()[0]}",
+                         param="model") from exc
 
 
 def load_checkpoint(path, required=("model",)) -> dict:
@@ -145,8 +146,7 @@ class Finetuner:
         if self.world > 1:
             # The loader draws its worker seed from `g` before the sampler runs, exactly as in one process;
             # workers then offset it by the rank so ranks do not augment their shares identically.
-            return DataLoader(ds, batch_sampler=ShardedBatchSampler(sampler, bs, self.rank, self.world,
-                                                                             label="--batch-size"),
+            return DataLoader(ds, batch_sampler=ShardedBatchSampler(sampler, bs, self.rank, self.world),
                               worker_init_fn=functools.partial(rank_worker_seed, rank=self.rank), **kw)
         return DataLoader(ds, sampler=sampler, batch_size=bs, drop_last=True, **kw)
 
@@ -225,7 +225,7 @@ class Finetuner:
         if resume and last.is_file():
             ck = load_checkpoint(last, _LAST_KEYS)
             check_same_run(ck["meta"], last, self.n_classes, self.encoder.model_id,
-                           "use another --out or --overwrite")
+                           "use another run folder or overwrite it")
             _warn_config_change(ck["meta"].get("config", {}), asdict(cfg))
             _load_weights(model, ck, last, self.encoder.model_id)
             restore_training_state(ck, opt, sched, scaler)
@@ -271,7 +271,8 @@ class Finetuner:
                     torch.distributed.all_reduce(shown)
                     shown /= self.world
                 if not torch.isfinite(shown):
-                    raise PandermError(f"finetune: loss is {loss.item()} at epoch {epoch} step {i}; lower --lr")
+                    raise PandermError(f"finetune: loss is {loss.item()} at epoch {epoch} step {i}; lower the learning rate",
+                                       param="lr")
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -304,7 +305,7 @@ class Finetuner:
                 from ...report import append_jsonl
 
                 # Log, new best (staged), last, then the staged best takes its place: a kill anywhere leaves
-                # best.pt and last.pt of the same history. --resume reruns an epoch last.pt does not hold,
+                # best.pt and last.pt of the same history. A resume reruns an epoch last.pt does not hold,
                 # trim_log drops its stale log line and _settle_best finishes or discards a staged best.
                 append_jsonl(self.out / "log.jsonl", record)
                 if improved:
@@ -328,7 +329,7 @@ class Finetuner:
                 return {"stopped_after_epoch": epoch, "history": history}
         if best_epoch is not None and not sched.trained_by((best_epoch + 1) * steps):
             log.warning("finetune: no epoch trained (the learning rate was 0 throughout: warm-up starts at 0); "
-                        "best.pt is the untrained head of epoch %d; use more epochs or steps, or --warmup-epochs 0",
+                        "best.pt is the untrained head of epoch %d; use more epochs or steps, or no warm-up epochs",
                         best_epoch)
         return {"history": history, "best_epoch": best_epoch, "best_metric": best}
 
@@ -341,7 +342,7 @@ class Finetuner:
             raise PandermError(f"{checkpoint}: the checkpoint has {meta.get('n_classes')} classes, "
                                f"the CSV {self.n_classes}")
         if meta.get("model_id") != self.encoder.model_id:
-            log.warning("finetune: checkpoint was trained from %s, --model is %s", meta.get("model_id"),
+            log.warning("finetune: checkpoint was trained from %s, the model is %s", meta.get("model_id"),
                         self.encoder.model_id)
         _load_weights(self.model, ck, checkpoint or self.out / "best.pt", self.encoder.model_id)
         tta = self.cfg.tta if tta is None else tta

@@ -62,7 +62,7 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PandermError(f"device {device!r} was requested but CUDA is not available; use --device cpu")
+        raise PandermError(f"device {device!r} was requested but CUDA is not available; use the CPU", param="device")
     return dev
 
 

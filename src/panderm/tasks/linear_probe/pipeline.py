@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -62,19 +63,65 @@ def split_features(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: 
     return out
 
 
+@dataclass(frozen=True)
+class LinearProbeRun:
+    """One probe run over every fraction (or shot count) and seed: the splits, the feature probed, and
+    :func:`~panderm.tasks.linear_probe.run_linear_probe`'s dict (`probe`: runs, summary, test labels, ...)."""
+
+    splits: ProbeSplits
+    kind: str
+    normalized: bool
+    probe: dict
+
+    def rows(self) -> list[dict]:
+        return summary_rows(self.probe)
+
+    def to_json(self) -> dict:
+        p = self.probe
+        runs = [{k: r[k] for k in ("percent", "shots", "seed", "random_state", "n_train", "class_counts", "C", "n_iter",
+                                   "n_evals", "grad_max", "converged", "tol", "train_loss", "metrics", "ci", "warnings",
+                                   "c_search")} for r in p["runs"]]
+        return {"setting": p["setting"], "n_classes": p["n_classes"],
+                "classnames": list(self.splits.classnames) if self.splits.classnames else None,
+                "n_features": p["n_features"], "n_test": p["n_test"], "summary": p["summary"], "runs": runs}
+
+    def write_files(self, out_dir: Path, analysis=None) -> dict:
+        """predictions/<run>.csv, the first seed's confusion matrices, and per run the analyses under analysis/
+        (calibration; subgroups with `analysis.group_cols`; temperature scaling on val with `analysis.calibrate`);
+        the results.json body."""
+        from ...analysis.attach import analyse
+        from ...report import confusion_matrix_figure, save_figure, write_csv
+
+        p, splits = self.probe, self.splits
+        test, names = splits.tables["test"], splits.class_labels()
+        summary = self.to_json()
+        for i, (r, entry) in enumerate(zip(p["runs"], summary["runs"])):
+            tag = (f"shots_{r['shots']}" if r["shots"] is not None else f"percent_{r['percent']}") + f"_seed{r['seed']}"
+            write_csv(out_dir / "predictions" / f"{tag}.csv", panderm_predictions_frame(p, i, test, names))
+            if r["seed"] == p["runs"][0]["seed"]:
+                save_figure(out_dir / f"confusion_matrix_{tag}.png",
+                            confusion_matrix_figure(p["test_labels"], r["predictions"], names, title=tag))
+            val = (splits.tables["val"].labels, r["val_probs"]) if r.get("val_probs") is not None else None
+            analyse(entry, out_dir / "analysis", p["test_labels"], r["probs"], test.frame, analysis,
+                    classnames=names, val=val, title=tag, stem=f"{tag}_")
+        return summary
+
+
 def run(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: bool, *, percent_data=(1.0,), seeds=(0,),
-        shots=None, tune_c=False, C=None, n_bootstrap=1000, extract_kw=None, device="cpu", tol=None) -> dict:
+        shots=None, tune_c=False, C=None, n_bootstrap=1000, extract_kw=None, device="cpu",
+        tol=None) -> LinearProbeRun:
     feats = split_features(encoder, splits, kind, normalize, **(extract_kw or {}))
     t = splits.tables
     has_val = "val" in t
     if tune_c and not has_val:
-        raise DataError(f"{splits.csv}: --tune-c needs val rows in the split column")
-    return run_linear_probe(
+        raise DataError(f"{splits.csv}: tuning C needs val rows in the split column", param="tune_c", drop=True)
+    probe = run_linear_probe(
         feats["train"], t["train"].labels, feats["test"], t["test"].labels,
         feats.get("val"), t["val"].labels if has_val else None,
         percent_data=tuple(percent_data), seeds=tuple(seeds), tune_c=tune_c, C=C, n_bootstrap=n_bootstrap,
         shots=tuple(shots) if shots else None, n_classes=splits.n_classes, device=device, tol=tol,
         class_names=splits.class_labels())
+    return LinearProbeRun(splits, kind, normalize, probe)
 
 
 def predictions_frame(result: dict, run_index: int, test: ImageTable, id_col: str = "filename") -> pd.DataFrame:
@@ -106,10 +153,11 @@ def reference_summary_row(dataset: str, metrics: dict) -> pd.DataFrame:
     return pd.DataFrame([[dataset] + [f"{v:.4f}" for v in values]], columns=["Dataset", "W_F1", "AUROC", "BACC", "ACC", "AUPR"])
 
 
-def write_reference_outputs(result: dict, splits: ProbeSplits, output_dir, csv_filename: str, image_key: str) -> None:
+def write_reference_outputs(run: LinearProbeRun, output_dir, csv_filename: str) -> None:
     """The reference linear_eval.py files for the first run (reference seed)."""
     from ...report import confusion_matrix_figure, save_figure, write_csv
 
+    result, splits = run.probe, run.splits
     output_dir = Path(output_dir)
     dataset = splits.csv.stem
     test = splits.tables["test"]
@@ -133,41 +181,6 @@ def summary_rows(result: dict) -> list[dict]:
     return rows
 
 
-def write_report(result: dict, splits: ProbeSplits, out_dir, provenance: dict, random_init: bool = False,
-                 analysis=None) -> dict:
-    """results.json, predictions/<run>.csv, confusion matrices, and per run the analyses under analysis/
-    (calibration; subgroups with `analysis.group_cols`; temperature scaling on val with `analysis.calibrate`)."""
-    from ...analysis.attach import analyse
-    from ...report import confusion_matrix_figure, save_figure, write_csv, write_json
-
-    out_dir = Path(out_dir)
-    test = splits.tables["test"]
-    runs = []
-    for i, r in enumerate(result["runs"]):
-        tag = f"{'shots' if r['shots'] is not None else 'percent'}_{r['shots'] if r['shots'] is not None else r['percent']}_seed{r['seed']}"
-        write_csv(out_dir / "predictions" / f"{tag}.csv", panderm_predictions_frame(result, i, test, splits.class_labels()))
-        if r["seed"] == result["runs"][0]["seed"]:
-            save_figure(out_dir / f"confusion_matrix_{tag}.png",
-                        confusion_matrix_figure(result["test_labels"], r["predictions"], splits.class_labels(),
-                                        title=tag))
-        runs.append({k: r[k] for k in ("percent", "shots", "seed", "random_state", "n_train", "class_counts", "C",
-                                       "n_iter", "n_evals", "grad_max", "converged", "tol", "train_loss", "metrics", "ci",
-                                       "warnings", "c_search")})
-        val = None
-        if r.get("val_probs") is not None:
-            val = (splits.tables["val"].labels, r["val_probs"])
-        analyse(runs[-1], out_dir / "analysis", result["test_labels"], r["probs"], test.frame, analysis,
-                classnames=splits.class_labels(), val=val, title=tag, stem=f"{tag}_")
-    summary = {"setting": result["setting"], "n_classes": result["n_classes"],
-               "classnames": list(splits.classnames) if splits.classnames else None,
-               "n_features": result["n_features"],
-               "n_test": result["n_test"], "summary": result["summary"], "runs": runs, "provenance": provenance}
-    if random_init:
-        summary["warning"] = "RANDOM WEIGHTS: these numbers come from an untrained model"
-    write_json(out_dir / "results.json", summary)
-    return summary
-
-
 def reference_output_dir(output_dir: str) -> str:
     """The reference rewrites `.../open_clip_hf-hub:ORG/NAME` to `.../NAME`."""
     import re
@@ -177,18 +190,18 @@ def reference_output_dir(output_dir: str) -> str:
 
 def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     """Linear probe on the bundled PAD-UFES-20 sample at 10%, 50% and 100% of train, 3 seeds."""
-    from ...report import format_table
+    from ...report import format_table, write_report
 
     splits = load_splits(sample_root / "pad_ufes20_sample" / "pad_ufes20_sample.csv")
     kind, norm = reference_feature(encoder)
     result = run(encoder, splits, kind, norm, percent_data=(0.1, 0.5, 1.0), seeds=(0, 1, 2), n_bootstrap=200)
-    rows = summary_rows(result)
+    rows = result.rows()
     print(f"\nLinear probe (PAD-UFES-20 sample, {kind} features, mean ± std over 3 seeds)")
     print(format_table(rows))
     from ...analysis.attach import AnalysisSettings
 
     analysis = AnalysisSettings(group_cols=("fitspatrick",), min_group=5, n_resamples=200)
-    summary = write_report(result, splits, out_dir / "linear_probe", {"model": encoder.describe()},
+    summary = write_report(result, out_dir / "linear_probe", {"model": encoder.describe()},
                            encoder.random_init, analysis=analysis)
     full = next(r for r in summary["runs"] if r["percent"] == 1.0 and r["seed"] == 0)
     print("\nBy Fitzpatrick skin type (100% of train, seed 0; * fewer than 5 test images; ECE "

@@ -235,7 +235,7 @@ class FusionHead(nn.Module):
                     raise PandermError(f"the metadata width must be at least 1, got {cfg.meta_dim}", param="meta_dim")
                 if cfg.meta_in_dim < 1:
                     raise PandermError("one-hot metadata needs its width (meta_in_dim): give the metadata columns "
-                                       "(--meta_cols) so the width follows from the training split")
+                                       "so the width follows from the training split", param="meta_cols")
                 self.meta_net = MetaSubNet(cfg.meta_in_dim, cfg.meta_dim)
                 self.meta_proj = nn.Identity()
                 meta_width = cfg.meta_dim
@@ -346,11 +346,12 @@ class PanDermTFormer(nn.Module):
         # Set before the derm deep copy below, so both towers carry the same rates.
         self.drop_path_rates = set_drop_path(tower, self.drop_path) if tower is not None else []
         if self.drop_path > 0 and tower is None:
-            log.warning("multimodal: %s has no CAE tower; --drop_path %g is not applied", encoder.model_id,
+            log.warning("multimodal: %s has no CAE tower; drop path %g is not applied", encoder.model_id,
                         self.drop_path)
         if cfg.use_meta and cfg.use_text_encoder and not encoder.has_text:
             raise ModelError(f"{encoder.model_id} has no text tower for metadata sentences; "
-                             "use one-hot metadata (no --use_text_encoder) or a CLIP model")
+                             "use one-hot metadata (no text encoder) or a CLIP model", param="use_text_encoder",
+                             drop=True)
         self.text_encoder = encoder if cfg.use_meta and cfg.use_text_encoder else None
         self.cli_encoder = encoder if cfg.use_cli else None
         self.derm_encoder = None

@@ -8,7 +8,7 @@ below; changing any of them changes the tokens the text encoder sees.
 A row is anything with `.get(column)`: a `dict` or a pandas `Series` (one CSV row).
 A column that is absent, `None` or NaN counts as missing.
 
-`one_hot_metadata` is the other metadata path (`--use_meta` without a text encoder): a
+`one_hot_metadata` is the other metadata path (metadata on, without a text encoder): a
 float vector per row, with the vocabulary learnt on the train split and applied to the
 others.
 """

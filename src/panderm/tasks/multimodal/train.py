@@ -95,7 +95,7 @@ class TrainConfig:
     wandb: bool = False
 
     def check(self) -> None:
-        require_finite(self, lambda name: "--learning_rate" if name == "lr" else f"--{name}")
+        require_finite(self, {"lr": "learning_rate"})
         if self.monitor not in MONITORS:
             raise PandermError(f"unknown monitored metric {self.monitor!r}; use one of {', '.join(MONITORS)}",
                                param="monitor")
@@ -312,7 +312,8 @@ class MultimodalTrainer:
             try:
                 import wandb
             except ImportError as exc:
-                raise PandermError("--wandb needs the wandb package (pip install wandb)") from exc
+                raise PandermError("wandb logging needs the wandb package: pip install wandb", param="wandb",
+                                   drop=True) from exc
             run = wandb.init(project="multimodality-classification", config=self._meta())
         history, stopped = [], None
         for epoch in range(start, cfg.epochs):
@@ -334,7 +335,7 @@ class MultimodalTrainer:
                 loss = F.cross_entropy(logits.float(), y)
                 if not torch.isfinite(loss):
                     raise PandermError(f"multimodal: loss is {loss.item()} at epoch {epoch} step {i}; "
-                                       "lower --learning_rate")
+                                       "lower the learning rate", param="learning_rate")
                 scaler.scale(loss / cfg.accum_freq).backward()
                 losses.append(float(loss.item()))
                 if (i + 1) % cfg.accum_freq == 0 or i + 1 == n_batches:

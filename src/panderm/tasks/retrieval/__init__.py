@@ -37,7 +37,7 @@ rule above. That stays the default here (no groups given), so published numbers
 reproduce.
 
 Group mode (``image_groups`` and/or ``text_groups``, e.g. from
-:func:`duplicate_groups` of the image paths / captions, or a ``--group-by``
+:func:`duplicate_groups` of the image paths / captions, or a group-by
 column naming the image) follows CLIP_benchmark's multi-caption recall instead:
 
 * each distinct image and each distinct caption is one item, represented by the
@@ -206,7 +206,7 @@ def retrieval_metrics(
 
     Without groups this is the reference (docs/REFERENCE.md, Retrieval): duplicates are
     competitors. With ``image_groups`` (rows showing the same image, e.g.
-    ``duplicate_groups(paths)`` or a ``--group-by`` column) and/or
+    ``duplicate_groups(paths)`` or a group-by column) and/or
     ``text_groups`` (identical captions) every caption of the same image counts
     as a hit, CLIP_benchmark style; see the module docstring for the exact rule.
 

@@ -15,7 +15,7 @@ class RetrievalPairs:
     table: ImageTable
     captions: list[str]
     caption_col: str
-    group_values: list | None = None  # the --group-by column, one value per row
+    group_values: list | None = None  # the group-by column, one value per row
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -38,8 +38,8 @@ def load_pairs(
                        allow_outside_root=allow_outside_root)
     frame = table.frame
     if caption_col not in frame.columns:
-        raise DataError(f"{csv}: caption column {caption_col!r} not found (set it with --caption-col/--csv-caption-key); "
-                        f"columns are: {', '.join(map(str, frame.columns))}")
+        raise DataError(f"{csv}: caption column {caption_col!r} not found; columns are: "
+                        f"{', '.join(map(str, frame.columns))}", param="caption_col")
     raw = frame[caption_col]
     empty = np.flatnonzero(raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy())
     if len(empty):
@@ -49,7 +49,8 @@ def load_pairs(
     groups = None
     if group_by:
         if group_by not in frame.columns:
-            raise DataError(f"{csv}: --group-by column {group_by!r} not found; columns are: {', '.join(map(str, frame.columns))}")
+            raise DataError(f"{csv}: group-by column {group_by!r} not found; columns are: "
+                            f"{', '.join(map(str, frame.columns))}", param="group_by")
         groups = frame[group_by].tolist()
     if check_images:
         from ...data.tables import check_images as _check

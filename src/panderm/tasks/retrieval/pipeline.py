@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,47 @@ log = logging.getLogger(__name__)
 GROUP_MODES = ("auto", "none")
 
 
+@dataclass(frozen=True)
+class RetrievalRun:
+    """One retrieval evaluation: the pairs, their ranks and metrics, the bootstrap CIs and the embeddings."""
+
+    pairs: RetrievalPairs
+    result: RetrievalResult
+    ci: dict
+    image_embeddings: np.ndarray
+    text_embeddings: np.ndarray
+
+    @property
+    def metrics(self) -> dict:
+        return self.result.metrics
+
+    def rows(self) -> list[dict]:
+        return results_rows(self.result, self.ci)
+
+    def to_json(self) -> dict:
+        return {"metrics": self.result.metrics, "ci95": self.ci, "csv": str(self.pairs.table.csv_path)}
+
+    def write_files(self, out_dir: Path, analysis=None) -> dict:
+        """ranks.csv and examples.png; the results.json body."""
+        from ...report import save_figure, write_csv
+
+        write_csv(out_dir / "ranks.csv", ranks_frame(self.pairs, self.result))
+        save_figure(out_dir / "examples.png", examples_figure(self.pairs, self.image_embeddings, self.text_embeddings))
+        return self.to_json()
+
+
+@dataclass(frozen=True)
+class ReferenceSettings:
+    """How the reference door (`src/main.py`) encodes and ranks: its batch size (also the loss's batch), loader
+    workers, precision, the feature cache, and an optional group-by column (then ranked the duplicate-aware way)."""
+
+    batch_size: int = 256
+    workers: int = 0
+    precision: str = "amp"
+    cache: bool = True
+    group_by: str | None = None
+
+
 def encode_pairs(encoder: Encoder, pairs: RetrievalPairs, *, batch_size: int = 64, num_workers=None,
                  precision: str = "amp", cache: bool = True, cache_dir=None,
                  text_batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +73,7 @@ def encode_pairs(encoder: Encoder, pairs: RetrievalPairs, *, batch_size: int = 6
 
 def groups_for(pairs: RetrievalPairs, mode: str) -> tuple[list | None, list | None]:
     """(image_groups, text_groups): none = reference (duplicates compete); auto = identical paths / captions
-    and the --group-by column are the same item."""
+    and the group-by column are the same item."""
     if mode == "none" and pairs.group_values is None:
         return None, None
     image_groups = pairs.group_values if pairs.group_values is not None else [str(p) for p in pairs.table.paths]
@@ -39,8 +81,9 @@ def groups_for(pairs: RetrievalPairs, mode: str) -> tuple[list | None, list | No
 
 
 def evaluate(encoder: Encoder, pairs: RetrievalPairs, *, group_mode: str = "auto", ks=DEFAULT_KS,
-             n_bootstrap: int = 1000, seed: int = 42, loss_batch_size: int = 256, **encode_kw):
-    """Returns (RetrievalResult, ci dict, image embeddings, text embeddings)."""
+             n_bootstrap: int = 1000, seed: int = 42, loss_batch_size: int = 256, **encode_kw) -> RetrievalRun:
+    """Ranks, metrics and bootstrap CIs of `pairs` (`group_mode` "auto": identical images / captions and the group
+    column are one item; "none": they compete, as in the reference); `encode_kw` goes to :func:`encode_pairs`."""
     img, txt = encode_pairs(encoder, pairs, **encode_kw)
     image_groups, text_groups = groups_for(pairs, group_mode)
     scale = getattr(encoder, "logit_scale", None)
@@ -48,7 +91,7 @@ def evaluate(encoder: Encoder, pairs: RetrievalPairs, *, group_mode: str = "auto
                                logit_scale=scale, loss_batch_size=loss_batch_size)
     ci = bootstrap_retrieval_ci(result.image_to_text_ranks, result.text_to_image_ranks, ks, n_bootstrap, seed) \
         if n_bootstrap else {}
-    return result, ci, img, txt
+    return RetrievalRun(pairs, result, ci, img, txt)
 
 
 def _output_dtypes(encoder: Encoder, pairs: RetrievalPairs, precision: str) -> tuple[torch.dtype, torch.dtype]:
@@ -61,19 +104,19 @@ def _output_dtypes(encoder: Encoder, pairs: RetrievalPairs, precision: str) -> t
     return embed_dtype(encoder, precision), text
 
 
-def reference_result(encoder: Encoder, pairs: RetrievalPairs, args, available_memory: int | None = None):
+def reference_result(encoder: Encoder, pairs: RetrievalPairs, settings: ReferenceSettings,
+                     available_memory: int | None = None):
     """Ranks and loss as the reference's `evaluate` computes them (docs/REFERENCE.md, Retrieval): images and captions encoded
-    in batches of `--batch-size` (under CPU autocast for `--precision amp` on CPU), features L2-normalised in the
+    in batches of the settings' batch size (under CPU autocast for the amp precisions on CPU), features L2-normalised in the
     towers' output dtype, the full-matrix argsort ranking (:func:`~.retrieval.argsort_ranks`) when N x N fits
     in half the available memory, block-wise counting with ties broken by row order above that (one warning).
     Returns (RetrievalResult, "argsort" | "chunked")."""
     from ...features import _autocast, autocast_dtype, cpu_autocast, effective_precision
     from . import argsort_bytes, argsort_fits, argsort_ranks, rank_metrics, reference_clip_loss
 
-    precision = cpu_autocast(args.precision)
-    img, txt = encode_pairs(encoder, pairs, batch_size=args.batch_size, num_workers=args.workers,
-                            precision=precision, cache=not getattr(args, "no_cache", False),
-                            text_batch_size=args.batch_size)
+    precision = cpu_autocast(settings.precision)
+    img, txt = encode_pairs(encoder, pairs, batch_size=settings.batch_size, num_workers=settings.workers,
+                            precision=precision, cache=settings.cache, text_batch_size=settings.batch_size)
     mode = effective_precision(encoder.device, precision)
     cpu_dtype = autocast_dtype(mode) if mode.startswith("cpu-") else None
     img_dtype, txt_dtype = _output_dtypes(encoder, pairs, precision) if cpu_dtype else (torch.float32,) * 2
@@ -97,23 +140,23 @@ def reference_result(encoder: Encoder, pairs: RetrievalPairs, args, available_me
     metrics.update(rank_metrics(r_t2i, DEFAULT_KS, "text_to_image"))
     metrics["mean_recall"] = (metrics["image_to_text_mean_recall"] + metrics["text_to_image_mean_recall"]) / 2
     if scale is not None:
-        metrics["clip_val_loss"] = reference_clip_loss(I, T, scale, args.batch_size, cpu_dtype)
+        metrics["clip_val_loss"] = reference_clip_loss(I, T, scale, settings.batch_size, cpu_dtype)
     metrics["num_samples"] = metrics["num_images"] = metrics["num_texts"] = n
     rows = np.arange(n)
     return RetrievalResult(metrics, r_i2t, r_t2i, rows, rows), path
 
 
-def reference_metrics(encoder: Encoder, pairs: RetrievalPairs, args) -> dict:
-    """The `src/main.py --val-data` keys: reference keys, then our R@1 and mean-recall keys."""
-    if getattr(args, "group_by", None):
+def reference_metrics(encoder: Encoder, pairs: RetrievalPairs, settings: ReferenceSettings) -> dict:
+    """The reference door's retrieval keys (open_clip's `evaluate` order), then our R@1 and mean-recall keys."""
+    if settings.group_by:
         from ...features import cpu_autocast
 
-        result, _, _, _ = evaluate(encoder, pairs, group_mode="auto", n_bootstrap=0, batch_size=args.batch_size,
-                                   num_workers=args.workers, precision=cpu_autocast(args.precision),
-                                   cache=not getattr(args, "no_cache", False), loss_batch_size=args.batch_size,
-                                   text_batch_size=args.batch_size)
+        result = evaluate(encoder, pairs, group_mode="auto", n_bootstrap=0, batch_size=settings.batch_size,
+                          num_workers=settings.workers, precision=cpu_autocast(settings.precision),
+                          cache=settings.cache, loss_batch_size=settings.batch_size,
+                          text_batch_size=settings.batch_size).result
     else:
-        result, _ = reference_result(encoder, pairs, args)
+        result, _ = reference_result(encoder, pairs, settings)
     m = result.metrics
     keys = [f"{d}_{k}" for d in ("image_to_text", "text_to_image")
             for k in ("mean_rank", "median_rank", "R@5", "R@10", "R@50")]
@@ -186,19 +229,6 @@ def examples_figure(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_q
     return fig
 
 
-def write_report(pairs, result, ci, img, txt, out_dir, provenance: dict, random_init: bool = False) -> dict:
-    from ...report import save_figure, write_csv, write_json
-
-    out_dir = Path(out_dir)
-    write_csv(out_dir / "ranks.csv", ranks_frame(pairs, result))
-    save_figure(out_dir / "examples.png", examples_figure(pairs, img, txt))
-    summary = {"metrics": result.metrics, "ci95": ci, "csv": str(pairs.table.csv_path), "provenance": provenance}
-    if random_init:
-        summary["warning"] = "RANDOM WEIGHTS: these numbers come from an untrained model"
-    write_json(out_dir / "results.json", summary)
-    return summary
-
-
 def results_rows(result: RetrievalResult, ci: dict) -> list[dict]:
     """One row per direction plus their average mean recall (with its bootstrap CI)."""
     m = result.metrics
@@ -218,13 +248,13 @@ def results_rows(result: RetrievalResult, ci: dict) -> list[dict]:
 
 def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     """Retrieval on PH2 with its criteria sentences (built from expert annotations, NOT real captions)."""
-    from ...report import format_table
+    from ...report import format_table, write_report
     from .data import load_pairs
 
     pairs = load_pairs(sample_root / "ph2" / "ph2.csv", "image_path", "concept_text")
-    result, ci, img, txt = evaluate(encoder, pairs, n_bootstrap=200)
-    rows = results_rows(result, ci)
+    run = evaluate(encoder, pairs, n_bootstrap=200)
+    rows = run.rows()
     print("\nImage-text retrieval (PH2 criteria sentences, template text not real captions; duplicates grouped)")
     print(format_table(rows, floatfmt=".3f"))
-    write_report(pairs, result, ci, img, txt, out_dir / "retrieval", {"model": encoder.describe()}, encoder.random_init)
+    write_report(run, out_dir / "retrieval", {"model": encoder.describe()}, encoder.random_init)
     return rows

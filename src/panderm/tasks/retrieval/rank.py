@@ -30,7 +30,7 @@ few ulps apart can order differently than in a full-matrix matmul, as they can
 between two BLAS libraries; the benchmark checks the chunked ranks against the
 reference's argsort ranks on the same data.
 
-The reference door (``src/main.py --val-data``) needs the reference's own
+The reference door (``src/main.py`` with retrieval data) needs the reference's own
 order among equal scores (repeated captions, float16 scores under CPU
 autocast): :func:`argsort_ranks` builds the full matrix and argsorts it as the
 reference does, whenever that fits in memory (:func:`argsort_fits`).
@@ -175,7 +175,7 @@ def _group_key(v: Any) -> Any:
 
 
 def duplicate_groups(values: Any) -> np.ndarray:
-    """Group ids for identical values (captions, image paths, a ``--group-by`` column).
+    """Group ids for identical values (captions, image paths, a group-by column).
 
     Equal values get the same id; ids are ``0, 1, 2, ...`` in order of first
     occurrence, so ``duplicate_groups(["a", "b", "a"]) == [0, 1, 0]``. Values

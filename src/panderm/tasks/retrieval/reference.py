@@ -22,7 +22,7 @@ from .rank import (
     _row_norms,
 )
 
-#: The reference evaluates retrieval with --batch-size=256; the in-batch loss depends on it.
+#: The reference evaluates retrieval with a batch size of 256; the in-batch loss depends on it.
 DEFAULT_LOSS_BATCH_SIZE = 256
 
 

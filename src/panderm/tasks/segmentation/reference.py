@@ -5,7 +5,7 @@ mean = std = 0.5, 224 px, batch size 1 (a flag), best checkpoint by validation J
 after keeping the largest connected component, with the empty-truth centre-pixel rule, at 224×224; output
 ``results_<dataset>_<fold>_<seed>.json`` with ``Dsc`` and ``Jac`` (means over images, 0..1).
 
-Differences, on purpose: `--percent` takes a seeded subset of the sorted training images (the reference's
+Differences, on purpose: a percent of the data takes a seeded subset of the sorted training images (the reference's
 first x% of an unsorted glob is not reproducible); with batch size 1 the neck and head use GroupNorm, since
 BatchNorm cannot normalise the 1×1 pyramid-pooling branch of a single image (the reference ran batch 1 on 2
 GPUs with SyncBN, i.e. an effective batch of 2).
@@ -89,5 +89,6 @@ def _wandb(project: str, cfg):
     try:
         import wandb
     except ImportError:
-        raise PandermError("--wandb needs the wandb package (pip install wandb)") from None
+        raise PandermError("wandb logging needs the wandb package: pip install wandb", param="wandb",
+                           drop=True) from None
     return wandb.init(project=project, config=asdict(cfg))

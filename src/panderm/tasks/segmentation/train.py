@@ -247,7 +247,8 @@ class Segmenter:
         ck = load_training_checkpoint(path, ("model", "encoder_fingerprint"), "segmentation checkpoint")
         if self.cfg.freeze_encoder and ck["encoder_fingerprint"] != self.model.encoder.fingerprint:
             raise ModelError(f"{path} was trained on another encoder (fingerprint {ck['encoder_fingerprint']}, "
-                             f"this one is {self.model.encoder.fingerprint}); load the same --model/--checkpoint")
+                             f"this one is {self.model.encoder.fingerprint}); load the same model and checkpoint",
+                             param="checkpoint")
         missing, unexpected = self.model.load_state_dict(ck["model"], strict=False)
         expected = set(self.model.trainable_state())
         missing = [k for k in missing if k in expected]
@@ -285,7 +286,7 @@ class Segmenter:
                     logits = self.model(x)
                 loss = seg_loss(logits, y, c.loss)
                 if not torch.isfinite(loss):
-                    raise PandermError(f"the loss became {float(loss)} at epoch {epoch}; lower --lr")
+                    raise PandermError(f"the loss became {float(loss)} at epoch {epoch}; lower the learning rate", param="lr")
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)

@@ -111,7 +111,7 @@ def reference_logits_dtype(device: torch.device, precision: str) -> torch.dtype 
 def cpu_autocast_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, dtype: torch.dtype,
                        batch_size: int, embed_dtype: torch.dtype | None = None,
                        scale: float = LOGIT_SCALE) -> np.ndarray:
-    """The reference's scores with `--precision amp` (amp_bf16) on CPU, where its zero-shot loop runs under
+    """The reference's scores with the amp (amp_bf16) precision on CPU, where its zero-shot loop runs under
     torch.autocast("cpu", dtype) (docs/REFERENCE.md, Zero-shot classification; open_clip_train's get_autocast with the device's type).
 
     Per batch of `batch_size` images, as the reference's loop: the tower's output, in `embed_dtype` (its dtype
@@ -216,7 +216,7 @@ def evaluate(
     """Zero-shot metrics of one dataset.
 
     `reference` (the `src/main.py` door) computes as the reference does: under CUDA autocast the logits are
-    rounded to the half type; with `--precision amp` / `amp_bf16` on CPU the image tower runs under CPU autocast
+    rounded to the half type; with the amp / amp_bf16 precision on CPU the image tower runs under CPU autocast
     and the scores follow :func:`cpu_autocast_probs` (the text classifier stays float32 there, as the
     reference's classifier autocast is CUDA-only); two-class AUROC is the mean over both probability columns.
     """
@@ -283,13 +283,13 @@ def build_dataset(
     allow_outside_root: bool = False,
     split: str | None = None,
     split_col: str = "split",
-    warn_unsplit: bool = False,
+    warn_unsplit: str | None = None,
 ) -> ZeroShotDataset:
     """Validate a CSV against its class list (before any model is loaded).
 
     `split` keeps only the rows whose `split_col` equals it. With `warn_unsplit` (the `panderm` CLI and the API;
     the reference door scores every row, as the reference does) a CSV that has a `split_col` column but no
-    chosen split is scored whole, with one warning line naming `--split`.
+    chosen split is scored whole, with one warning line ending in `warn_unsplit`: how the caller chooses a split.
     """
     from ...data.tables import load_table
 
@@ -306,8 +306,8 @@ def build_dataset(
     if warn_unsplit and split is None and split_col in table.frame.columns:
         values = table.frame[split_col].astype(str).str.strip().value_counts()
         log.warning("%s: the CSV has a %r column (%s) but no split was chosen: scoring all %d rows; "
-                    "give --split NAME (API: split=) to score one", csv, split_col,
-                    ", ".join(f"{k} {v}" for k, v in values.items()), len(table))
+                    "choose one with %s to score it", csv, split_col,
+                    ", ".join(f"{k} {v}" for k, v in values.items()), len(table), warn_unsplit)
     absent = [c for i, c in enumerate(classnames) if not (table.labels == i).any()]
     if absent:
         # Harmless for a test set missing a rare class; a class list that does not belong to the CSV (a file
@@ -319,23 +319,26 @@ def build_dataset(
                            split)
 
 
-def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, provenance: dict,
-                 random_init: bool = False, analysis=None) -> dict:
-    """results.json + per-dataset predictions.csv, confusion_matrix.png and the analyses (calibration, and
-    subgroups with `analysis.group_cols`; :mod:`panderm.analysis.attach`)."""
-    from ...analysis.attach import analyse
-    from ...data.benchmarks import readme_average
-    from ...report import confusion_matrix_figure, save_figure, write_csv, write_json
+@dataclass(frozen=True)
+class ZeroShotRun:
+    """Every dataset of one zero-shot run of one model, in order (iterable like the list of results)."""
 
-    out_dir = Path(out_dir)
-    datasets = {}
-    for r in results:
-        sub = out_dir / r.dataset.name
-        write_csv(sub / "predictions.csv", r.panderm_predictions_frame())
-        fig = confusion_matrix_figure(r.labels, r.predictions, list(r.dataset.classnames),
-                                      title=f"{r.dataset.name} zero-shot" + (" (RANDOM WEIGHTS)" if random_init else ""))
-        save_figure(sub / "confusion_matrix.png", fig)
-        datasets[r.dataset.name] = {
+    results: tuple[ZeroShotResult, ...]
+    random_init: bool = False
+
+    def __iter__(self):
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def rows(self) -> list[dict]:
+        return results_table(self.results)
+
+    def to_json(self) -> dict:
+        from ...data.benchmarks import readme_average
+
+        datasets = {r.dataset.name: {
             "csv": str(r.dataset.table.csv_path),
             "n": len(r.labels),
             "split": r.dataset.split,
@@ -344,35 +347,46 @@ def write_report(results: Sequence[ZeroShotResult], out_dir: str | os.PathLike, 
             "metrics": r.metrics,
             "ci95": r.ci,
             "reference_keys": r.reference_metrics(),
-        }
-        analyse(datasets[r.dataset.name], sub, r.labels, r.probs, r.dataset.table.frame, analysis,
-                classnames=list(r.dataset.classnames), title=f"{r.dataset.name} zero-shot")
-    summary = {"datasets": datasets}
-    bench = {r.dataset.benchmark.name: r.metrics for r in results
-             if r.dataset.benchmark is not None and r.dataset.benchmark.readme_metric is not None}
-    if bench:
-        summary["readme_average"] = readme_average(bench)
-    if random_init:
-        summary["warning"] = "RANDOM WEIGHTS: these numbers come from an untrained model"
-    summary["provenance"] = provenance
-    write_json(out_dir / "results.json", summary)
-    return summary
+        } for r in self.results}
+        summary = {"datasets": datasets}
+        bench = {r.dataset.benchmark.name: r.metrics for r in self.results
+                 if r.dataset.benchmark is not None and r.dataset.benchmark.readme_metric is not None}
+        if bench:
+            summary["readme_average"] = readme_average(bench)
+        return summary
+
+    def write_files(self, out_dir: Path, analysis=None) -> dict:
+        """Per dataset predictions.csv, confusion_matrix.png and the analyses (calibration, and subgroups with
+        `analysis.group_cols`; :mod:`panderm.analysis.attach`); the results.json body."""
+        from ...analysis.attach import analyse
+        from ...report import confusion_matrix_figure, save_figure, write_csv
+
+        summary = self.to_json()
+        for r in self.results:
+            sub = out_dir / r.dataset.name
+            write_csv(sub / "predictions.csv", r.panderm_predictions_frame())
+            title = f"{r.dataset.name} zero-shot" + (" (RANDOM WEIGHTS)" if self.random_init else "")
+            save_figure(sub / "confusion_matrix.png",
+                        confusion_matrix_figure(r.labels, r.predictions, list(r.dataset.classnames), title=title))
+            analyse(summary["datasets"][r.dataset.name], sub, r.labels, r.probs, r.dataset.table.frame, analysis,
+                    classnames=list(r.dataset.classnames), title=f"{r.dataset.name} zero-shot")
+        return summary
 
 
 def run(encoder: Encoder, datasets: Sequence[ZeroShotDataset], templates: Sequence[str] = SKIN_TEMPLATES,
-        **kwargs) -> list[ZeroShotResult]:
+        **kwargs) -> ZeroShotRun:
     """Evaluate every dataset with one loaded model (each image encoded once, text once per class list)."""
     results = []
     for ds in datasets:
         log.info("zero-shot: %s (%d images, %d classes)", ds.name, len(ds.table), len(ds.classnames))
         results.append(evaluate(encoder, ds, templates, **kwargs))
-    return results
+    return ZeroShotRun(tuple(results), encoder.random_init)
 
 
 def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     """The demo's zero-shot table: PAD-6, HAM-7 and PH2-2 on the bundled sample."""
     from ...data.benchmarks import get_benchmark
-    from ...report import format_table
+    from ...report import format_table, write_report
 
     repo = sample_root.parent.parent
     folder = sample_root / "zero-shot-classification"
@@ -380,7 +394,7 @@ def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
                 for name, csv in (("PAD-6", "pad-zero-shot-test.csv"), ("HAM-7", "HAM-official-7-zero-shot-test.csv"),
                                   ("PH2-2", "ph2-2-zero-shot-test.csv"))]
     results = run(encoder, datasets, n_bootstrap=200)
-    rows = results_table(results)
+    rows = results.rows()
     print("\nZero-shot classification (bundled sample, 8 skin templates)")
     print(format_table(rows))
     write_report(results, out_dir / "zeroshot", {"model": encoder.describe()}, encoder.random_init)
