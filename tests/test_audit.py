@@ -220,7 +220,8 @@ def test_cli_bad_column_is_one_line(planted, tmp_path, capsys):
     rc = main(["audit", "--csv", str(planted[0]), "--group-col", "patient", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1
-    assert "'patient' not found (set it with --group-col)" in err and not (tmp_path / "o").exists()
+    assert "'patient' not found; columns are: " in err and err.endswith("(set it with --group-col)")
+    assert not (tmp_path / "o").exists()
     with pytest.raises(DataError, match="threshold"):
         audit_dataset(planted[0], phash_threshold=200)
     rc = main(["audit", "--csv", str(planted[0]), "--out", str(tmp_path / "o"), "--fix-splits", str(planted[0])])

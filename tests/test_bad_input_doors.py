@@ -342,8 +342,9 @@ CASES = {
     # the image is checked against its CSV, the row; the multimodal doors name the case row after the list.
     "decompression bomb": Case({"csv", "img"}, csv=lambda w: _csv(_put(good_frame(), "image_path", "images/bomb.png")),
                                needles=(("bad.csv", f"row {ROW}: ", "bomb.png", "900000000 pixels", "over the limit of "
-                                         "178956970", "--max-image-pixels"),
-                                        ("bomb.png", "900000000 pixels", "--max-image-pixels", f"case row {ROW} "))),
+                                         "178956970", "PANDERM_MAX_IMAGE_PIXELS=N"),
+                                        ("bomb.png", "900000000 pixels", "PANDERM_MAX_IMAGE_PIXELS=N",
+                                         f"case row {ROW} "))),
     # -- embeddings / codes
     "missing .npy": Case({"emb"}, emb=None, needles=(("bad.npy", "not found"),)),
     "wrong row count": Case({"emb", "rows"}, emb=lambda: np.zeros((N - 3, 2 * D), np.float32),
@@ -597,7 +598,7 @@ def test_max_image_pixels_moves_the_limit(world, door, flag, tmp_path, capsys):
     line = last_line(err)
     assert rc == 2 and "8 of 8 image(s)" in line and "(too large)" in line, line
     assert f"row 2: {world['data'] / 'images' / 'img0.jpg'} [too large (48x40 = {PIXELS} pixels, over the limit of " \
-           f"{PIXELS - 1}" in line and "--max-image-pixels" in line, line
+           f"{PIXELS - 1}" in line and line.endswith(f"(set it with {flag})"), line
     assert sorted(p.name for p in out.iterdir()) == []
     rc, _, err = call(rel, [*argv, flag, PIXELS], capsys)
     assert rc == 0, err
@@ -639,8 +640,8 @@ def test_the_limit_reaches_worker_processes_through_the_environment(world, tmp_p
     env = {**__import__("os").environ, "PANDERM_MAX_IMAGE_PIXELS": str(PIXELS - 1)}
     out = subprocess.run([sys.executable, "-c", code, str(img)], env=env, capture_output=True, text=True, timeout=600)
     assert out.stdout.strip() == (f"image {img} is too large (48x40 = {PIXELS} pixels, over the limit of {PIXELS - 1} "
-                                  "that guards against decompression bombs; raise the limit with --max-image-pixels N "
-                                  "or PANDERM_MAX_IMAGE_PIXELS=N)"), out.stderr
+                                  "that guards against decompression bombs; raise the limit with "
+                                  "PANDERM_MAX_IMAGE_PIXELS=N or the door's pixel-limit setting)"), out.stderr
     env["PANDERM_MAX_IMAGE_PIXELS"] = str(PIXELS)
     out = subprocess.run([sys.executable, "-c", code, str(img)], env=env, capture_output=True, text=True, timeout=600)
     assert out.stdout.strip() == "opened", out.stderr

@@ -66,8 +66,16 @@ def test_missing_column_names_columns_and_flag(img_dir):
     d, names = img_dir
     csv = write_csv(d / "a.csv", [f"{names[0]},0"], header="filename,label")
     with pytest.raises(DataError) as err:
-        load_table(csv, "image_path", flag_hints={"image_path": "--image-col"})
-    assert "column 'image_path' not found (set it with --image-col); columns are: filename, label" in str(err.value)
+        load_table(csv, "image_path", label_col="label")
+    assert str(err.value) == f"{csv}: column 'image_path' not found; columns are: filename, label"
+    assert err.value.param == "image_col"
+    assert err.value.render({"image_col": "--image-col"}).endswith("filename, label (set it with --image-col)")
+    with pytest.raises(DataError) as err:
+        load_table(csv, "filename", label_col="y")
+    assert err.value.param == "label_col"
+    with pytest.raises(DataError) as err:
+        load_table(csv, "filename", split="test", split_col="fold")
+    assert err.value.param == "split_col"
 
 
 def test_every_missing_or_bad_image_is_listed(img_dir):

@@ -29,15 +29,18 @@ def test_a_folder_holding_a_run_is_refused_and_each_door_says_how_out(tmp_path):
 
 
 def test_a_negative_pixel_limit_names_the_setting_and_each_door_its_flag():
-    from panderm.cli import FLAGS as PANDERM
+    from panderm.cli import build_parser
+    from panderm.cli.doors import parser_flags
     from panderm.compat.export_door import FLAGS as EXPORT
     from panderm.data.images import image_pixel_limit
 
+    top = build_parser()
+    features = parser_flags(top, top.parse_args(["features", "--model", "demo", "--csv", "c.csv", "--out", "f.npy"]))
     with pytest.raises(PandermError) as err:
         with image_pixel_limit(-1):
             pass
     assert str(err.value) == "the pixel limit must be >= 0 (0: no limit), got -1"
-    assert err.value.render(PANDERM).endswith("(set it with --max-image-pixels)")
+    assert err.value.render(features).endswith("(set it with --max-image-pixels)")
     assert err.value.render(EXPORT).endswith("(set it with --max_image_pixels)")
 
 
@@ -105,3 +108,10 @@ def test_a_nan_learning_rate_is_named_by_each_door():
     with pytest.raises(PandermError) as err:
         require_finite(Settings())
     assert err.value.param == "lr" and str(err.value) == "lr must be a finite number, got nan"
+
+
+def test_several_settings_are_named_together():
+    err = PandermError("trained with use_meta=True", param=("use_meta", "meta_fusion_mode"))
+    assert err.render({"use_meta": "--use-meta", "meta_fusion_mode": "--meta-fusion-mode"}) == \
+        "trained with use_meta=True (check --use-meta, --meta-fusion-mode)"
+    assert err.render({}) == "trained with use_meta=True (check use meta, meta fusion mode)"

@@ -141,13 +141,6 @@ def test_no_source_file_over_500_lines():
 
 
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*")
-#: Flag spellings still written below cli/ and compat/ (the `flag_hints` column maps of load_table / load_splits,
-#: and the pixel-limit hint embedded in per-row image reasons): a ratchet, not a goal. A file may only go down;
-#: a file not listed must have none.
-FLAG_SPELLINGS_LEFT = {
-    "data/images.py": 1, "data/tables.py": 1, "tasks/concepts/retrieve.py": 1, "tasks/linear_probe/pipeline.py": 5,
-    "tasks/retrieval/data.py": 4,
-}
 
 
 def test_the_flag_pattern():
@@ -155,13 +148,12 @@ def test_the_flag_pattern():
         "--overwrite", "--out", "--root_path"]
 
 
-def test_flag_spellings_below_the_command_line_only_go_down():
+def test_no_flag_spelling_below_the_command_line():
+    """Below cli/ and compat/ an error names its setting (`param=`), and each door spells its own flag."""
     lib = REPO / "src" / "panderm"
-    counts = {str(p.relative_to(lib)): n for p in lib.rglob("*.py") if p.parent.name not in ("cli", "compat")
-              and (n := len(FLAG.findall(p.read_text())))}
-    grown = {f: (n, FLAG_SPELLINGS_LEFT.get(f, 0)) for f, n in counts.items() if n > FLAG_SPELLINGS_LEFT.get(f, 0)}
-    assert not grown, f"(now, allowed) per file: {grown}; name a `param=` the door renders instead"
-    assert sum(counts.values()) <= sum(FLAG_SPELLINGS_LEFT.values())
+    found = {str(p.relative_to(lib)): FLAG.findall(p.read_text()) for p in lib.rglob("*.py")
+             if p.parent.name not in ("cli", "compat")}
+    assert not {f: flags for f, flags in found.items() if flags}, "name a `param=` the door renders instead"
 
 
 #: docs/ARCHITECTURE.md's layers, top (0) to bottom; a module imports only its own layer and those below

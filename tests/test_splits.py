@@ -28,15 +28,19 @@ def test_cuts_the_csv_by_split_with_val_aliases(csv):
     assert s.tables["val"].paths[0].name == "2.png"
 
 
-def test_the_linear_probe_name_is_the_same_loader_with_its_flags_in_the_errors(csv):
-    assert linear_probe_run.ProbeSplits is Splits
-    a, b = load_splits(csv), linear_probe_run.load_splits(csv)
-    assert {k: v.paths for k, v in a.tables.items()} == {k: v.paths for k, v in b.tables.items()}
-    with pytest.raises(DataError) as plain:
+def test_the_linear_probe_name_is_the_same_loader_and_each_door_names_its_column_flag(csv):
+    from panderm.cli import FLAGS as PANDERM
+    from panderm.compat.linear_probe_door import FLAGS as LP_DOOR
+
+    assert linear_probe_run.ProbeSplits is Splits and linear_probe_run.load_splits is load_splits
+    with pytest.raises(DataError) as err:
         load_splits(csv, image_col="img")
-    assert "set it with" not in str(plain.value)
-    with pytest.raises(DataError, match=r"column 'img' not found \(set it with --image-col/--image_key\)"):
-        linear_probe_run.load_splits(csv, image_col="img")
+    assert "set it with" not in str(err.value) and err.value.param == "image_col"
+    assert err.value.render({**PANDERM, "image_col": "--image-col"}).endswith("(set it with --image-col)")
+    assert err.value.render(LP_DOOR).endswith("(set it with --image_key)")
+    with pytest.raises(DataError) as err:
+        load_splits(csv, split_col="fold")
+    assert err.value.param == "split_col" and "'fold' not found (values train/val/test)" in str(err.value)
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -10,12 +10,13 @@ class PandermError(Exception):
     """Bad input: the message names the file, row, column or flag at fault.
 
     `param` names the setting that would fix it (e.g. "image_root") without a flag spelling: the door that
-    prints the error knows its own flag for it (`render`); `drop=True` when the fix is to leave it out.
+    prints the error knows its own flag for it (`render`); `drop=True` when the fix is to leave it out. A tuple
+    names several settings that go together (a checkpoint's model configuration).
     """
 
     exit_code = 2
 
-    def __init__(self, message: str = "", *, param: str | None = None, drop: bool = False):
+    def __init__(self, message: str = "", *, param: str | tuple[str, ...] | None = None, drop: bool = False):
         super().__init__(message)
         self.param = param
         self.drop = drop  # the fix is to leave the setting out, not to give it
@@ -24,13 +25,18 @@ class PandermError(Exception):
         """The message, ending with the door's own hint for `param` where the door has one.
 
         A door's map gives a flag (a hint starting with a dash: "(set it with FLAG)") or a whole hint in its
-        own words ("(HINT)"); without one the setting is named in words.
+        own words ("(HINT)"), or "" when the message says enough; without one the setting is named in words.
         """
         text = str(self)
         if self.param is None:
             return text
+        if not isinstance(self.param, str):  # several settings together: name each
+            names = [(flags or {}).get(p) or p.replace("_", " ") for p in self.param]
+            return f"{text} (check {', '.join(names)})"
         hint = (flags or {}).get(self.param)
-        if not hint:
+        if hint == "":  # the door has no such setting and the message already says what to do
+            return text
+        if hint is None:
             return f"{text} ({'leave out' if self.drop else 'give it as'} the {self.param.replace('_', ' ')})"
         if hint.startswith("-"):
             return f"{text} ({'drop' if self.drop else 'set it with'} {hint})"

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .data.images import image_pixel_limit, open_image
+from .data.images import PIXEL_LIMIT_PARAM, image_pixel_limit, open_image
 from .data.tables import _probe, _rows, list_items, read_csv, require_columns, resolve_paths
 from .errors import DataError
 
@@ -142,7 +142,6 @@ def preresize(
     size: int = DEFAULT_SIZE,
     quality: int = 95,
     workers: int | None = None,
-    flag_hints: dict | None = None,
     max_image_pixels: int | None = None,
 ) -> PreresizeSummary:
     """Write the resized copies (see the module doc); raises DataError naming every bad row after the rest is done.
@@ -151,11 +150,10 @@ def preresize(
     pixels; 0: no limit); a larger image is refused naming its row and pixel count.
     """
     with image_pixel_limit(max_image_pixels):
-        return _preresize(csv, image_col, out, root=root, size=size, quality=quality, workers=workers,
-                          flag_hints=flag_hints)
+        return _preresize(csv, image_col, out, root=root, size=size, quality=quality, workers=workers)
 
 
-def _preresize(csv, image_col, out, *, root, size, quality, workers, flag_hints) -> PreresizeSummary:
+def _preresize(csv, image_col, out, *, root, size, quality, workers) -> PreresizeSummary:
     start = time.perf_counter()
     if size < 1:
         raise DataError(f"the size must be a positive number of pixels, got {size}", param="size")
@@ -163,7 +161,7 @@ def _preresize(csv, image_col, out, *, root, size, quality, workers, flag_hints)
         raise DataError(f"the JPEG quality must be in 1..100, got {quality}", param="quality")
     csv = Path(csv)
     frame = read_csv(csv)
-    require_columns(frame, [image_col], csv, flag_hints)
+    require_columns(frame, [image_col], csv, {image_col: "image_col"})
     root = Path(root) if root is not None else csv.parent
     out = Path(out)
     # realpath: an `out` that is a symlink to the root (or the root itself spelled differently) is the root.
@@ -186,8 +184,10 @@ def _preresize(csv, image_col, out, *, root, size, quality, workers, flag_hints)
     problems = [_probe(p) for p in paths]
     bad = [i for i, why in enumerate(problems) if why]
     if bad:
+        too_large = any(problems[i].startswith("too large") for i in bad)
         raise DataError(f"{csv}: {len(bad)} of {len(paths)} image(s) cannot be used: "
-                        + list_items([f"row {_rows([ids[i]])}: {paths[i]} [{problems[i]}]" for i in bad]))
+                        + list_items([f"row {_rows([ids[i]])}: {paths[i]} [{problems[i]}]" for i in bad]),
+                        param=PIXEL_LIMIT_PARAM if too_large else None)
 
     settings = {"size": int(size), "quality": int(quality), "version": 1}
     manifest = out / MANIFEST

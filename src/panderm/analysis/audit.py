@@ -183,7 +183,6 @@ def audit_dataset(
     model=None,
     model_options: dict | None = None,
     workers: int | None = None,
-    flag_hints: dict | None = None,
 ) -> AuditResult:
     """Audit the dataset `csv` (see the module doc).
 
@@ -200,7 +199,9 @@ def audit_dataset(
         raise DataError(f"the embedding cosine threshold must be in [-1, 1], got {embed_threshold}")
     frame = read_csv(csv)
     group_cols = list(dict.fromkeys(group_cols))
-    require_columns(frame, [image_col, *(c for c in (label_col, split_col) if c), *group_cols], csv, flag_hints)
+    roles = {**{c: "group_col" for c in group_cols}, split_col: "split_col", label_col: "label_col",
+             image_col: "image_col"}
+    require_columns(frame, [image_col, *(c for c in (label_col, split_col) if c), *group_cols], csv, roles)
     root = csv.parent if root is None else Path(root).expanduser()
     paths = resolve_paths(frame, image_col, root, csv)
     facts = collect_facts(paths, workers)

@@ -244,10 +244,6 @@ def _audit(args) -> None:
             raise DataError("--fix-splits needs the split column (--split-col) to take split names and shares from")
         if Path(args.fix_splits).resolve() == Path(args.csv).resolve():
             raise DataError(f"--fix-splits {args.fix_splits} would overwrite the audited --csv; write it elsewhere")
-    hints = {args.image_col: "--image-col", **{c: "--group-col" for c in args.group_col}}
-    for col, flag in ((args.label_col, "--label-col"), (args.split_col, "--split-col")):
-        if col:
-            hints[col] = flag
     options = {}
     if args.model:
         options = {"checkpoint": args.checkpoint, "device": resolve_device(args.device), "batch_size": args.batch_size,
@@ -256,8 +252,7 @@ def _audit(args) -> None:
     with image_pixel_limit(args.max_image_pixels):
         result = audit_dataset(args.csv, image_col=args.image_col, label_col=args.label_col, split_col=args.split_col,
                                group_cols=args.group_col, root=args.root, phash_threshold=args.phash_threshold,
-                               embed_threshold=args.embed_threshold, model=args.model, model_options=options,
-                               flag_hints=hints)
+                               embed_threshold=args.embed_threshold, model=args.model, model_options=options)
         prepare_run_dir(args.out, overwrite=args.overwrite)
         write_reports(result, args.out, top_pairs=args.top_pairs)
     print(format_table(summary_rows(result)))

@@ -19,7 +19,7 @@ def _features(args) -> None:
         args.model, args.csv, args.image_col, args.out, root=args.root, kind=args.kind, normalize=args.normalize,
         checkpoint=args.checkpoint, device=resolve_device(args.device), batch_size=args.batch_size,
         num_workers=args.workers, precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
-        allow_random_init=args.allow_random_init, flag_hints={args.image_col: "--image-col"},
+        allow_random_init=args.allow_random_init,
         allow_outside_root=args.allow_outside_root, compile=args.compile, max_image_pixels=args.max_image_pixels,
         draft_decode=not args.full_decode,
     )
@@ -39,7 +39,7 @@ def _preresize(args) -> None:
     from ..preresize import preresize
 
     summary = preresize(args.csv, args.image_col, args.out, root=args.root, size=args.size, quality=args.quality,
-                        workers=args.workers, flag_hints={args.image_col: "--image-col"},
+                        workers=args.workers,
                         max_image_pixels=args.max_image_pixels)
     print(summary.line())
     print(f"use it with: --csv {args.csv} --root {args.out}")

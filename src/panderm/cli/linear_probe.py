@@ -10,7 +10,7 @@ from .common import encoder_and_run_dir, print_results
 from .doors import precheck
 
 #: this subcommand's hints for an error's `param` (beside panderm's own map)
-FLAGS = {"model_preprocess": "drop --reference-preprocess"}
+FLAGS = {"model_preprocess": "drop --reference-preprocess", "classnames": "--classnames FILE or 'a,b,c', in label order"}
 
 
 def _linear_probe(args) -> None:

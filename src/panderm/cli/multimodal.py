@@ -19,7 +19,7 @@ from .multimodal_args import (
 _RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "results_test.json", "detailed_predictions.csv",
               "evaluation_metrics.csv", "confusion_matrix.png", "reliability.png", "subgroups.csv", "subgroups.png")
 
-#: `panderm multimodal`'s hints for an error's `param` (its other messages are respelled by spell_flags)
+#: `panderm multimodal`'s hints for an error's `param` (other params: the option with that destination)
 FLAGS = {"run_dir": "pass --overwrite or choose another --output-dir", "modality": "--use-cli or --use-derm",
          **{name: "--" + name.replace("_", "-") for name in PARAMS}}
 
@@ -38,7 +38,7 @@ def find_best_checkpoint(folder) -> Path:
             found.append((int(m.group(1)), f.stat().st_mtime, f))
     if not found:
         raise PandermError(f"no best checkpoint (best.pt or best*_model_<epoch>.pth) in {folder}; "
-                           "train first or give --model_path")
+                           "train first or give the checkpoint's path", param="model_path")
     return max(found)[2]
 
 
@@ -48,7 +48,7 @@ def _none_or(value):
 
 
 def _load_table(dataset: str, path: str, allow_outside_root: bool = False, args=None):
-    """The dataset's table; `args` gives the generic CSV loader's column flags (--dataset csv)."""
+    """The dataset's table; `args` gives the generic CSV loader's column flags (dataset "csv")."""
     from ..errors import DataError, PandermError
     from ..tasks.multimodal.data import load_derm7pt, load_milk11, load_multimodal_csv, load_pad_ufes20
 
@@ -56,17 +56,20 @@ def _load_table(dataset: str, path: str, allow_outside_root: bool = False, args=
     if dataset != "csv":
         given = [k for k, v in cols.items() if v != CSV_COLUMNS[k]]
         if given:
-            raise PandermError(f"{', '.join('--' + k for k in given)} appl{'ies' if len(given) == 1 else 'y'} to "
-                               f"--dataset csv only (--dataset {dataset} has fixed columns)")
+            ds = _flag(args, "dataset")
+            raise PandermError(f"{', '.join(_flag(args, k) for k in given)} appl{'ies' if len(given) == 1 else 'y'} "
+                               f"to {ds} csv only ({ds} {dataset} has fixed columns)")
         loaders = {"derm7pt": load_derm7pt, "milk11": load_milk11, "pad": load_pad_ufes20}
         try:
             return loaders[dataset](path, allow_outside_root=allow_outside_root)
         except DataError as exc:
             where = Path(path)
             if (where.is_dir() and not (where / "meta").is_dir()) or (dataset != "pad" and where.is_file()):
-                exc.args = (f"{exc}; --dataset {dataset} reads the dataset's meta/ folder layout: for one CSV of "
-                            "your own use --dataset csv --data_path FILE.csv (columns clinical_path, derm_path, "
-                            "label, split; other names with --clinical_col, --derm_col, --label_col, --split_col)",)
+                ds, cols = _flag(args, "dataset"), ", ".join(_flag(args, c) for c in
+                                                              ("clinical_col", "derm_col", "label_col", "split_col"))
+                exc.args = (f"{exc}; {ds} {dataset} reads the dataset's meta/ folder layout: for one CSV of your own "
+                            f"use {ds} csv {_flag(args, 'data_path')} FILE.csv (columns clinical_path, derm_path, "
+                            f"label, split; other names with {cols})",)
             raise
     meta_cols = [c.strip() for c in str(cols["meta_cols"]).split(",") if c.strip()] if cols["meta_cols"] else []
     return load_multimodal_csv(path, clinical_col=_none_or(cols["clinical_col"]), derm_col=_none_or(cols["derm_col"]),
@@ -75,56 +78,33 @@ def _load_table(dataset: str, path: str, allow_outside_root: bool = False, args=
                                num_classes=getattr(args, "class_num", None))  # K = max label + 1 without it
 
 
-# messages name the reference door's spellings; `spell_flags` puts them in the caller's
-_FLAG_SYNONYMS = {"--out": ("--output_dir", "--output-dir"), "--data_dir": ("--data-path",),
-                  "--pretrain_path": ("--checkpoint",), "--cuda": ("--device",), "--num_workers": ("--workers",),
-                  "--dataset_name": ("--dataset",), "--head": ("--out",)}
+def _flag(args, dest: str) -> str:
+    """This command line's spelling of the option with destination `dest` (`panderm multimodal` and the two
+    reference doors share these handlers but not their spellings)."""
+    return getattr(args, "flag_of", {}).get(dest, "--" + dest)
 
 
-def spell_flags(message: str, options) -> str:
-    """`message` with each `--flag` in the spelling the parser with `options` has.
+def _with_flags(fn, parser, flags: dict[str, str] | None = None):
+    """`fn(args)` with `args.flag_of` set from `parser` (the one that parsed `args`); `flags` (the door's FLAGS)
+    picks a spelling where an option has several."""
+    from .doors import parser_flags
 
-    `--class_num` becomes `--class-num` for `panderm multimodal`, `--allow-random-init` becomes
-    `--allow_random_init` for the doors; `--out` always means the output folder here (the door's
-    `--out` is the head). Flags the parser lacks in every spelling are left as they are.
-    """
-    options = set(options)
-
-    def one(m):
-        flag = m.group(0)
-        candidates = [flag, *_FLAG_SYNONYMS.get(flag, ()), flag.replace("_", "-"), "--" + flag[2:].replace("-", "_")]
-        if flag == "--out":  # the output folder (prepare_run_dir's message), never the door's head flag
-            candidates = [c for c in candidates if c != "--out"]
-        return next((c for c in candidates if c in options), flag)
-
-    return re.sub(r"(?<![\w/.-])--[a-z][a-z0-9_-]*[a-z0-9]", one, message)
-
-
-def _speaking(fn, options):
-    """`fn(args)` whose PandermError messages name this parser's flag spellings."""
-    from ..errors import PandermError
+    flag_of = {**parser_flags(parser), **{k: v for k, v in (flags or {}).items() if v.startswith("--") and " " not in v}}
 
     def run(args):
-        try:
-            return fn(args)
-        except PandermError as exc:
-            if len(exc.args) == 1 and isinstance(exc.args[0], str):
-                exc.args = (spell_flags(exc.args[0], options),)
-            raise
+        args.flag_of = flag_of
+        return fn(args)
 
     run.__name__ = getattr(fn, "__name__", "run")
     return run
 
 
-def _options(parser) -> frozenset:
-    return frozenset(s for a in parser._actions for s in a.option_strings)
-
-
 def _check_early(args, train: bool) -> None:
     """A missing data path or an output folder holding a run: one line before torch is imported."""
     again = getattr(args, "overwrite", False) or getattr(args, "resume", False)
-    check_inputs([(args.data_path, "--data_path")], (args.output_dir, "--output_dir") if train else None,
-                 overwrite=again)
+    check_inputs([(args.data_path, _flag(args, "data_path"))],
+                 (args.output_dir, _flag(args, "output_dir")) if train else None, overwrite=again,
+                 overwrite_flag=_flag(args, "overwrite"))
 
 
 def _build(args, train: bool):
@@ -132,7 +112,8 @@ def _build(args, train: bool):
 
     if not args.data_path:
         if args.dataset not in REFERENCE_DATA_DIRS:
-            raise PandermError(f"give the dataset root with --data_dir (no default for --dataset {args.dataset})")
+            raise PandermError(f"give the dataset root with {_flag(args, 'data_path')} (no default for "
+                               f"{_flag(args, 'dataset')} {args.dataset})")
         args.data_path = REFERENCE_DATA_DIRS[args.dataset]
     _check_early(args, train)
     from ..models import load_encoder
@@ -141,7 +122,8 @@ def _build(args, train: bool):
 
     table = _load_table(args.dataset, args.data_path, getattr(args, "allow_outside_root", False), args)
     if args.class_num is not None and args.class_num != table.num_classes:
-        raise PandermError(f"--class_num {args.class_num} but {args.data_path} has {table.num_classes} classes")
+        raise PandermError(f"{_flag(args, 'class_num')} {args.class_num} but {args.data_path} has "
+                           f"{table.num_classes} classes")
     args.analysis = _analysis(args, table)  # before the run folder is claimed and the model loads
     use_meta = bool(args.use_meta)
     fusion = FusionConfig(
@@ -182,7 +164,7 @@ def _build(args, train: bool):
 
         device = "cuda" if args.cuda and torch.cuda.is_available() else "cpu"
         if args.cuda and device == "cpu":
-            logging.getLogger(__name__).warning("--cuda: no CUDA GPU is available; running on CPU")
+            logging.getLogger(__name__).warning("%s: no CUDA GPU is available; running on CPU", _flag(args, "cuda"))
     encoder = load_encoder(model_id, checkpoint=args.checkpoint, device=resolve_device(device),
                            allow_random_init=args.allow_random_init)
     trainer = MultimodalTrainer(encoder, table, fusion, cfg, out, device=encoder.device)
@@ -217,7 +199,8 @@ def _analysis(args, table):
     if analysis.group_cols:
         check_group_columns(list(table.meta.columns), analysis, args.data_path)
     if analysis.calibrate == "temperature" and not table.split_counts().get("val"):
-        raise DataError(f"{args.data_path}: --calibrate temperature fits on the val split, and the data has no val rows")
+        raise DataError(f"{args.data_path}: {_flag(args, 'calibrate')} temperature fits on the val split, and the data "
+                        "has no val rows")
     return analysis
 
 
@@ -236,7 +219,7 @@ def run_train(args) -> None:
     analysis = args.analysis
     fit = trainer.fit(resume=args.resume)
     if "stopped_after_epoch" in fit:
-        print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with --resume")
+        print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with {_flag(args, 'resume')}")
         return
     test = trainer.test()
     write_test_outputs(trainer, test, args.output_dir, provenance(encoder, data_files(args.data_path), seed=args.seed),
@@ -301,8 +284,8 @@ def register(sub, add_model_args=add_model_args) -> None:
         add_analysis_args(q, calibrate=True)
         if mode == "train":
             add_train_args(q, ref=False)
-            q.set_defaults(func=_speaking(run_train, _options(q)),
-                           precheck=_speaking(lambda args: _check_early(args, True), _options(q)), door_flags=FLAGS)
+            q.set_defaults(func=_with_flags(run_train, q),
+                           precheck=_with_flags(lambda args: _check_early(args, True), q), door_flags=FLAGS)
         else:
             q.add_argument("--model-path", dest="model_path", default=None,
                            help="default: the best checkpoint in --output-dir; the report goes to "
@@ -310,5 +293,5 @@ def register(sub, add_model_args=add_model_args) -> None:
             # The CLI writes the whole report by default; the door writes only the predictions, as the reference.
             q.add_argument("--predictions-only", dest="full_report", action="store_false",
                            help="write only detailed_predictions.csv (the reference test.py's output)")
-            q.set_defaults(func=_speaking(run_test, _options(q)),
-                           precheck=_speaking(lambda args: _check_early(args, False), _options(q)), door_flags=FLAGS)
+            q.set_defaults(func=_with_flags(run_test, q),
+                           precheck=_with_flags(lambda args: _check_early(args, False), q), door_flags=FLAGS)

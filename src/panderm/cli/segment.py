@@ -16,14 +16,13 @@ FLAGS = {"num_classes": "--num-classes", "percent_data": "--percent-data", "data
 def _tables(args, splits):
     from ..tasks.segmentation.data import load_isic2018, load_seg_csv
 
-    hints = {args.image_col: "--image-col", args.mask_col: "--mask-col", args.split_col: "--split-col"}
     out = {}
     for name, split in splits:
         if args.isic_root:
             out[name] = load_isic2018(args.isic_root, split, args.num_classes)
         else:
             out[name] = load_seg_csv(args.csv, split, args.image_col, args.mask_col, args.split_col, args.root,
-                                     args.num_classes, flag_hints=hints)
+                                     args.num_classes)
     return out
 
 

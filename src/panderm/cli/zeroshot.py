@@ -20,7 +20,6 @@ def _zeroshot(args) -> None:
     if not args.benchmark and not args.csv:
         raise PandermError("give --benchmark NAME [NAME ...] and/or --csv FILE --classnames ...")
     templates = load_templates(args.templates) if args.templates else SKIN_TEMPLATES
-    hints = {args.image_col: "--image-col", args.label_col: "--label-col"}
     datasets = []
     # One --benchmark with --csv and no --classnames: that CSV is the benchmark's test set (its class list).
     bench_csv = args.csv if args.csv and not args.classnames and len(args.benchmark or []) == 1 else None
@@ -29,13 +28,13 @@ def _zeroshot(args) -> None:
         csv = bench_csv or bench.csv_path(args.data_root)
         root = args.root or (None if bench_csv else args.data_root)
         datasets.append(zeroshot.build_dataset(csv, benchmark=bench, image_col=args.image_col, label_col=args.label_col,
-                                               root=root, flag_hints=hints, allow_outside_root=args.allow_outside_root,
+                                               root=root, allow_outside_root=args.allow_outside_root,
                                                split=args.split, warn_unsplit="--split NAME"))
     if args.csv and not bench_csv:
         if not args.classnames:
             raise PandermError("--csv needs --classnames FILE or 'a,b,c'")
         datasets.append(zeroshot.build_dataset(args.csv, load_classnames(args.classnames), image_col=args.image_col,
-                                               label_col=args.label_col, root=args.root, flag_hints=hints,
+                                               label_col=args.label_col, root=args.root,
                                                allow_outside_root=args.allow_outside_root, split=args.split,
                                                warn_unsplit="--split NAME"))
     analysis = settings_from_args(args, n_resamples=args.bootstrap, seed=args.seed)

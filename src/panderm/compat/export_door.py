@@ -9,7 +9,7 @@ from ..cli.args import add_allow_absolute_paths, add_max_image_pixels
 from ..cli.doors import check_inputs, finish_help, resolve_device, run_door, setup_logging
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
-FLAGS = {"image_root": "--data_root", "max_image_pixels": "--max_image_pixels"}
+FLAGS = {"image_root": "--data_root", "max_image_pixels": "--max_image_pixels", "image_col": "--img_col"}
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def run(args) -> None:
     export_features(
         args.model_name, args.csv_path, args.img_col, out, root=args.data_root, kind="embed", normalize=True,
         checkpoint=args.checkpoint, device=resolve_device(args.device), batch_size=args.batch_size,
-        num_workers=args.num_workers, precision="fp32", exif_transpose=False, flag_hints={args.img_col: "--img_col"},
+        num_workers=args.num_workers, precision="fp32", exif_transpose=False,
         allow_outside_root=args.allow_outside_root, max_image_pixels=args.max_image_pixels,
     )
     print(f"saved {out}")

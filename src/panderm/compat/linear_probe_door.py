@@ -13,7 +13,9 @@ from ..cli.args import add_allow_absolute_paths
 from ..cli.doors import check_inputs, finish_help, resolve_device, run_door, setup_logging
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
-FLAGS = {"image_root": "--root_path", "model_preprocess": "add --model_preprocess"}
+FLAGS = {"image_root": "--root_path", "model_preprocess": "add --model_preprocess", "image_col": "--image_key",
+         "label_col": "the reference reads the column 'label'", "split_col": "the reference reads the column 'split'",
+         "classnames": "the reference takes integer labels"}
 
 
 RANDOM_WEIGHTS = "RANDOM WEIGHTS: these numbers come from an untrained model"

@@ -21,7 +21,8 @@ PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32", "pure_b
 log = logging.getLogger("panderm")
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
-FLAGS = {"image_root": "--parent-path", "classnames": "--classnames", "caption_col": "--csv-caption-key"}
+FLAGS = {"image_root": "--parent-path", "classnames": "--classnames", "image_col": "--csv-img-key",
+         "label_col": "--csv-label-key", "caption_col": "--csv-caption-key"}
 
 _EVAL_FLAGS = {b.flag: b for b in BENCHMARKS.values()}
 
@@ -146,7 +147,6 @@ def run(args) -> None:
     if (wanted or args.zeroshot_eval_custom) and not args.csv_label_key:
         raise PandermError("--csv-label-key is required for zero-shot classification (e.g. --csv-label-key label)")
     templates = load_templates(args.templates) if args.templates else SKIN_TEMPLATES
-    hints = {args.csv_img_key: "--csv-img-key", args.csv_label_key: "--csv-label-key"}
 
     # Validate every CSV before the model is loaded.
     datasets = []
@@ -154,14 +154,14 @@ def run(args) -> None:
         bench = _EVAL_FLAGS[flag]
         datasets.append(zeroshot.build_dataset(csv, benchmark=bench, image_col=args.csv_img_key,
                                                label_col=args.csv_label_key, concat_prefix=args.parent_path,
-                                               flag_hints=hints, allow_outside_root=args.allow_outside_root))
+                                               allow_outside_root=args.allow_outside_root))
     if args.zeroshot_eval_custom:
         if not args.classnames:
             raise PandermError("--zeroshot_eval_custom needs --classnames FILE or 'a,b,c'")
         datasets.append(zeroshot.build_dataset(args.zeroshot_eval_custom, load_classnames(args.classnames),
                                                image_col=args.csv_img_key, label_col=args.csv_label_key,
                                                concat_prefix=args.parent_path, name="customized_dataset",
-                                               flag_hints=hints, allow_outside_root=args.allow_outside_root))
+                                               allow_outside_root=args.allow_outside_root))
     retrieval_table = None
     if args.val_data:
         from ..tasks.retrieval.data import load_pairs

@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 
 from ..cli.doors import finish_help, run_door, setup_logging
-from ..cli.multimodal import _options, _speaking, run_test, run_train
+from ..cli.multimodal import _with_flags, run_test, run_train
 from ..cli.multimodal_args import PARAMS, add_recipe_args, add_train_args, str2bool
 
 
-#: The multimodal doors' `{param: hint}` map (their other messages are respelled by cli.multimodal.spell_flags)
+#: The multimodal doors' `{param: hint}` map (other params: the option with that destination)
 FLAGS = {"run_dir": "pass --overwrite or choose another --output_dir", "modality": "--use_cli or --use_derm",
+         "data_path": "--data_path",
          **{name: "--" + name for name in PARAMS}}
 
 
@@ -60,5 +61,5 @@ def run_reference(mode: str, argv=None) -> int:
     parser = reference_parser(mode)
     args = parser.parse_args(argv)
     setup_logging()
-    run = _speaking(run_train if mode == "train" else run_test, _options(parser))
+    run = _with_flags(run_train if mode == "train" else run_test, parser, FLAGS)
     return run_door(lambda: run(args), f"multimodal_finetune/{mode}.py", debug=args.debug, flags=FLAGS, parser=parser)

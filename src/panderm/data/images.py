@@ -20,7 +20,9 @@ from ..errors import DataError
 #: process (DataLoader / preresize workers inherit it); `image_pixel_limit` (the doors' max-image-pixels setting)
 #: sets it.
 PIXEL_LIMIT_ENV = "PANDERM_MAX_IMAGE_PIXELS"
-PIXEL_LIMIT_HINT = f"raise the limit with --max-image-pixels N or {PIXEL_LIMIT_ENV}=N"
+PIXEL_LIMIT_HINT = f"raise the limit with {PIXEL_LIMIT_ENV}=N or the door's pixel-limit setting"
+#: the error `param` of an image over the limit (the doors' max-image-pixels flag)
+PIXEL_LIMIT_PARAM = "max_image_pixels"
 
 
 def _env_limit() -> int | None | bool:
@@ -94,7 +96,8 @@ class ImageTooLarge(DataError):
         count = f"{dims}{pixels} pixels" if pixels is not None else "more pixels than allowed"
         over = f"over the limit of {limit}" if limit is not None else "over the limit"
         self.reason = f"too large ({count}, {over} that guards against decompression bombs; {PIXEL_LIMIT_HINT})"
-        super().__init__(f"image {path} is {self.reason}" if path is not None else self.reason)
+        super().__init__(f"image {path} is {self.reason}" if path is not None else self.reason,
+                         param=PIXEL_LIMIT_PARAM)
 
     def at(self, path) -> "ImageTooLarge":
         return ImageTooLarge(self.pixels, self.limit, self.size, path)

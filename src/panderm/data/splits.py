@@ -1,7 +1,7 @@
 """Split loading: one CSV with a split column → validated train / val / test tables (val optional).
 
-Shared by the linear probe and finetuning (and anything else that trains on a split CSV). Error hints that
-name a command's own flags come from the caller (`flag_hints`, see data.tables.load_table).
+Shared by the linear probe and finetuning (and anything else that trains on a split CSV). A missing column's
+error names its setting (`param`), which the door prints as its own flag.
 """
 from __future__ import annotations
 
@@ -39,13 +39,13 @@ class Splits:
 
 def load_splits(csv: str | os.PathLike, image_col: str = "image_path", label_col: str = "label",
                 split_col: str = "split", root=None, concat_prefix=None, classnames=None,
-                allow_outside_root: bool = False, flag_hints: dict[str, str] | None = None) -> Splits:
+                allow_outside_root: bool = False) -> Splits:
     """Validate the CSV and cut it into train / val / test (val optional; `valid` / `validation` mean val)."""
     table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
-                       concat_prefix=concat_prefix, flag_hints=flag_hints, allow_outside_root=allow_outside_root)
+                       concat_prefix=concat_prefix, allow_outside_root=allow_outside_root)
     if split_col not in table.frame.columns:
         raise DataError(f"{csv}: column {split_col!r} not found (values train/val/test); columns are: "
-                        f"{', '.join(map(str, table.frame.columns))}")
+                        f"{', '.join(map(str, table.frame.columns))}", param="split_col")
     values = table.frame[split_col].astype(str).str.strip().str.lower()
     unknown = sorted(set(values) - set(SPLITS) - set(_SPLIT_ALIASES))
     if unknown:

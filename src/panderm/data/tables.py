@@ -64,14 +64,12 @@ def read_csv(path: str | os.PathLike, sep: str = ",", encoding: str = "utf-8") -
     return frame
 
 
-def require_columns(frame: pd.DataFrame, columns: Sequence[str], path, flag_hint: dict[str, str] | None = None,
-                    params: dict[str, str] | None = None) -> None:
-    """Each of `columns` is in `frame`; a missing one names `params[col]` (the setting that names it) as the
-    error's `param`, or the older `flag_hint[col]` spelling in the message."""
+def require_columns(frame: pd.DataFrame, columns: Sequence[str], path, params: dict[str, str] | None = None) -> None:
+    """Each of `columns` is in `frame`; a missing one's error names `params[col]` (the setting that names the
+    column, e.g. "image_col"), which the door prints as its own flag."""
     for col in columns:
         if col not in frame.columns:
-            hint = f" (set it with {flag_hint[col]})" if flag_hint and col in flag_hint else ""
-            raise DataError(f"{path}: column {col!r} not found{hint}; columns are: {', '.join(map(str, frame.columns))}",
+            raise DataError(f"{path}: column {col!r} not found; columns are: {', '.join(map(str, frame.columns))}",
                             param=(params or {}).get(col))
 
 
@@ -83,12 +81,8 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-#: `flag_hints` key for how a command takes class names (named when text labels arrive without them).
-CLASSNAMES_HINT = "--classnames"
-
-
 def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] | None = None,
-                 num_classes: int | None = None, flag_hints: dict[str, str] | None = None) -> np.ndarray:
+                 num_classes: int | None = None) -> np.ndarray:
     """Integer labels from ints, integral floats or class-name strings; range-checked."""
     values = frame[col]
     ids = frame.index.to_numpy()  # CSV row ids (the frame may be a filtered split)
@@ -112,9 +106,7 @@ def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] 
             bad = np.flatnonzero(numeric.isna().to_numpy())
             raise DataError(
                 f"{path}: column {col!r} holds text labels (row {_rows(ids[bad], 1)}: {values.iloc[bad[0]]!r}); "
-                "give the class names so they can be mapped to indices"
-                + (f" ({flag_hints[CLASSNAMES_HINT]})" if flag_hints and CLASSNAMES_HINT in flag_hints else "")
-            )
+                "give the class names so they can be mapped to indices", param="classnames")
         lookup = {str(n).strip().lower(): i for i, n in enumerate(classnames)}
         mapped = values.astype(str).str.strip().str.lower().map(lookup)
         unknown = np.flatnonzero(mapped.isna().to_numpy())
@@ -253,6 +245,8 @@ def check_images(paths: Sequence[Path], label: str = "", workers: int = 8, root=
         hint, param = "", None
         if len(bad) == len(paths) and kinds == ["missing"] and root is not None:
             hint, param = f"; no image exists under {root}: are the CSV's paths relative to another folder?", "image_root"
+        elif "too large" in kinds:
+            from .images import PIXEL_LIMIT_PARAM as param
         row = (lambda i: f"row {_rows([rows[i]])}: ") if rows is not None else (lambda i: "")
         raise DataError(
             f"{len(bad)} of {len(paths)} image(s){where} cannot be used ({', '.join(kinds)}): "
@@ -305,7 +299,6 @@ def load_table(
     split_col: str = "split",
     concat_prefix: str | None = None,
     check: bool = True,
-    flag_hints: dict[str, str] | None = None,
     sep: str = ",",
     encoding: str = "utf-8",
     allow_outside_root: bool = False,
@@ -315,12 +308,14 @@ def load_table(
     Relative image paths resolve against `root`, which defaults to the CSV's folder (the reference doors
     pass the working directory instead); absolute and `../` paths are taken as written, a `~` is not
     expanded (see `resolve_paths`; `allow_outside_root` is accepted and ignored). Exact duplicate rows
-    (same image path and label) are kept with one warning line.
+    (same image path and label) are kept with one warning line. A missing column's error names its setting
+    (`param` "image_col", "label_col" or "split_col").
     """
     csv = Path(csv)
     frame = read_csv(csv, sep=sep, encoding=encoding)
     needed = [image_col] + ([label_col] if label_col else []) + ([split_col] if split else [])
-    require_columns(frame, needed, csv, flag_hints)
+    roles = {split_col: "split_col", **({label_col: "label_col"} if label_col else {}), image_col: "image_col"}
+    require_columns(frame, needed, csv, roles)
     if split:
         # Keep the original index so errors name the CSV's own line numbers.
         frame = frame[frame[split_col].astype(str).str.strip() == split]
@@ -332,8 +327,7 @@ def load_table(
     warn_duplicates(frame, [image_col, label_col] if label_col else list(frame.columns), csv)
     labels = None
     if label_col:
-        labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes,
-                              flag_hints=flag_hints)
+        labels = parse_labels(frame, label_col, csv, classnames=classnames, num_classes=num_classes)
     if check:
         check_images(paths, label=str(csv), root=root if root is not None else (concat_prefix or "."),
                      rows=frame.index.to_numpy())

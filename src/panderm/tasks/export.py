@@ -51,7 +51,6 @@ def export_features(
     allow_random_init: bool = False,
     preprocess: PreprocessSpec | None = None,
     progress: bool = True,
-    flag_hints: dict | None = None,
     allow_outside_root: bool = False,
     compile: bool = False,
     exif_transpose: bool = True,
@@ -72,17 +71,16 @@ def export_features(
                                 checkpoint=checkpoint, device=device, batch_size=batch_size,
                                 num_workers=num_workers, precision=precision, cache=cache, cache_dir=cache_dir,
                                 allow_random_init=allow_random_init, preprocess=preprocess, progress=progress,
-                                flag_hints=flag_hints, compile=compile, exif_transpose=exif_transpose,
+                                compile=compile, exif_transpose=exif_transpose,
                                 draft_decode=draft_decode)
 
 
 def _export_features(model, csv, image_col, out, *, root, kind, normalize, checkpoint, device, batch_size,
-                     num_workers, precision, cache, cache_dir, allow_random_init, preprocess, progress, flag_hints,
-                     compile, exif_transpose, draft_decode) -> dict:
+                     num_workers, precision, cache, cache_dir, allow_random_init, preprocess, progress, compile, exif_transpose, draft_decode) -> dict:
     out = Path(out)
     if out.suffix != ".npy":
         out = out.with_suffix(out.suffix + ".npy") if out.suffix else out.with_suffix(".npy")
-    table = load_table(csv, image_col, root=root, flag_hints=flag_hints)
+    table = load_table(csv, image_col, root=root)
     encoder = load_encoder(model, checkpoint=checkpoint, device=device, allow_random_init=allow_random_init,
                            preprocess=preprocess)
     if not exif_transpose:

@@ -249,8 +249,7 @@ def _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root, devic
     from panderm.tasks.concepts.sae_files import _load_sae
 
     model, _ = _load_sae(sae_checkpoint, device)
-    table = load_table(csv, image_col, root=root, flag_hints={image_col: "--image-col"},
-                       allow_outside_root=allow_outside_root)
+    table = load_table(csv, image_col, root=root, allow_outside_root=allow_outside_root)
     codes = load_array(codes_npy, "SAE codes", n_rows=len(table.paths), rows_of=f"the CSV {csv}",
                        n_cols=model.n_latents, cols_of=f"the SAE {sae_checkpoint} (its number of latents)")
     return model, table, codes

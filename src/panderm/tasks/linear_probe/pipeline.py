@@ -9,16 +9,14 @@ own preprocessing by default.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ...data.splits import Splits
-from ...data.splits import load_splits as _load_splits
-from ...data.tables import CLASSNAMES_HINT, ImageTable
+from ...data.splits import Splits, load_splits  # noqa: F401 (load_splits: importers use it from here too)
+from ...data.tables import ImageTable
 from ...errors import DataError
 from ...features import extract_features
 from ...models.base import Encoder
@@ -41,16 +39,6 @@ def reference_precision(encoder: Encoder) -> str:
 
 
 ProbeSplits = Splits  # the split tables now live in data.splits; the old name stays for importers
-
-
-def load_splits(csv: str | os.PathLike, image_col: str = "image_path", label_col: str = "label",
-                split_col: str = "split", root=None, concat_prefix=None, classnames=None,
-                allow_outside_root: bool = False) -> ProbeSplits:
-    """data.splits.load_splits with the linear-probe / finetune commands' flags named in its errors."""
-    hints = {image_col: "--image-col/--image_key", label_col: "--label-col", split_col: "--split-col",
-             CLASSNAMES_HINT: "--classnames FILE or 'a,b,c', in label order"}
-    return _load_splits(csv, image_col, label_col, split_col, root=root, concat_prefix=concat_prefix,
-                        classnames=classnames, allow_outside_root=allow_outside_root, flag_hints=hints)
 
 
 def split_features(encoder: Encoder, splits: ProbeSplits, kind: str, normalize: bool, **kw) -> dict[str, np.ndarray]:

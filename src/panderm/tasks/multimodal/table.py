@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ...data.images import PIXEL_LIMIT_PARAM
 from ...data.tables import _probe, _rows, list_items
 from ...data.tables import check_images as _check_images
 from ...errors import DataError
@@ -120,7 +121,9 @@ def _finish(name: str, source: str, parts: list[pd.DataFrame], metas: list[pd.Da
         try:
             _check_images([Path(p) for p in paths], label=source)
         except DataError as exc:
-            raise DataError(f"{exc}; {_bad_image_rows(frame, parts, source_rows)}") from None
+            too_large = exc.param == PIXEL_LIMIT_PARAM  # the only hint that still holds for the case list
+            raise DataError(f"{exc}; {_bad_image_rows(frame, parts, source_rows)}",
+                            param=exc.param if too_large else None) from None
     return MultimodalTable(name, source, frame, meta, tuple(meta_columns), num_classes,
                            tuple(classnames) if classnames else None)
 

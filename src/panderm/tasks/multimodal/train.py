@@ -264,10 +264,11 @@ class MultimodalTrainer:
                    "use_visual_embedding_layer", "pool")
     _FLAG_OF = {"meta_fusion": "meta_fusion_mode", "out": "head", "pool": "encoder_pool"}
 
-    def config_diff(self, meta: dict | None) -> str:
-        """'trained with use_meta=True; this run has use_meta=False' from a checkpoint's meta, or ''."""
+    def config_diff(self, meta: dict | None) -> tuple[str, tuple[str, ...]]:
+        """('trained with use_meta=True; this run has use_meta=False', the settings that differ) from a
+        checkpoint's meta, or ('', ())."""
         if not isinstance(meta, dict):
-            return ""
+            return "", ()
         trained, now = dict(meta.get("fusion") or {}), asdict(self.fusion_cfg)
         keys = [k for k in self._MODEL_KEYS if k in trained and trained[k] != now.get(k)]
         if "meta_in_dim" in keys and len(keys) > 1:
@@ -280,11 +281,10 @@ class MultimodalTrainer:
         if model_then and model_then != self.encoder.model_id:
             pairs.append(("model", model_then, self.encoder.model_id))
         if not pairs:
-            return ""
-        flags = [f"--{self._FLAG_OF.get(k, k)}" for k, _, _ in pairs if k not in ("model", "meta_in_dim")]
+            return "", ()
+        params = tuple(self._FLAG_OF.get(k, k) for k, _, _ in pairs if k not in ("model", "meta_in_dim"))
         return (f"trained with {', '.join(f'{k}={a!r}' for k, a, _ in pairs)}; "
-                f"this run has {', '.join(f'{k}={b!r}' for k, _, b in pairs)}"
-                + (f" (check {', '.join(flags)})" if flags else ""))
+                f"this run has {', '.join(f'{k}={b!r}' for k, _, b in pairs)}"), params
 
     def _val_value(self, val: dict) -> float:
         m = self.cfg.monitor
@@ -388,15 +388,15 @@ class MultimodalTrainer:
         if meta is not None and meta.get("n_classes") != self.n_classes:
             raise PandermError(f"{path}: the checkpoint has {meta.get('n_classes')} classes, the data "
                                f"{self.n_classes}")
-        diff = self.config_diff(meta)
+        diff, params = self.config_diff(meta)
         try:
             self.load_weights(ck, str(path))
         except ModelError as exc:
             if not diff:
                 raise ModelError(f"{exc}; the checkpoint was trained with a different model configuration: "
-                                 "give test the model flags used for training") from exc
+                                 "give test the model settings used for training") from exc
             raise ModelError(f"{path}: the checkpoint was trained with a different model configuration: {diff}; "
-                             "give test the model flags used for training") from exc
+                             "give test the model settings used for training", param=params or None) from exc
         if diff:
             log.warning("multimodal: %s: %s", path, diff)
         res = self.evaluate("test")

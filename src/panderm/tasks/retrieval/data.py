@@ -33,8 +33,7 @@ def load_pairs(
     allow_outside_root: bool = False,
 ) -> RetrievalPairs:
     """One row = one (image, caption) pair. No `source` column is needed (the reference required one)."""
-    hints = {image_col: "--image-col/--csv-img-key", caption_col: "--caption-col/--csv-caption-key"}
-    table = load_table(csv, image_col, root=root, concat_prefix=concat_prefix, check=False, flag_hints=hints,
+    table = load_table(csv, image_col, root=root, concat_prefix=concat_prefix, check=False,
                        allow_outside_root=allow_outside_root)
     frame = table.frame
     if caption_col not in frame.columns:

@@ -134,14 +134,14 @@ def _classes(num_classes: int | None) -> tuple[int, bool]:
 
 def load_seg_csv(csv: str | os.PathLike, split: str | None = None, image_col: str = "image_path",
                  mask_col: str = "mask_path", split_col: str = "split", root: str | os.PathLike | None = None,
-                 num_classes: int | None = None, check: bool = True,
-                 flag_hints: dict[str, str] | None = None) -> SegTable:
+                 num_classes: int | None = None, check: bool = True) -> SegTable:
     """Rows of `csv` (of one split when given) as validated (image, mask) pairs; paths relative to `root`
     (default: the CSV's folder)."""
     csv = Path(csv)
     k, binary = _classes(num_classes)
     frame = read_csv(csv)
-    require_columns(frame, [image_col, mask_col] + ([split_col] if split else []), csv, flag_hints)
+    require_columns(frame, [image_col, mask_col] + ([split_col] if split else []), csv,
+                    {split_col: "split_col", mask_col: "mask_col", image_col: "image_col"})
     if split:
         frame = frame[frame[split_col].astype(str).str.strip() == split]
         if len(frame) == 0:

@@ -279,7 +279,6 @@ def build_dataset(
     concat_prefix: str | None = None,
     name: str | None = None,
     check_images: bool = True,
-    flag_hints: dict | None = None,
     allow_outside_root: bool = False,
     split: str | None = None,
     split_col: str = "split",
@@ -301,7 +300,7 @@ def build_dataset(
     if len(classnames) < 2:
         raise DataError(f"{csv}: zero-shot classification needs at least 2 class names, got {len(classnames)}")
     table = load_table(csv, image_col, root=root, label_col=label_col, classnames=classnames,
-                       concat_prefix=concat_prefix, check=check_images, flag_hints=flag_hints,
+                       concat_prefix=concat_prefix, check=check_images,
                        allow_outside_root=allow_outside_root, split=split, split_col=split_col)
     if warn_unsplit and split is None and split_col in table.frame.columns:
         values = table.frame[split_col].astype(str).str.strip().value_counts()
