@@ -45,7 +45,8 @@ def test_a_negative_pixel_limit_names_the_setting_and_each_door_its_flag():
 
 
 def test_a_custom_zero_shot_dataset_without_class_names(tmp_path):
-    from panderm.cli import FLAGS as PANDERM
+    from panderm.cli import build_parser
+    from panderm.cli.doors import parser_flags
     from panderm.compat.main_door import FLAGS as MAIN
     from panderm.tasks.zeroshot import build_dataset
 
@@ -54,8 +55,12 @@ def test_a_custom_zero_shot_dataset_without_class_names(tmp_path):
     with pytest.raises(PandermError) as err:
         build_dataset(csv, root=tmp_path)
     assert str(err.value) == f"{csv}: a custom dataset needs its class names" and err.value.param == "classnames"
-    assert err.value.render(PANDERM).endswith("(set it with --classnames)")
+    top = build_parser()
+    zeroshot = parser_flags(top, top.parse_args(["zeroshot", "--model", "demo", "--csv", str(csv)]))
+    assert err.value.render(zeroshot).endswith("(set it with --classnames)")
     assert err.value.render(MAIN).endswith("(set it with --classnames)")
+    retrieval = parser_flags(top, top.parse_args(["retrieval", "--model", "demo", "--csv", str(csv)]))
+    assert err.value.render(retrieval) == str(err.value)  # no such flag there: nothing added
 
 
 def test_parser_flags_spell_each_setting_as_the_door_does():
@@ -81,11 +86,11 @@ def test_parser_flags_spell_each_setting_as_the_door_does():
     (False, {"checkpoint": "--checkpoint"}, "(set it with --checkpoint)"),
     (True, {"checkpoint": "--checkpoint"}, "(drop --checkpoint)"),
     (True, {"checkpoint": "leave the weights out"}, "(leave the weights out)"),
-    (False, {}, "(give it as the checkpoint)"),
-    (True, {}, "(leave out the checkpoint)"),
+    (False, {}, ""),  # a door without the setting adds nothing: the message names it in words
+    (True, {"other": "--other"}, ""),
 ])
 def test_render_says_give_or_drop(drop, flags, tail):
-    assert PandermError("no", param="checkpoint", drop=drop).render(flags) == f"no {tail}"
+    assert PandermError("no", param="checkpoint", drop=drop).render(flags) == f"no {tail}".strip()
 
 
 def test_a_nan_learning_rate_is_named_by_each_door():
@@ -114,4 +119,5 @@ def test_several_settings_are_named_together():
     err = PandermError("trained with use_meta=True", param=("use_meta", "meta_fusion_mode"))
     assert err.render({"use_meta": "--use-meta", "meta_fusion_mode": "--meta-fusion-mode"}) == \
         "trained with use_meta=True (check --use-meta, --meta-fusion-mode)"
-    assert err.render({}) == "trained with use_meta=True (check use meta, meta fusion mode)"
+    assert err.render({"use_meta": "--use_meta"}) == "trained with use_meta=True (check --use_meta)"
+    assert err.render({}) == "trained with use_meta=True"

@@ -187,8 +187,9 @@ def test_compile_without_a_cpp_compiler_is_a_one_line_error(tiny_openclip, table
     enc = load_encoder(f"local-dir:{tiny_openclip}")
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
-    with pytest.raises(ModelError, match="--compile on CPU needs a C\\+\\+ compiler"):
+    with pytest.raises(ModelError, match="torch.compile on CPU needs a C\\+\\+ compiler") as err:
         extract_features(enc, table.paths[:2], "features", num_workers=0, cache=False, compile=True)
+    assert err.value.param == "compile" and err.value.render({"compile": "--compile"}).endswith("(drop --compile)")
 
 
 def _fake_try(threshold, tried, frac=None):
@@ -247,7 +248,7 @@ def test_batch_size_auto_on_cpu_is_64_and_gives_the_same_features(tiny_openclip,
     enc = load_encoder(f"local-dir:{tiny_openclip}")
     with caplog.at_level(logging.INFO, logger="panderm.features"):
         assert resolve_batch_size(enc, "auto") == CPU_AUTO_BATCH == 64
-    assert "--batch-size auto: 64 on cpu" in caplog.text
+    assert "batch size auto: 64 on cpu" in caplog.text
     assert resolve_batch_size(enc, 12) == 12
     for bad in (0, -3, "x", 2.5):
         with pytest.raises(ModelError, match="positive integer or 'auto'"):
@@ -283,7 +284,7 @@ def test_cli_batch_size_auto_and_bad_values(tiny_openclip, ham_csv, tmp_path):
             "--device", "cpu", "--workers", "0", "--no-cache", "--kind", "features"]
     r = subprocess.run([*base, "--batch-size", "auto", "--out", str(tmp_path / "a.npy")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    assert "--batch-size auto: 64 on cpu" in r.stderr
+    assert "batch size auto: 64 on cpu" in r.stderr
     enc = load_encoder(f"local-dir:{tiny_openclip}")
     enc.set_draft_decode(True)  # as `panderm features` decodes by default
     ref = extract_features(enc, load_table(ham_csv, "image_path").paths, "features", batch_size=64, num_workers=0,

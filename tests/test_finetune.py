@@ -458,8 +458,9 @@ def test_text_labels_with_classnames(tiny_panderm_v1, tiny_csv, tmp_path):
     common = ["--model", "panderm-v1-base", "--checkpoint", tiny_panderm_v1, "--csv", text, "--label-col", "dx",
               "--device", "cpu", "--workers", 0, "--bootstrap", 0, "--epochs", 1, "--warmup-epochs", 0,
               "--batch-size", 8, "--max-steps", 1]
-    with pytest.raises(DataError, match="--classnames"):
+    with pytest.raises(DataError, match="give the class names") as err:
         _cli(*common, "--out", tmp_path / "none")
+    assert err.value.param == "classnames"  # `panderm finetune` spells it --classnames (tests/test_error_params.py)
     _cli(*common, "--classnames", ",".join(names), "--out", tmp_path / "run")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["classnames"] == names and results["n_classes"] == 4

@@ -25,19 +25,17 @@ class PandermError(Exception):
         """The message, ending with the door's own hint for `param` where the door has one.
 
         A door's map gives a flag (a hint starting with a dash: "(set it with FLAG)") or a whole hint in its
-        own words ("(HINT)"), or "" when the message says enough; without one the setting is named in words.
+        own words ("(HINT)"); a door without the setting adds nothing (the message names it in words).
         """
         text = str(self)
         if self.param is None:
             return text
-        if not isinstance(self.param, str):  # several settings together: name each
-            names = [(flags or {}).get(p) or p.replace("_", " ") for p in self.param]
-            return f"{text} (check {', '.join(names)})"
+        if not isinstance(self.param, str):  # several settings together: name those the door has
+            names = [hint for p in self.param if (hint := (flags or {}).get(p))]
+            return f"{text} (check {', '.join(names)})" if names else text
         hint = (flags or {}).get(self.param)
-        if hint == "":  # the door has no such setting and the message already says what to do
+        if not hint:  # the door has no such setting: the message names it in words
             return text
-        if hint is None:
-            return f"{text} ({'leave out' if self.drop else 'give it as'} the {self.param.replace('_', ' ')})"
         if hint.startswith("-"):
             return f"{text} ({'drop' if self.drop else 'set it with'} {hint})"
         return f"{text} ({hint})"

@@ -59,7 +59,7 @@ def check_same_run(meta: dict, path, n_classes: int, model_id: str, advice: str)
     """A last.pt is resumed only by a run of the same model and class count; `advice` says what to do instead."""
     if meta["n_classes"] != n_classes or meta["model_id"] != model_id:
         raise PandermError(f"{path} was written by another run (model {meta['model_id']}, "
-                           f"K={meta['n_classes']}); {advice}")
+                           f"K={meta['n_classes']}); {advice}", param="run_dir")
 
 
 def restore_training_state(ck: dict, optimizer, scheduler, scaler) -> None:

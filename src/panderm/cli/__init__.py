@@ -55,8 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The `{param: flag}` map of `panderm` itself: an error's `param` is named by its flag in the message.
-FLAGS = {"image_root": "--root", "run_dir": "pass --overwrite or choose another --out", "classnames": "--classnames",
-         **ANALYSIS_FLAGS}
+FLAGS = {"image_root": "--root", "run_dir": "pass --overwrite or choose another --out", **ANALYSIS_FLAGS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,8 @@ import math
 from ..analysis.attach import CALIBRATE, AnalysisSettings
 
 _ROOT_HELP = "folder image paths are relative to (default: the CSV's folder)"
+DEVICE_HELP = ("auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N; a named device that is not there "
+               "is an error")
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -23,9 +25,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     g.add_argument("--checkpoint", "--pretrained", dest="checkpoint", default=None,
                    help="weights file (or open_clip pretrained tag) for the model")
     g.add_argument("--allow-random-init", action="store_true", help="evaluate random weights when none are found")
-    g.add_argument("--device", default="auto",
-                   help="auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N; a named device that is "
-                        "not there is an error")
+    g.add_argument("--device", default="auto", help=DEVICE_HELP)
     g.add_argument("--batch-size", type=int, default=64, help="images per batch")
     g.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: sized from the CPU count)")
     g.add_argument("--precision", default="amp", choices=["amp", "amp_bf16", "bf16", "fp16", "fp32"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..tasks.registry import DEMO_TASKS
+from .args import DEVICE_HELP
 from .doors import resolve_device
 
 
@@ -17,8 +18,6 @@ def register(sub, add_model_args=None) -> None:
                        allow_abbrev=False)
     p.add_argument("--model", default="demo", help="model id (default: a tiny random-weight demo model)")
     p.add_argument("--checkpoint", default=None, help="weights file (or open_clip pretrained tag) for --model")
-    p.add_argument("--device", default="auto",
-                   help="auto (default: CUDA when present, else CPU), cpu, cuda or cuda:N; a named device that is "
-                        "not there is an error")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", default="demo-output", help="output folder")
     p.set_defaults(func=_demo)

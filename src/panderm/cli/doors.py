@@ -52,11 +52,6 @@ def parser_flags(parser: argparse.ArgumentParser, args: argparse.Namespace | Non
     return out
 
 
-#: params whose message already says what to do where a door has no flag for them (the pixel limit names its
-#: environment variable)
-_SAID_ENOUGH = {"max_image_pixels": ""}
-
-
 def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: dict[str, str] | None = None,
              parser: argparse.ArgumentParser | None = None, args: argparse.Namespace | None = None) -> int:
     """Run `fn`; bad input becomes one line on stderr and a non-zero exit.
@@ -66,7 +61,7 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: di
     keeps the traceback.
     """
     debug = debug or os.environ.get("PANDERM_DEBUG") == "1"
-    flags = {**_SAID_ENOUGH, **(parser_flags(parser, args) if parser is not None else {}), **(flags or {})}
+    flags = {**(parser_flags(parser, args) if parser is not None else {}), **(flags or {})}
     def _terminate(signum, frame):
         # SIGTERM (a scheduler's kill) unwinds like Ctrl-C: temp files are removed, progress records kept.
         raise KeyboardInterrupt

@@ -7,6 +7,7 @@ import os
 
 from ..cli.args import add_allow_absolute_paths, add_max_image_pixels
 from ..cli.doors import check_inputs, finish_help, resolve_device, run_door, setup_logging
+from . import add_reference_device_arg
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
 FLAGS = {"image_root": "--data_root", "max_image_pixels": "--max_image_pixels", "image_col": "--img_col"}
@@ -22,9 +23,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--data_root", required=True, help="required: folder the image paths are relative to")
     p.add_argument("--batch_size", type=int, default=2048, help="images per batch")
     p.add_argument("--num_workers", type=int, default=16, help="DataLoader workers")
-    p.add_argument("--device", default=None,
-                   help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
-                        "an explicitly named device that is not there is an error")
+    add_reference_device_arg(p)
     p.add_argument("--output_dir", default="./embeddings", help="folder for all_embeddings.npy")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     add_allow_absolute_paths(p)

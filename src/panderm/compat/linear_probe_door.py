@@ -11,6 +11,7 @@ import os
 
 from ..cli.args import add_allow_absolute_paths
 from ..cli.doors import check_inputs, finish_help, resolve_device, run_door, setup_logging
+from . import add_reference_device_arg
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
 FLAGS = {"image_root": "--root_path", "model_preprocess": "add --model_preprocess", "image_col": "--image_key",
@@ -47,9 +48,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--output_dir", default="./output_dir",
                    help="output folder (predictions, confusion matrix, --csv_filename)")
     p.add_argument("--checkpoint", default=None, help="weights file for --model (default: the model's own)")
-    p.add_argument("--device", default=None,
-                   help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
-                        "an explicitly named device that is not there is an error")
+    add_reference_device_arg(p)
     p.add_argument("--model_preprocess", action="store_true",
                    help="use the model's own preprocessing instead (needed by models whose input size is not "
                         "224 px, e.g. demo)")

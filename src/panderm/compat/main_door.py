@@ -13,6 +13,7 @@ import argparse
 import logging
 
 from ..data.benchmarks import BENCHMARKS, load_classnames
+from . import add_reference_device_arg
 from ..errors import PandermError
 
 # features.PRECISIONS, spelled out: importing features imports torch, and a missing CSV is reported before that.
@@ -22,7 +23,7 @@ log = logging.getLogger("panderm")
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
 FLAGS = {"image_root": "--parent-path", "classnames": "--classnames", "image_col": "--csv-img-key",
-         "label_col": "--csv-label-key", "caption_col": "--csv-caption-key"}
+         "label_col": "--csv-label-key", "caption_col": "--csv-caption-key", "checkpoint": "--pretrained"}
 
 _EVAL_FLAGS = {b.flag: b for b in BENCHMARKS.values()}
 
@@ -55,9 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers")
     p.add_argument("--precision", default="amp", choices=PRECISIONS,
                    help="numeric precision of the image and text towers")
-    p.add_argument("--device", default=None,
-                   help="default: the GPU when present, else CPU (the reference's cuda); cuda, cuda:N, cpu or auto: "
-                        "an explicitly named device that is not there is an error")
+    add_reference_device_arg(p)
     p.add_argument("--logs", default="./zero-shot-logs/",
                    help="folder for <logs>/<DATASET>/<model>.csv and <logs>/<name>/checkpoints/results.jsonl")
     p.add_argument("--name", default=None,
@@ -182,8 +181,8 @@ def run(args) -> None:
         short = model_short_name(args.model)
         metrics: dict = {}
         results = zeroshot.run(encoder, datasets, templates, batch_size=args.batch_size, num_workers=args.workers,
-                               precision=args.precision, cache=not args.no_cache, n_bootstrap=args.bootstrap,
-                               reference=True)
+                               precision=args.precision, cache=not args.no_cache, cache_dir=args.cache_dir,
+                               n_bootstrap=args.bootstrap, reference=True)
         for r in results:
             logs.write_per_sample(r.dataset.folder, short, r.predictions_frame(args.csv_img_key))
             metrics.update(r.reference_metrics())
@@ -191,7 +190,8 @@ def run(args) -> None:
             from ..tasks.retrieval import pipeline as retrieval_run
 
             settings = retrieval_run.ReferenceSettings(args.batch_size, args.workers, args.precision,
-                                                       cache=not args.no_cache, group_by=args.group_by)
+                                                       cache=not args.no_cache, cache_dir=args.cache_dir,
+                                                       group_by=args.group_by)
             metrics.update(retrieval_run.reference_metrics(encoder, retrieval_table, settings))
         logs.log_metrics(metrics)
         if results:

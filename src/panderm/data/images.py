@@ -20,7 +20,7 @@ from ..errors import DataError
 #: process (DataLoader / preresize workers inherit it); `image_pixel_limit` (the doors' max-image-pixels setting)
 #: sets it.
 PIXEL_LIMIT_ENV = "PANDERM_MAX_IMAGE_PIXELS"
-PIXEL_LIMIT_HINT = f"raise the limit with {PIXEL_LIMIT_ENV}=N or the door's pixel-limit setting"
+PIXEL_LIMIT_HINT = f"raise the limit with {PIXEL_LIMIT_ENV}=N"
 #: the error `param` of an image over the limit (the doors' max-image-pixels flag)
 PIXEL_LIMIT_PARAM = "max_image_pixels"
 

@@ -204,7 +204,8 @@ def write_entry(entry: Path, array: np.ndarray, meta: dict | None = None) -> boo
 def cache_write_error(entry: Path, exc: OSError) -> PandermError:
     reason = exc.strerror or str(exc) or type(exc).__name__
     return PandermError(f"cannot write the cache entry {entry}: {reason} (errno {exc.errno}); "
-                        "nothing partial was kept (free some space, or put the feature cache elsewhere or turn it off)",
+                        "nothing partial was kept (free some space, or put the feature cache elsewhere, e.g. with "
+                        "PANDERM_CACHE=DIR, or turn it off)",
                         param="cache_dir")
 
 

@@ -52,7 +52,7 @@ def _lookup(encoder: Encoder, kind: str, paths: Sequence[os.PathLike], precision
         return key, entry, None
     if not entry.is_file():
         raise DataError(f"feature cache entry {entry} is on rank 0's disk only: put the feature cache on a shared "
-                        "file system or turn it off", param="cache_dir")
+                        "file system (e.g. PANDERM_CACHE=DIR) or turn it off", param="cache_dir")
     return key, entry, np.load(entry, mmap_mode="r", allow_pickle=False)
 
 

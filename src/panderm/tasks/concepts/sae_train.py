@@ -337,8 +337,8 @@ def _check_finite(model: SparseAutoencoder, record: dict[str, Any], X: np.ndarra
     peak = float(np.abs(X).max())
     raise SAETrainingError(
         f"SAE training diverged at epoch {record['epoch']}: {', '.join(bad)} not finite (loss {record['loss']:.4g}); "
-        f"nothing was saved. The embeddings reach |x| = {peak:.3g}: use L2-normalised embeddings (extract them "
-        "normalised) or scale them to about unit norm, or lower the learning rate"
+        f"nothing was saved. The embeddings reach |x| = {peak:.3g}: use L2-normalised embeddings or scale them to "
+        "about unit norm, or lower the learning rate", param="embeddings"
     )
 
 

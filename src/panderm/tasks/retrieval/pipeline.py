@@ -52,12 +52,14 @@ class RetrievalRun:
 @dataclass(frozen=True)
 class ReferenceSettings:
     """How the reference door (`src/main.py`) encodes and ranks: its batch size (also the loss's batch), loader
-    workers, precision, the feature cache, and an optional group-by column (then ranked the duplicate-aware way)."""
+    workers, precision, the feature cache (and its folder), and an optional group-by column (then ranked the
+    duplicate-aware way)."""
 
     batch_size: int = 256
     workers: int = 0
     precision: str = "amp"
     cache: bool = True
+    cache_dir: str | None = None
     group_by: str | None = None
 
 
@@ -116,7 +118,8 @@ def reference_result(encoder: Encoder, pairs: RetrievalPairs, settings: Referenc
 
     precision = cpu_autocast(settings.precision)
     img, txt = encode_pairs(encoder, pairs, batch_size=settings.batch_size, num_workers=settings.workers,
-                            precision=precision, cache=settings.cache, text_batch_size=settings.batch_size)
+                            precision=precision, cache=settings.cache, cache_dir=settings.cache_dir,
+                            text_batch_size=settings.batch_size)
     mode = effective_precision(encoder.device, precision)
     cpu_dtype = autocast_dtype(mode) if mode.startswith("cpu-") else None
     img_dtype, txt_dtype = _output_dtypes(encoder, pairs, precision) if cpu_dtype else (torch.float32,) * 2
@@ -153,7 +156,7 @@ def reference_metrics(encoder: Encoder, pairs: RetrievalPairs, settings: Referen
 
         result = evaluate(encoder, pairs, group_mode="auto", n_bootstrap=0, batch_size=settings.batch_size,
                           num_workers=settings.workers, precision=cpu_autocast(settings.precision),
-                          cache=settings.cache, loss_batch_size=settings.batch_size,
+                          cache=settings.cache, cache_dir=settings.cache_dir, loss_batch_size=settings.batch_size,
                           text_batch_size=settings.batch_size).result
     else:
         result, _ = reference_result(encoder, pairs, settings)
