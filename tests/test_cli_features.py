@@ -1,4 +1,7 @@
-"""`panderm features` and the reference export door, run as a user runs them."""
+"""`panderm features` and the reference export door, run as a user runs them (a subprocess) or, for the
+checks that need no fresh process, through the command's own `main(argv)` in this process."""
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -24,6 +27,16 @@ def panderm(*args):
     return run("-m", "panderm", *args)
 
 
+def panderm_here(*args):
+    """`panderm ARGS` through `panderm.cli.main` in this process: its exit code, stdout and stderr."""
+    from panderm.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in args])
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
+
+
 def reference_preprocess(path, size):
     # Written from the spec: Resize(short side, bicubic) → CenterCrop → RGB → ToTensor → Normalize(OpenAI).
     tf = T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(size), T.ToTensor(),
@@ -36,8 +49,8 @@ def reference_preprocess(path, size):
 @pytest.mark.parametrize("kind,ref_key", [("embed", "embed"), ("features", "pooled_double"), ("tokens", "cls")])
 def test_features_cli_matches_reference_tower_on_real_images(tiny_panderm2, ham_csv, tmp_path, kind, ref_key):
     out = tmp_path / "f.npy"
-    r = panderm("features", "--model", f"local-dir:{tiny_panderm2}", "--csv", str(ham_csv), "--kind", kind,
-                "--out", str(out), "--device", "cpu")
+    r = panderm_here("features", "--model", f"local-dir:{tiny_panderm2}", "--csv", str(ham_csv), "--kind", kind,
+                     "--out", str(out), "--device", "cpu")
     assert r.returncode == 0, r.stderr
     feats = np.load(out)
     meta = json.loads(out.with_suffix(".json").read_text())
@@ -55,8 +68,8 @@ def test_features_cli_matches_reference_tower_on_real_images(tiny_panderm2, ham_
 def test_second_run_is_served_from_cache(tiny_openclip, ham_csv, tmp_path):
     args = ["features", "--model", f"local-dir:{tiny_openclip}", "--csv", str(ham_csv), "--cache-dir",
             str(tmp_path / "cache"), "--normalize"]
-    first = panderm(*args, "--out", str(tmp_path / "a.npy"))
-    second = panderm(*args, "--out", str(tmp_path / "b.npy"))
+    first = panderm_here(*args, "--out", str(tmp_path / "a.npy"))
+    second = panderm_here(*args, "--out", str(tmp_path / "b.npy"))
     assert first.returncode == 0 and second.returncode == 0
     assert "served from cache" not in first.stdout and "features served from cache" in second.stdout
     a, b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
@@ -85,8 +98,8 @@ def _assert_clean_failure(r, *needles, out=None):
 def test_bad_inputs_fail_with_one_line(tiny_openclip, tiny_panderm2, ham_csv, tmp_path):
     out = tmp_path / "o.npy"
     base = ["features", "--csv", str(ham_csv), "--out", str(out)]
-    _assert_clean_failure(panderm(*base, "--model", "not-a-model"), "unknown model id 'not-a-model'", out=out)
-    _assert_clean_failure(panderm(*base, "--model", "PanDerm-L", "--checkpoint", str(tmp_path / "none.pth")),
+    _assert_clean_failure(panderm_here(*base, "--model", "not-a-model"), "unknown model id 'not-a-model'", out=out)
+    _assert_clean_failure(panderm_here(*base, "--model", "PanDerm-L", "--checkpoint", str(tmp_path / "none.pth")),
                           "checkpoint file not found", out=out)
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -96,23 +109,23 @@ def test_bad_inputs_fail_with_one_line(tiny_openclip, tiny_panderm2, ham_csv, tm
     from safetensors.torch import save_file
 
     save_file(sd, str(broken / "open_clip_model.safetensors"))
-    _assert_clean_failure(panderm(*base, "--model", f"local-dir:{broken}"), "missing 1 key(s): visual.blocks.1.gamma_2",
+    _assert_clean_failure(panderm_here(*base, "--model", f"local-dir:{broken}"), "missing 1 key(s): visual.blocks.1.gamma_2",
                           out=out)
-    _assert_clean_failure(panderm(*base, "--model", f"local-dir:{tiny_openclip}", "--image-col", "filename"),
+    _assert_clean_failure(panderm_here(*base, "--model", f"local-dir:{tiny_openclip}", "--image-col", "filename"),
                           "column 'filename' not found", out=out)
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    _assert_clean_failure(panderm("features", "--model", "demo", "--csv", str(empty), "--out", str(out)), "CSV is empty", out=out)
+    _assert_clean_failure(panderm_here("features", "--model", "demo", "--csv", str(empty), "--out", str(out)), "CSV is empty", out=out)
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("image_path\n" + f"{ham_csv.parent / 'images' / 'ISIC_0024354.jpg'}\nmissing1.jpg\nmissing2.jpg\n")
-    _assert_clean_failure(panderm("features", "--model", "demo", "--csv", str(bad_csv), "--out", str(out), "--allow-absolute-paths"),
+    _assert_clean_failure(panderm_here("features", "--model", "demo", "--csv", str(bad_csv), "--out", str(out), "--allow-absolute-paths"),
                           "missing1.jpg [missing]", "missing2.jpg [missing]", out=out)
 
 
 def test_existing_output_survives_a_failed_run(ham_csv, tmp_path):
     out = tmp_path / "keep.npy"
     np.save(out, np.ones((2, 2), np.float32))
-    r = panderm("features", "--csv", str(ham_csv), "--out", str(out), "--model", "nope")
+    r = panderm_here("features", "--csv", str(ham_csv), "--out", str(out), "--model", "nope")
     assert r.returncode != 0
     assert np.array_equal(np.load(out), np.ones((2, 2), np.float32))
 
@@ -159,10 +172,14 @@ def test_reference_doors_ignore_exif_orientation_as_the_reference(tiny_openclip,
     Image.fromarray(np.rot90(stored, k=-1).copy()).save(tmp_path / "img" / "upright.png")
     pd.DataFrame({"ImageID": ["tagged.png"]}).to_csv(tmp_path / "one.csv", index=False)
 
-    r = run("src/export_visual_features.py", "--model_name", f"local-dir:{tiny_openclip}", "--csv_path",
-            str(tmp_path / "one.csv"), "--img_col", "ImageID", "--data_root", str(tmp_path / "img"), "--device", "cpu",
-            "--num_workers", "0", "--output_dir", str(tmp_path / "emb"))
-    assert r.returncode == 0, r.stderr
+    from panderm.compat.export_door import main as export_door  # in this process (the door's subprocess smoke
+    # test is test_reference_export_door_writes_normalised_embeddings)
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = export_door(["--model_name", f"local-dir:{tiny_openclip}", "--csv_path", str(tmp_path / "one.csv"),
+                          "--img_col", "ImageID", "--data_root", str(tmp_path / "img"), "--device", "cpu",
+                          "--num_workers", "0", "--output_dir", str(tmp_path / "emb")])
+    assert rc == 0
     door = np.load(tmp_path / "emb" / "all_embeddings.npy")
     enc = load_encoder(f"local-dir:{tiny_openclip}")
 

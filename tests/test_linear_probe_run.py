@@ -1,4 +1,6 @@
 """Linear probe through its doors, on real images."""
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -91,10 +93,11 @@ def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path, percent):
 
 def test_cli_fractions_and_seeds(tiny_openclip, tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "panderm", "linear-probe", "--model", f"local-dir:{tiny_openclip}",
-                        "--csv", str(PAD), "--percent-data", "0.3", "1.0", "--seeds", "3", "--bootstrap", "20",
-                        "--out", str(out)], capture_output=True, text=True, cwd=REPO)
-    assert r.returncode == 0, r.stderr
+    from panderm.cli import main as panderm_main  # in this process; the subprocess run is the test below
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert panderm_main(["linear-probe", "--model", f"local-dir:{tiny_openclip}", "--csv", str(PAD),
+                             "--percent-data", "0.3", "1.0", "--seeds", "3", "--bootstrap", "20", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
     assert res["n_classes"] == 6 and len(res["runs"]) == 6
     accs = [run["metrics"]["accuracy"] for run in res["runs"] if run["percent"] == 0.3]
@@ -105,10 +108,10 @@ def test_cli_fractions_and_seeds(tiny_openclip, tmp_path):
     # The CLI stops at the fast tolerance by default; --solver reference restores the reference's rule.
     assert res["provenance"]["solver"] == "fast" and {run["tol"] for run in res["runs"]} == {1e-5}
     ref_out = tmp_path / "ref"
-    r = subprocess.run([sys.executable, "-m", "panderm", "linear-probe", "--model", f"local-dir:{tiny_openclip}",
-                        "--csv", str(PAD), "--percent-data", "1.0", "--bootstrap", "0", "--solver", "reference",
-                        "--out", str(ref_out)], capture_output=True, text=True, cwd=REPO)
-    assert r.returncode == 0, r.stderr
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert panderm_main(["linear-probe", "--model", f"local-dir:{tiny_openclip}", "--csv", str(PAD),
+                             "--percent-data", "1.0", "--bootstrap", "0", "--solver", "reference",
+                             "--out", str(ref_out)]) == 0
     ref = json.loads((ref_out / "results.json").read_text())
     assert ref["runs"][0]["tol"] is None and ref["provenance"]["solver"] == "reference"
     fast_run = next(run for run in res["runs"] if run["percent"] == 1.0 and run["seed"] == 0)
