@@ -1,4 +1,5 @@
 """Multimodal fusion model (PanDermTFormer) and its training loop / doors."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ import torch.nn.functional as F
 from panderm.errors import PandermError
 from panderm.tasks.multimodal.data import load_pad_ufes20
 from panderm.tasks.multimodal.model import MHCA, FusionConfig, FusionHead
-from panderm.tasks.multimodal.train import METRIC_COLUMNS, MultimodalTrainer, TrainConfig, write_test_outputs
+from panderm.report import write_report
+from panderm.tasks.multimodal.report import MultimodalRun
+from panderm.tasks.multimodal.train import METRIC_COLUMNS, MultimodalTrainer, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PAD_CSV = REPO / "data" / "sample" / "pad_ufes20_sample" / "pad_ufes20_sample.csv"
@@ -140,7 +143,7 @@ def test_pad_training_reduces_loss_and_writes_reference_outputs(encoder, small_p
     losses = [r["train_loss"] for r in fit["history"]]
     assert losses[-1] < losses[0]
     test = tr.test()
-    write_test_outputs(tr, test, tmp_path)
+    summary = write_report(MultimodalRun(tr, test, fit_result=fit), tmp_path, {"seed": 0})
     pred = pd.read_csv(tmp_path / "detailed_predictions.csv")
     assert list(pred.columns) == ["derm_filename", "cli_filename", "true_label", "predicted_label"] + \
         [f"probability_class_{k}" for k in range(6)]
@@ -148,6 +151,9 @@ def test_pad_training_reduces_loss_and_writes_reference_outputs(encoder, small_p
     assert list(pd.read_csv(tmp_path / "evaluation_metrics.csv").columns) == list(METRIC_COLUMNS)
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
     assert {"best.pt", "last.pt", "log.jsonl", "results.json"} <= {p.name for p in tmp_path.iterdir()}
+    # the door's results.json layout: provenance where it always was, before best_epoch
+    assert list(summary)[-3:] == ["provenance", "best_epoch", "best_val_metric"] and summary["provenance"] == {"seed": 0}
+    assert json.loads((tmp_path / "results.json").read_text())["metrics"] == pytest.approx(test["metrics"])
 
 
 def test_kill_and_resume_is_bit_identical(encoder, small_pad, tmp_path):

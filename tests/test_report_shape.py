@@ -99,3 +99,41 @@ def test_every_evaluation_task_returns_a_task_run(demo_encoder, tmp_path, make, 
         else:
             assert written[key] == value, key
     assert summary["provenance"] == {"model": "demo"}
+
+
+def test_the_trainer_tasks_results_are_task_runs_too():
+    from panderm.tasks.finetune import FinetuneRun
+    from panderm.tasks.multimodal.report import MultimodalRun
+    from panderm.tasks.segmentation.report import SegmentationRun
+
+    for run in (FinetuneRun(None, {}), MultimodalRun(None, {}), SegmentationRun({"task": "segmentation"})):
+        assert isinstance(run, TaskRun), type(run).__name__
+    assert FinetuneRun(None, {}).filename == "results.json"
+    assert FinetuneRun(None, {}, name="eval").filename == "results_eval.json"
+
+
+def test_segment_records_an_untrained_backbone_in_results_json(tmp_path, capsys):
+    """The random-weights warning lands in results.json for the trainer tasks too (segmentation used to print it
+    and leave results.json silent); provenance last, the table printed from `rows()`."""
+    import pandas as pd
+
+    from panderm.cli import main
+    from panderm.tasks.segmentation.report import RANDOM_BACKBONE
+
+    ph2 = pd.read_csv(SAMPLE / "ph2" / "ph2.csv")
+    small = pd.concat([ph2[ph2["split"] == s].head(n) for s, n in (("train", 4), ("val", 2), ("test", 2))])
+    for col in ("image_path", "mask_path"):
+        small[col] = [str(SAMPLE / "ph2" / p) for p in small[col]]
+    small.to_csv(tmp_path / "ph2_small.csv", index=False)
+    out = tmp_path / "run"
+    rc = main(["segment", "train", "--model", "demo", "--csv", str(tmp_path / "ph2_small.csv"), "--freeze-encoder",
+               "--epochs", "1", "--batch-size", "4", "--head-channels", "8", "--bootstrap", "0",
+               "--out", str(out), "--device", "cpu"])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    res = json.loads((out / "results.json").read_text())
+    assert list(res)[-2:] == ["warning", "provenance"] and res["warning"] == RANDOM_BACKBONE
+    assert res["n_images"] == 2 and res["split"] == "test" and res["task"] == "segmentation"
+    assert RANDOM_BACKBONE in printed.out
+    jac = f"{res['metrics_at_model_size']['jaccard']['mean']:.4f}"
+    assert any(line.startswith("test   model_size") and jac in line for line in printed.out.splitlines())

@@ -291,6 +291,7 @@ def test_frozen_tiny_encoder_beats_trivial_baselines_on_ph2(tiny_openclip, tmp_p
     assert pred.mode == "L" and set(np.unique(np.asarray(pred))) <= {0, 255}
     assert set(res["metrics_at_model_size"]) == {"dice", "jaccard", "hd95", "pixel_accuracy"}
     assert "ci_low" in res["metrics_at_model_size"]["dice"]
+    assert list(res)[-1] == "provenance" and "warning" not in res  # saved weights: no random-weights warning
     # `segment test` rescoring best.pt on the val split gives the best val Jaccard again
     rc = main(["segment", "test", "--model", f"local-dir:{tiny_openclip}", "--run", str(out), "--csv",
                str(PH2 / "ph2.csv"), "--split", "val", "--bootstrap", "0", "--out", str(tmp_path / "t"),

@@ -84,15 +84,18 @@ class TaskRun(Protocol):
 
 
 def write_report(run: TaskRun, out_dir: str | os.PathLike, provenance: dict, random_init: bool = False,
-                 analysis=None, warning: str = RANDOM_WEIGHTS) -> dict:
-    """A task run's files, then results.json: its body, the random-weights warning when the model was untrained,
-    and the provenance last. Returns what results.json holds."""
+                 analysis=None, warning: str = RANDOM_WEIGHTS, filename: str = "results.json") -> dict:
+    """A task run's files, then `filename` (results.json): its body, the random-weights warning when the model was
+    untrained, and the provenance last. Returns what the file holds.
+
+    A body that already has a `provenance` (or `warning`) key keeps that key where it is: the multimodal door's
+    results.json predates this shape and its bytes are pinned (benchmarks/door_hashes.json)."""
     out_dir = Path(out_dir)
     summary = run.write_files(out_dir, analysis)
     if random_init:
         summary["warning"] = warning
     summary["provenance"] = provenance
-    write_json(out_dir / "results.json", summary)
+    write_json(out_dir / filename, summary)
     return summary
 
 

@@ -43,7 +43,7 @@ def _finetune(args) -> None:
 
     from ..features import default_workers
     from ..models import load_encoder
-    from ..report import format_table, lock_run_dir, prepare_run_dir, provenance
+    from ..report import format_table, lock_run_dir, prepare_run_dir, provenance, write_report
     from ..tasks import finetune as ft
     from ..data.benchmarks import load_classnames
     from ..tasks.linear_probe.pipeline import load_splits
@@ -86,8 +86,7 @@ def _finetune(args) -> None:
         val = _val_predictions(tuner, test, analysis)
         if rank:
             return
-        summary = ft.write_report(tuner, test, out, prov, name="eval", analysis=analysis, val=val)
-        written = out / "results_eval.json"
+        run = ft.FinetuneRun(tuner, test, name="eval", val=val)
     else:
         fit = tuner.fit(resume=args.resume)
         if "stopped_after_epoch" in fit:
@@ -98,14 +97,12 @@ def _finetune(args) -> None:
         val = _val_predictions(tuner, test, analysis)
         if rank:
             return
-        summary = ft.write_report(tuner, test, out, prov, fit_result=fit, analysis=analysis, val=val)
-        written = out / "results.json"
+        run = ft.FinetuneRun(tuner, test, fit_result=fit, val=val)
+    write_report(run, out, prov, encoder.random_init, analysis, warning=ft.RANDOM_BACKBONE, filename=run.filename)
     if encoder.random_init:
-        print("RANDOM WEIGHTS: the backbone started from an untrained model")
-    row = {"split": "test", "epoch": summary["checkpoint_epoch"], "tta": summary["tta"]}
-    row.update({k: summary["metrics"][k] for k in ("accuracy", "balanced_accuracy", "weighted_f1", "auroc")})
-    print(format_table([row]))
-    print(f"wrote {written}")
+        print(ft.RANDOM_BACKBONE)
+    print(format_table(run.rows()))
+    print(f"wrote {out / run.filename}")
 
 
 #: this subcommand's flag for an error's `param`

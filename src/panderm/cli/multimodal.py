@@ -213,8 +213,8 @@ def _val_predictions(trainer, analysis) -> tuple | None:
 
 def run_train(args) -> None:
     trainer, encoder = _build(args, train=True)
-    from ..report import provenance
-    from ..tasks.multimodal.train import write_test_outputs
+    from ..report import provenance, write_report
+    from ..tasks.multimodal.report import RANDOM_ENCODERS, MultimodalRun
 
     analysis = args.analysis
     fit = trainer.fit(resume=args.resume)
@@ -222,9 +222,10 @@ def run_train(args) -> None:
         print(f"stopped after epoch {fit['stopped_after_epoch']}; continue with {_flag(args, 'resume')}")
         return
     test = trainer.test()
-    write_test_outputs(trainer, test, args.output_dir, provenance(encoder, data_files(args.data_path), seed=args.seed),
-                       fit_result=fit, reference=getattr(args, "reference", False), analysis=analysis,
-                       val=_val_predictions(trainer, analysis))
+    run = MultimodalRun(trainer, test, fit_result=fit, reference=getattr(args, "reference", False),
+                        val=_val_predictions(trainer, analysis))
+    write_report(run, args.output_dir, provenance(encoder, data_files(args.data_path), seed=args.seed),
+                 getattr(encoder, "random_init", False), analysis, warning=RANDOM_ENCODERS)
     _random_weights_note(encoder)
     _print_metrics(test["metrics"])
     print(f"wrote {args.output_dir}")
@@ -252,8 +253,8 @@ def results_name_for_test(out_dir) -> str:
 
 def run_test(args) -> None:
     trainer, encoder = _build(args, train=False)
-    from ..report import provenance
-    from ..tasks.multimodal.train import write_test_outputs
+    from ..report import provenance, write_report
+    from ..tasks.multimodal.report import RANDOM_ENCODERS, MultimodalRun
 
     analysis = args.analysis
     path = args.model_path or find_best_checkpoint(args.output_dir)
@@ -261,9 +262,13 @@ def run_test(args) -> None:
     test = trainer.test(path)
     prov = provenance(encoder, data_files(args.data_path), seed=args.seed, inputs=[path])
     name = results_name_for_test(args.output_dir)
-    write_test_outputs(trainer, test, args.output_dir, prov, predictions_only=not args.full_report,
-                       results_name=name, reference=getattr(args, "reference", False), analysis=analysis,
-                       val=_val_predictions(trainer, analysis))
+    run = MultimodalRun(trainer, test, reference=getattr(args, "reference", False),
+                        val=_val_predictions(trainer, analysis))
+    if args.full_report:
+        write_report(run, args.output_dir, prov, getattr(encoder, "random_init", False), analysis,
+                     warning=RANDOM_ENCODERS, filename=name)
+    else:
+        run.write_predictions(args.output_dir)
     _random_weights_note(encoder)
     _print_metrics(test["metrics"])
     out = Path(args.output_dir)

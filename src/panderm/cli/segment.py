@@ -40,21 +40,12 @@ def _config(args, encoder):
                      empty_rule=True)
 
 
-def _summary_rows(results: dict, split: str) -> list[dict]:
-    rows = []
-    for where in ("metrics_at_model_size", "metrics_at_mask_size"):
-        if where in results:
-            m = results[where]
-            rows.append({"split": split, "scale": where.replace("metrics_at_", ""),
-                         **{k: m[k]["mean"] for k in ("dice", "jaccard", "hd95", "pixel_accuracy")}})
-    return rows
-
-
 def _train(args) -> None:
     from ..models import load_encoder
-    from ..report import format_table, lock_run_dir, prepare_run_dir, provenance
+    from ..report import format_table, lock_run_dir, prepare_run_dir, provenance, write_report
     from ..tasks.segmentation.data import percent_subset
-    from ..tasks.segmentation.train import Segmenter, write_results
+    from ..tasks.segmentation.report import RANDOM_BACKBONE, SegmentationRun
+    from ..tasks.segmentation.train import Segmenter
 
     from ..errors import PandermError
 
@@ -84,31 +75,29 @@ def _train(args) -> None:
         return
     seg.load_weights(out / "best.pt")
     prov = provenance(encoder, [args.csv] if args.csv else [], seed=args.seed)
-    extra = {"task": "segmentation", "best_epoch": fit["best_epoch"], "best_val_jaccard": fit["best_val_jaccard"],
-             "n_train": len(tables["train"]), "n_val": len(tables["val"]), "config": json.loads(
-                 json.dumps(cfg.__dict__, default=list)), "history": fit["history"], "provenance": prov}
-    rows = []
-    for name, table in test_tables.items():
-        ev = seg.evaluate(table, args.bootstrap, 42)
-        res = write_results(out, ev, table, {**extra, "split": args.test_split}, cfg.keep_largest)
-        rows += _summary_rows(res, args.test_split)
-    if not test_tables:
-        from ..report import write_json
-
-        write_json(out / "results.json", extra)
+    info = {"task": "segmentation", "best_epoch": fit["best_epoch"], "best_val_jaccard": fit["best_val_jaccard"],
+            "n_train": len(tables["train"]), "n_val": len(tables["val"]), "config": json.loads(
+                json.dumps(cfg.__dict__, default=list)), "history": fit["history"]}
+    run = SegmentationRun(info)
+    if test_tables:
+        table = test_tables["test"]
+        run = SegmentationRun({**info, "split": args.test_split}, seg.evaluate(table, args.bootstrap, 42), table,
+                              cfg.keep_largest)
+    write_report(run, out, prov, encoder.random_init, warning=RANDOM_BACKBONE)
     if encoder.random_init:
-        print("RANDOM WEIGHTS: the backbone started from an untrained model")
+        print(RANDOM_BACKBONE)
     print(f"best val Jaccard {fit['best_val_jaccard']:.4f} at epoch {fit['best_epoch']}")
-    if rows:
-        print(format_table(rows))
+    if run.rows():
+        print(format_table(run.rows()))
     print(f"wrote {out / 'results.json'}")
 
 
 def _test(args) -> None:
     from ..errors import PandermError
     from ..models import load_encoder
-    from ..report import format_table, prepare_run_dir, provenance
-    from ..tasks.segmentation.train import SegConfig, Segmenter, write_results
+    from ..report import format_table, prepare_run_dir, provenance, write_report
+    from ..tasks.segmentation.report import RANDOM_BACKBONE, SegmentationRun
+    from ..tasks.segmentation.train import SegConfig, Segmenter
     from ..checkpoint_io import load_training_checkpoint
 
     run = Path(args.run)
@@ -129,9 +118,12 @@ def _test(args) -> None:
     seg.load_weights(run / "best.pt")
     ev = seg.evaluate(table, args.bootstrap, 42)
     prov = provenance(encoder, [args.csv] if args.csv else [], seed=cfg.seed, inputs=[run / "best.pt"])
-    res = write_results(out, ev, table, {"task": "segmentation", "split": args.split, "run": str(run),
-                                         "provenance": prov}, cfg.keep_largest)
-    print(format_table(_summary_rows(res, args.split)))
+    result = SegmentationRun({"task": "segmentation", "split": args.split, "run": str(run)}, ev, table,
+                             cfg.keep_largest)
+    write_report(result, out, prov, encoder.random_init, warning=RANDOM_BACKBONE)
+    if encoder.random_init:
+        print(RANDOM_BACKBONE)
+    print(format_table(result.rows()))
     print(f"wrote {out / 'results.json'}")
 
 

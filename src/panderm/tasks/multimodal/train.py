@@ -28,7 +28,7 @@ Departures (each documented in docs/REFERENCE.md):
 Test outputs (as the reference): `detailed_predictions.csv` (`derm_filename,
 cli_filename, true_label, predicted_label, probability_class_0..K-1`),
 `evaluation_metrics.csv` (`accuracy, f1_macro, auroc, balanced_acc, sensitivity, aupr,
-avg_test_loss`), `confusion_matrix.png`; plus `results.json` with bootstrap CIs. That is the door's
+avg_test_loss`), `confusion_matrix.png`; plus `results.json` with bootstrap CIs (`report.MultimodalRun`). That is the door's
 (`reference=True`); `panderm multimodal` writes the same files in panderm's schema (docs/OUTPUTS.md):
 `detailed_predictions.csv` as every panderm task's predictions (`image_path` dermoscopic, `image_path_2`
 clinical, `label`, `label_name`, `pred`, `pred_name`, `prob_<class>`), metrics by the registry's names
@@ -54,7 +54,7 @@ from ...training import check_same_run, load_training_checkpoint, remove_stale_t
 from ...training import rng_state, seed_everything, weighted_sampler
 from ...training import save_training_checkpoint as save_checkpoint
 from ...training import seeded_generator as _generator
-from .data import CLINICAL, DERM, IMAGENET_STD, REFERENCE_STD, IMAGENET_MEAN, RESIZE_MODES, MultimodalTable, \
+from .data import IMAGENET_STD, REFERENCE_STD, IMAGENET_MEAN, RESIZE_MODES, MultimodalTable, \
     make_datasets
 from .model import FusionConfig, PanDermTFormer
 from ...progress import track
@@ -425,69 +425,5 @@ def test_metrics(labels, probs, loss: float) -> dict:
             "avg_test_loss": loss}
 
 
-def panderm_metrics(labels, probs, loss: float) -> dict:
-    """The test metrics by the metric registry's names (`panderm multimodal`; the door keeps `test_metrics`)."""
-    from ...metrics import classification_metrics
-
-    m = classification_metrics(labels, probs, [c for c in PANDERM_METRIC_COLUMNS if c != "avg_test_loss"])
-    return {c: (loss if c == "avg_test_loss" else m[c]) for c in PANDERM_METRIC_COLUMNS}
-
-
-def write_test_outputs(trainer: MultimodalTrainer, test: dict, out_dir, provenance: dict | None = None,
-                       fit_result: dict | None = None, predictions_only: bool = False,
-                       results_name: str = "results.json", reference: bool = True, analysis=None,
-                       val: tuple | None = None) -> dict:
-    """detailed_predictions.csv, evaluation_metrics.csv, confusion_matrix.png, `results_name` (results.json).
-
-    `reference=True` (the doors): the reference's columns and metric names; False (`panderm multimodal`):
-    panderm's predictions schema and the metric registry's names (docs/OUTPUTS.md)."""
-    import pandas as pd
-
-    from ...metrics import bootstrap_ci
-    from ...report import confusion_matrix_figure, save_figure, write_csv, write_json
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    frame = trainer.table.split("test").frame
-    probs, labels = test["probs"], test["labels"]
-    names = list(trainer.table.classnames or [str(k) for k in range(trainer.n_classes)])
-    if reference:
-        metrics, columns = test["metrics"], METRIC_COLUMNS
-        pred = pd.DataFrame({"derm_filename": frame[DERM].astype(str).to_numpy(),
-                             "cli_filename": frame[CLINICAL].astype(str).to_numpy(),
-                             "true_label": labels, "predicted_label": probs.argmax(1)})
-        for k in range(probs.shape[1]):
-            pred[f"probability_class_{k}"] = probs[:, k]
-    else:
-        from ...predictions import predictions_frame
-
-        metrics = panderm_metrics(labels, probs, test["metrics"]["avg_test_loss"])
-        columns = PANDERM_METRIC_COLUMNS
-        pred = predictions_frame(frame[DERM].to_numpy(), labels, probs, names,
-                                 image_paths_2=frame[CLINICAL].to_numpy())
-    write_csv(out / "detailed_predictions.csv", pred, index=False)
-    if predictions_only:
-        return {"metrics": metrics}
-    write_csv(out / "evaluation_metrics.csv", pd.DataFrame([{c: metrics[c] for c in columns}]), index=False)
-    save_figure(out / "confusion_matrix.png", confusion_matrix_figure(labels, probs.argmax(1), names, title="test"))
-    ci = bootstrap_ci(labels, probs, n_resamples=trainer.cfg.bootstrap, seed=42) if trainer.cfg.bootstrap else None
-    summary = {"task": "multimodal", "n_classes": trainer.n_classes, "classnames": names, "n_test": int(len(labels)),
-               "checkpoint_epoch": test.get("epoch"), "metrics": metrics, "ci": ci,
-               "model": trainer.model.describe(), "train_config": asdict(trainer.cfg),
-               "provenance": provenance or {}}
-    if fit_result is not None:
-        summary.update(best_epoch=fit_result.get("best_epoch"), best_val_metric=fit_result.get("best_metric"))
-    if getattr(trainer.encoder, "random_init", False):
-        summary["warning"] = "RANDOM WEIGHTS: the encoders started from an untrained model"
-    if not reference:
-        from ...analysis.attach import analyse
-
-        # group columns come from the raw input rows (`meta`), not the normalised case frame
-        analyse(summary, out, labels, probs, trainer.table.split("test").meta, analysis, classnames=names, val=val,
-                title="multimodal test")
-    write_json(out / results_name, summary)
-    return summary
-
-
-__all__ = ["TrainConfig", "MultimodalTrainer", "test_metrics", "panderm_metrics", "write_test_outputs", "MONITORS",
+__all__ = ["TrainConfig", "MultimodalTrainer", "test_metrics", "MONITORS",
            "METRIC_COLUMNS", "PANDERM_METRIC_COLUMNS"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from ...training import load_training_checkpoint, restore_training_state, rng_st
 from ...training import seeded_generator as _generator
 from ...errors import ModelError, PandermError, require_finite
 from .data import SegTable, read_mask
-from .metrics import postprocess, score_image, summarize
+from .metrics import score_image, summarize
 from .model import SegmentationModel
 
 log = logging.getLogger("panderm")
@@ -320,83 +319,3 @@ class Segmenter:
             out["at_mask_size"] = summarize(nat, n_bootstrap, seed)
             out["per_image_native"] = nat
         return out
-
-
-# --------------------------------------------------------------------------- #
-# Outputs
-# --------------------------------------------------------------------------- #
-def write_predictions(folder: Path, probs: torch.Tensor, table: SegTable, keep_largest: bool = True) -> list[Path]:
-    """One PNG per image at its mask's resolution: 0/255 for binary masks, class ids otherwise."""
-    from PIL import Image
-
-    from ...report import atomic_path
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for i in range(len(table)):
-        from PIL import Image as _I
-
-        with _I.open(table.masks[i]) as m:
-            w, h = m.size
-        p = F.interpolate(probs[i].float()[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        labels = postprocess(p.argmax(0).numpy().astype(np.uint8), table.num_classes, keep_largest)
-        if table.binary:
-            labels = (labels > 0).astype(np.uint8) * 255
-        path = folder / f"{table.ids[i]}.png"
-        with atomic_path(path, suffix=".png") as tmp:
-            Image.fromarray(labels).save(tmp, format="PNG")
-        written.append(path)
-    return written
-
-
-def overlay_figure(table: SegTable, probs: torch.Tensor, rows: list[dict], n_first: int = 4, n_worst: int = 4):
-    """A matplotlib Figure: image with the truth (green) and prediction (red) contours, for the first cases
-    and the worst ones by Jaccard. Built with the object API: no global backend is switched."""
-    from matplotlib.figure import Figure
-    from PIL import Image
-
-    from ...data.images import open_image
-
-    first = list(range(min(n_first, len(table))))
-    worst = [i for i in np.argsort([r["jaccard"] for r in rows], kind="stable") if i not in first][:n_worst]
-    picks = [(i, "") for i in first] + [(int(i), "worst ") for i in worst]
-    cols = max(1, min(4, len(picks)))
-    nrows = max(1, math.ceil(len(picks) / cols))
-    fig = Figure(figsize=(3 * cols, 3 * nrows))
-    for n, (i, tag) in enumerate(picks):
-        ax = fig.add_subplot(nrows, cols, n + 1)
-        img = open_image(table.images[i], exif=False)
-        truth = read_mask(table.masks[i], None if table.binary else table.num_classes)
-        p = F.interpolate(probs[i].float()[None], size=truth.shape, mode="bilinear", align_corners=False)[0]
-        pred = postprocess(p.argmax(0).numpy().astype(np.uint8), table.num_classes)
-        ax.imshow(np.asarray(img.resize((truth.shape[1], truth.shape[0]), Image.BILINEAR)))
-        if truth.any():
-            ax.contour(truth > 0, levels=[0.5], colors="lime", linewidths=1.2)
-        if pred.any():
-            ax.contour(pred > 0, levels=[0.5], colors="red", linewidths=1.2)
-        ax.set_title(f"{tag}{table.ids[i]}  Jac {rows[i]['jaccard']:.2f}", fontsize=8)
-        ax.axis("off")
-    fig.suptitle("truth (green) vs prediction (red)", fontsize=9)
-    return fig
-
-
-def write_results(out: Path, ev: dict, table: SegTable, extra: dict, keep_largest: bool = True,
-                  name: str = "results.json") -> dict:
-    """results.json, per_image.csv, predictions/ PNGs and overlay.png for one evaluated split."""
-    import pandas as pd
-
-    from ...report import save_figure, write_csv, write_json
-
-    results = {"n_images": ev["n_images"], "image_size": ev["image_size"],
-               "metrics_at_model_size": ev["at_model_size"], **extra}
-    if "at_mask_size" in ev:
-        results["metrics_at_mask_size"] = ev["at_mask_size"]
-    frame = pd.DataFrame(ev["per_image"])
-    if "per_image_native" in ev:
-        nat = pd.DataFrame(ev["per_image_native"]).drop(columns=["id"]).add_suffix("_at_mask_size")
-        frame = pd.concat([frame, nat], axis=1)
-    write_csv(out / "per_image.csv", frame, index=False)
-    write_predictions(out / "predictions", ev["probs"], table, keep_largest)
-    save_figure(out / "overlay.png", overlay_figure(table, ev["probs"], ev["per_image"]))
-    write_json(out / name, results)
-    return results
