@@ -19,6 +19,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["PANDERM_CACHE"] = str(_ROOT / "panderm-cache")
 os.environ.pop("HF_TOKEN", None)
+# Under pytest-xdist each worker gets one core's worth of threads (its subprocesses and notebook kernels too):
+# two workers each spinning 2 OpenMP threads on a 2-core runner slow a training test ~10x.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
 
 import pytest  # noqa: E402
 
@@ -99,10 +104,11 @@ def tiny_dinov3(models_root):
 
 @pytest.fixture
 def two_torch_threads():
-    """torch on 2 threads for the test, restored afterwards (the CI runner has 2 cores; more only contend)."""
+    """torch on 2 threads for the test (1 under xdist: the other core runs the other worker), restored afterwards
+    (the CI runner has 2 cores; more only contend)."""
     import torch
 
     old = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
     yield
     torch.set_num_threads(old)

@@ -31,8 +31,31 @@ def resnet_ckpt(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def reference_features(resnet_ckpt):
+    """Independent features of every HAM row: the reference transform written from the spec, on torchvision
+    directly (computed once; each percent takes its rows)."""
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                    T.Normalize((0.485, 0.456, 0.406), (0.228, 0.224, 0.225))])
+    model = torchvision.models.resnet18(weights=None)
+    model.load_state_dict(torch.load(resnet_ckpt, weights_only=True))
+    model.fc = torch.nn.Identity()
+    model.eval()
+    names = pd.read_csv(HAM)["image_path"].tolist()
+    with torch.no_grad():
+        feats = model(torch.stack([tf(Image.open(HAM.parent / f).convert("RGB")) for f in names])).numpy()
+    return dict(zip(names, feats))
+
+
+def _lp_door(argv) -> int:
+    """linear_probe/linear_eval.py's main in this process (its process smoke test: test_bad_input_matrix)."""
+    from panderm.compat.linear_probe_door import main
+
+    return main(argv)
+
+
 @pytest.mark.parametrize("percent", [1.0, 0.5])
-def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path, percent):
+def test_reference_door_files_and_numbers(resnet_ckpt, reference_features, tmp_path, percent, capsys):
     """The door's files and numbers equal the reference pipeline restated independently (tests/reference_lp.py)
     on the real HAM10000 sample, for p = 1.0 and p = 0.5."""
     import reference_lp
@@ -41,12 +64,11 @@ def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path, percent):
     frame = pd.read_csv(HAM)
     frame.assign(filename=frame["image_path"]).to_csv(csv, index=False)
     out = tmp_path / "logs" / "open_clip_hf-hub:org" / "x"
-    r = subprocess.run([sys.executable, "linear_probe/linear_eval.py", "--csv_path", str(csv), "--csv_filename",
-                        "some/dir/ResNet_PAD_results.csv", "--image_key", "filename", "--root_path", str(HAM.parent),
-                        "--model", "torchvision:resnet18", "--checkpoint", str(resnet_ckpt), "--percent_data",
-                        str(percent), "--device", "cpu", "--num_workers", "0", "--output_dir", str(out)],
-                       capture_output=True, text=True, cwd=REPO)
-    assert r.returncode == 0, r.stderr
+    rc = _lp_door(["--csv_path", str(csv), "--csv_filename", "some/dir/ResNet_PAD_results.csv", "--image_key",
+                   "filename", "--root_path", str(HAM.parent), "--model", "torchvision:resnet18", "--checkpoint",
+                   str(resnet_ckpt), "--percent_data", str(percent), "--device", "cpu", "--num_workers", "0",
+                   "--output_dir", str(out)])
+    assert rc == 0, capsys.readouterr().err
     out = Path(reference_output_dir(str(out)))
     assert out == tmp_path / "logs" / "x"
     preds = pd.read_csv(out / "pad-lp-ws0.csv")
@@ -55,17 +77,8 @@ def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path, percent):
     assert list(summary.columns) == ["Dataset", "W_F1", "AUROC", "BACC", "ACC", "AUPR"]
     assert (out / "confusion_matrix_pad-lp-ws0.jpg").is_file()
 
-    # Independent features: the reference transform written from the spec, on torchvision directly.
-    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
-                    T.Normalize((0.485, 0.456, 0.406), (0.228, 0.224, 0.225))])
-    model = torchvision.models.resnet18(weights=None)
-    model.load_state_dict(torch.load(resnet_ckpt, weights_only=True))
-    model.fc = torch.nn.Identity()
-    model.eval()
-
     def encode(rows):
-        with torch.no_grad():
-            return model(torch.stack([tf(Image.open(HAM.parent / f).convert("RGB")) for f in rows["image_path"]])).numpy()
+        return np.stack([reference_features[f] for f in rows["image_path"]])
 
     train = reference_lp.train_rows(frame, percent)
     test = frame[frame["split"] == "test"]
@@ -83,11 +96,10 @@ def test_reference_door_files_and_numbers(resnet_ckpt, tmp_path, percent):
         return
 
     # A rerun keeps the header (the reference drops it).
-    r2 = subprocess.run([sys.executable, "linear_probe/linear_eval.py", "--csv_path", str(csv), "--csv_filename",
-                         "ResNet_PAD_results.csv", "--image_key", "filename", "--root_path", str(HAM.parent), "--model",
-                         "torchvision:resnet18", "--checkpoint", str(resnet_ckpt), "--device", "cpu",
-                         "--num_workers", "0", "--output_dir", str(out)], capture_output=True, text=True, cwd=REPO)
-    assert r2.returncode == 0, r2.stderr
+    rc = _lp_door(["--csv_path", str(csv), "--csv_filename", "ResNet_PAD_results.csv", "--image_key", "filename",
+                   "--root_path", str(HAM.parent), "--model", "torchvision:resnet18", "--checkpoint", str(resnet_ckpt),
+                   "--device", "cpu", "--num_workers", "0", "--output_dir", str(out)])
+    assert rc == 0, capsys.readouterr().err
     assert pd.read_csv(out / "ResNet_PAD_results.csv").columns[0] == "Dataset"
 
 

@@ -1,7 +1,5 @@
 """Progress (issue 18 item 8): a line per finished tenth when stderr is not a terminal, nothing with -q."""
 import logging
-import subprocess
-import sys
 
 import pytest
 
@@ -41,21 +39,34 @@ def test_quiet_and_disabled_print_nothing(lines):
     assert lines() == []
 
 
-def test_cli_quiet_flag_anywhere(ham_csv, tmp_path):
-    def run(*extra, out):
-        return subprocess.run([sys.executable, "-m", "panderm", "linear-probe", "--csv", str(ham_csv), "--model",
-                               "demo", "--bootstrap", "0", "--seeds", "2", "--no-cache", "--out", str(tmp_path / out), *extra],
-                              capture_output=True, text=True)
+def test_cli_quiet_flag_anywhere(ham_csv, tmp_path, caplog, capsys):
+    """-q after the subcommand's flags silences the progress lines, not the result; -q with -v is a usage error.
+    In this process through `main(argv)` (the CLI's process smoke tests are in test_cli_features)."""
+    from panderm.cli import main
 
-    loud = run(out="loud")
-    assert loud.returncode == 0, loud.stderr
-    assert "linear probe fits: 2/2 fit" in loud.stderr and "encoding" in loud.stderr
-    quiet = run("-q", out="quiet")
-    assert quiet.returncode == 0, quiet.stderr
-    assert "linear probe fits" not in quiet.stderr and "encoding" not in quiet.stderr
-    assert "wrote" in quiet.stdout  # the result still prints
-    both = run("-q", "-v", out="both")
-    assert both.returncode == 2 and "exclude each other" in both.stderr
+    def run(*extra, out):
+        caplog.clear()
+        rc = main(["linear-probe", "--csv", str(ham_csv), "--model", "demo", "--bootstrap", "0", "--seeds", "2",
+                   "--no-cache", "--out", str(tmp_path / out), *extra])
+        printed = capsys.readouterr()
+        return rc, [r.getMessage() for r in caplog.records if r.name.startswith("panderm")], printed
+
+    panderm_log = logging.getLogger("panderm")
+    level = panderm_log.level
+    try:
+        rc, logged, printed = run(out="loud")
+        assert rc == 0, printed.err
+        assert "linear probe fits: 2/2 fit" in logged and any(m.startswith("encoding") for m in logged), logged
+        rc, logged, printed = run("-q", out="quiet")
+        assert rc == 0, printed.err
+        assert not any("linear probe fits" in m or m.startswith("encoding") for m in logged), logged
+        assert "wrote" in printed.out  # the result still prints
+        with pytest.raises(SystemExit) as exit_:
+            run("-q", "-v", out="both")
+        assert exit_.value.code == 2 and "exclude each other" in capsys.readouterr().err
+    finally:
+        panderm_log.setLevel(level)
+        prog.set_quiet(False)
 
 
 def test_an_error_abandons_open_bars_without_a_late_line(lines):
