@@ -2,9 +2,16 @@
 import numpy as np
 import pytest
 
+from panderm.cli import command_flags
 from panderm.cli.concepts import FLAGS as CLI_FLAGS
+from panderm.cli.doors import door_flags
+from panderm.compat import concept_doors
 from panderm.compat.concept_doors import FLAGS as DOOR_FLAGS
 from panderm.errors import DataError
+
+CLI_INTERVENE, CLI_REPORT = command_flags("concepts", "intervene"), command_flags("concepts", "report")
+DOOR_INTERVENE = door_flags(concept_doors.build_intervention_parser(""), DOOR_FLAGS)  # 4_intervention_CBM.py
+DOOR_VIZ = door_flags(concept_doors.build_concept_viz_parser(""), DOOR_FLAGS)  # 2_global_concept_viz_*.py
 from panderm.tasks.concepts.cbm_files import _select
 from panderm.tasks.concepts.html_report import select_latents
 from panderm.tasks.concepts.retrieve import class_importance
@@ -21,21 +28,21 @@ def test_intervention_settings():
     coef = np.ones((1, 4))
     err = _raised(_select, coef, "nearest", 2, "hair", None, {})
     assert err.param == "method" and "'nearest'" in str(err)
-    assert err.render(CLI_FLAGS).endswith("(set it with --method)") and err.render(DOOR_FLAGS).endswith(
+    assert err.render(CLI_INTERVENE).endswith("(set it with --method)") and err.render(DOOR_INTERVENE).endswith(
         "(set it with --method)")
     err = _raised(_select, coef, "topk", 0, "hair", None, {})
     assert err.param == "top_n" and str(err).endswith("got 0")
-    assert err.render(CLI_FLAGS).endswith("(set it with --top-n)")
-    assert err.render(DOOR_FLAGS).endswith("(set it with --top_n)")
+    assert err.render(CLI_INTERVENE).endswith("(set it with --top-n)")
+    assert err.render(DOOR_INTERVENE).endswith("(set it with --top_n)")
     err = _raised(_select, coef, "matching", 2, "  ", None, {})
-    assert err.param == "concept" and err.render(DOOR_FLAGS).endswith("(set it with --concept)")
+    assert err.param == "concept" and err.render(DOOR_INTERVENE).endswith("(set it with --concept)")
 
 
 def test_report_and_importance_settings():
     err = _raised(select_latents, np.ones((3, 4)), max_cards=0)
-    assert err.param == "max_cards" and err.render(CLI_FLAGS).endswith("(set it with --max-cards)")
+    assert err.param == "max_cards" and err.render(CLI_REPORT).endswith("(set it with --max-cards)")
     err = _raised(class_importance, np.ones((4, 3)), np.array([0, 1, 0, 1]), topk=0)
-    assert err.param == "topk" and err.render(DOOR_FLAGS).endswith("(set it with --topk)")
+    assert err.param == "topk" and err.render(DOOR_VIZ).endswith("(set it with --topk)")
 
 
 def test_every_flag_the_maps_name_is_a_flag_of_their_parsers():

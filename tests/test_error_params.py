@@ -46,8 +46,8 @@ def test_a_negative_pixel_limit_names_the_setting_and_each_door_its_flag():
 
 def test_a_custom_zero_shot_dataset_without_class_names(tmp_path):
     from panderm.cli import build_parser
-    from panderm.cli.doors import parser_flags
-    from panderm.compat.main_door import FLAGS as MAIN
+    from panderm.cli.doors import door_flags, parser_flags
+    from panderm.compat import main_door
     from panderm.tasks.zeroshot import build_dataset
 
     csv = tmp_path / "c.csv"
@@ -58,7 +58,7 @@ def test_a_custom_zero_shot_dataset_without_class_names(tmp_path):
     top = build_parser()
     zeroshot = parser_flags(top, top.parse_args(["zeroshot", "--model", "demo", "--csv", str(csv)]))
     assert err.value.render(zeroshot).endswith("(set it with --classnames)")
-    assert err.value.render(MAIN).endswith("(set it with --classnames)")
+    assert err.value.render(door_flags(main_door.build_parser(), main_door.FLAGS)).endswith("(set it with --classnames)")
     retrieval = parser_flags(top, top.parse_args(["retrieval", "--model", "demo", "--csv", str(csv)]))
     assert err.value.render(retrieval) == str(err.value)  # no such flag there: nothing added
 
@@ -96,9 +96,13 @@ def test_render_says_give_or_drop(drop, flags, tail):
 def test_a_nan_learning_rate_is_named_by_each_door():
     from dataclasses import dataclass
 
-    from panderm.cli.multimodal import FLAGS as PANDERM_MULTIMODAL
-    from panderm.compat.multimodal_door import FLAGS as MULTIMODAL
+    from panderm.cli import command_flags
+    from panderm.cli.doors import door_flags
+    from panderm.compat import multimodal_door
     from panderm.errors import require_finite
+
+    PANDERM_MULTIMODAL = command_flags("multimodal", "train")
+    MULTIMODAL = door_flags(multimodal_door.reference_parser("train"), multimodal_door.FLAGS)
 
     @dataclass
     class Settings:
@@ -121,3 +125,48 @@ def test_several_settings_are_named_together():
         "trained with use_meta=True (check --use-meta, --meta-fusion-mode)"
     assert err.render({"use_meta": "--use_meta"}) == "trained with use_meta=True (check --use_meta)"
     assert err.render({}) == "trained with use_meta=True"
+
+
+def _door_maps():
+    """(name, FLAGS, the parsers that use it) for `panderm` and every reference door."""
+    import argparse
+
+    from panderm import cli
+    from panderm.compat import (concept_doors, export_door, linear_probe_door, main_door, multimodal_door,
+                                segmentation_door)
+
+    def leaves(parser):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return [parser] if not subs else [leaf for p in subs[0].choices.values() for leaf in leaves(p)]
+
+    panderm = leaves(cli.build_parser())
+    yield "panderm", cli.FLAGS, panderm
+    shared: dict[int, tuple] = {}  # a subcommand group (concepts, segment, multimodal) shares one map
+    for leaf in panderm:
+        if leaf.get_default("door_flags"):
+            shared.setdefault(id(leaf.get_default("door_flags")), (leaf.prog, leaf.get_default("door_flags"), []))[2].append(leaf)
+    yield from shared.values()
+    yield "src/main.py", main_door.FLAGS, [main_door.build_parser()]
+    yield "linear_eval.py", linear_probe_door.FLAGS, [linear_probe_door.build_parser("")]
+    yield "export_visual_features.py", export_door.FLAGS, [export_door.build_parser("")]
+    yield "multimodal_finetune", multimodal_door.FLAGS, [multimodal_door.reference_parser(m) for m in ("train", "test")]
+    yield "segmentation/run.py", segmentation_door.FLAGS, [segmentation_door.build_parser("")]
+    yield "automated-concept-discovery", concept_doors.FLAGS, [
+        getattr(concept_doors, n)("") for n in dir(concept_doors) if n.startswith("build_") and n.endswith("_parser")]
+
+
+def test_flags_maps_hold_only_what_the_parsers_cannot_say():
+    """A door's FLAGS holds whole hints and spellings whose option has another destination; a param named like an
+    option is spelled by the parser (`doors.parser_flags`), so the map cannot drift from the parser. Every flag a
+    map sends the user to is an option of one of its parsers."""
+    from panderm.cli.doors import parser_flags
+
+    for name, flags, parsers in _door_maps():
+        options = {o for p in parsers for a in p._actions for o in a.option_strings}
+        for param, text in flags.items():
+            named = [w.strip("(),'") for w in text.split() if w.startswith("--")]
+            if named:  # the flag the hint sends the user to (later ones may be another command's)
+                assert named[0] in options, (name, param, named[0])
+            if text.startswith("--") and " " not in text:  # a bare spelling: only where the parser says another
+                spelled = {parser_flags(p).get(param) for p in parsers}
+                assert spelled != {text}, (name, param, "the parser already says " + text)

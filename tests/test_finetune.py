@@ -517,14 +517,13 @@ def test_bad_settings_name_the_setting_and_the_cli_names_its_flag(field, value):
     one its parser has."""
     import dataclasses
 
-    from panderm.cli import build_parser
-    from panderm.cli.finetune import FLAGS
+    from panderm.cli import build_parser, command_flags
     from panderm.tasks.finetune.config import FinetuneConfig
 
     with pytest.raises(ft.PandermError) as err:
         dataclasses.replace(FinetuneConfig(), **{field: value}).check()
     assert err.value.param == field and "--" not in str(err.value) and str(value) in str(err.value)
     flag = "--" + field.replace("_", "-")
-    assert err.value.render(FLAGS).endswith(f"(set it with {flag})")
+    assert err.value.render(command_flags("finetune")).endswith(f"(set it with {flag})")
     parser = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
     assert flag in {o for a in parser.choices["finetune"]._actions for o in a.option_strings}

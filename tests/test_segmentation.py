@@ -403,11 +403,14 @@ def test_bad_settings_name_each_door_s_own_flag(field, value, cli_flag, door_fla
     """SegConfig names the setting (`param`); `panderm segment` and segmentation/run.py name their own flags."""
     import dataclasses
 
-    from panderm.cli.segment import FLAGS as CLI_FLAGS
-    from panderm.compat.segmentation_door import FLAGS as DOOR_FLAGS
+    from panderm.cli import command_flags
+    from panderm.cli.doors import door_flags
+    from panderm.compat import segmentation_door
     from panderm.errors import PandermError
     from panderm.tasks.segmentation.train import SegConfig
 
+    CLI_FLAGS = command_flags("segment", "train")
+    DOOR_FLAGS = door_flags(segmentation_door.build_parser(""), segmentation_door.FLAGS)
     with pytest.raises(PandermError) as err:
         dataclasses.replace(SegConfig(), **{field: value}).check()
     assert err.value.param == field and "--" not in str(err.value) and str(value) in str(err.value)

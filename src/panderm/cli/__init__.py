@@ -15,8 +15,8 @@ import sys
 from .. import __version__
 from . import analysis, concepts, demo, features, finetune, linear_probe, models, multimodal, retrieval, segment
 from . import zeroshot
-from .args import ANALYSIS_FLAGS, add_model_args
-from .doors import finish_help, run_door, setup_logging
+from .args import add_model_args
+from .doors import door_flags, finish_help, run_door, setup_logging
 
 __all__ = ["COMMANDS", "add_model_args", "build_parser", "main"]
 
@@ -54,8 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     return finish_help(parser)
 
 
-#: The `{param: flag}` map of `panderm` itself: an error's `param` is named by its flag in the message.
-FLAGS = {"image_root": "--root", "run_dir": "pass --overwrite or choose another --out", **ANALYSIS_FLAGS}
+#: What `panderm` says for an error's `param` where its parser cannot: a setting whose option has another name,
+#: or a whole hint. Every other param is named by the option with that destination (`doors.parser_flags`).
+FLAGS = {"image_root": "--root", "run_dir": "pass --overwrite or choose another --out"}
+
+
+def command_flags(*words: str) -> dict[str, str]:
+    """The `{param: flag}` map `panderm <words>` renders errors with, e.g. `command_flags("segment", "train")`."""
+    parser = build_parser()
+    args, at, flags = argparse.Namespace(), parser, dict(FLAGS)
+    for word in words:
+        sub = next(a for a in at._actions if isinstance(a, argparse._SubParsersAction))
+        setattr(args, sub.dest, word)
+        at = sub.choices[word]
+        flags.update(at.get_default("door_flags") or {})
+    return door_flags(parser, flags, args)
 
 
 def main(argv: list[str] | None = None) -> int:

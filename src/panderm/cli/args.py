@@ -129,10 +129,6 @@ def add_analysis_args(p, calibrate: bool = False) -> None:
 
 
 #: The analysis settings' flags (errors name the setting; the `panderm` command names its flag).
-ANALYSIS_FLAGS = {"group_col": "--group-col", "bins": "--bins", "min_group": "--min-group",
-                  "calibration_bins": "--calibration-bins", "calibrate": "--calibrate"}
-
-
 def settings_from_args(args, n_resamples: int | None = None, seed: int | None = None) -> AnalysisSettings:
     from ..analysis.subgroups import parse_bins
 

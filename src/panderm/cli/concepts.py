@@ -24,9 +24,8 @@ TRAIN_SAE_FLAGS = {"pre_bias_init": "--pre-bias-init", "resample_every": "--resa
 
 
 #: `panderm concepts`' hints for an error's `param`
-FLAGS = {"top_n": "--top-n", "method": "--method", "concept": "--concept", "batch_size": "--batch-size",
-         "max_cards": "--max-cards", "n_images": "--n-images", "concepts": "--concepts WORD ...",
-         "embeddings": "--embeddings (L2-normalised ones: panderm features --normalize)"}
+#: whole hints (every other param: the option with that destination)
+FLAGS = {"concepts": "--concepts WORD ...", "embeddings": "--embeddings (L2-normalised ones: panderm features --normalize)"}
 
 
 def _max_resamples(text: str) -> int | None:

@@ -52,6 +52,13 @@ def parser_flags(parser: argparse.ArgumentParser, args: argparse.Namespace | Non
     return out
 
 
+def door_flags(parser: argparse.ArgumentParser, flags: dict[str, str] | None = None,
+               args: argparse.Namespace | None = None) -> dict[str, str]:
+    """The `{param: flag}` map a door renders errors with: its parser's options (`parser_flags`), with the door's
+    own FLAGS (other names, whole hints) over them."""
+    return {**parser_flags(parser, args), **(flags or {})}
+
+
 def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: dict[str, str] | None = None,
              parser: argparse.ArgumentParser | None = None, args: argparse.Namespace | None = None) -> int:
     """Run `fn`; bad input becomes one line on stderr and a non-zero exit.
@@ -61,7 +68,7 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: di
     keeps the traceback.
     """
     debug = debug or os.environ.get("PANDERM_DEBUG") == "1"
-    flags = {**(parser_flags(parser, args) if parser is not None else {}), **(flags or {})}
+    flags = door_flags(parser, flags, args) if parser is not None else dict(flags or {})
     def _terminate(signum, frame):
         # SIGTERM (a scheduler's kill) unwinds like Ctrl-C: temp files are removed, progress records kept.
         raise KeyboardInterrupt

@@ -86,4 +86,4 @@ def register_preresize(sub, add_model_args=add_model_args) -> None:
     p.add_argument("--quality", type=int, default=95, help="JPEG quality of resized JPEG copies (default 95)")
     p.add_argument("--workers", type=int, default=None, help="processes (default: the CPU count; 0 or 1: in-process)")
     add_max_image_pixels(p)
-    p.set_defaults(func=_preresize, door_flags={"size": "--size", "quality": "--quality", "out": "--out"})
+    p.set_defaults(func=_preresize)

@@ -105,12 +105,6 @@ def _finetune(args) -> None:
     print(f"wrote {out / run.filename}")
 
 
-#: this subcommand's flag for an error's `param`
-FLAGS = {name: "--" + name.replace("_", "-") for name in (
-    "lr", "min_lr", "weight_decay", "monitor", "normalize", "epochs", "batch_size", "warmup_epochs", "layer_decay",
-    "drop_path", "mixup", "cutmix", "smoothing")}
-
-
 def register(sub, add_model_args=add_model_args) -> None:
     p = sub.add_parser("finetune", help="full finetuning of a vision backbone + linear head (PanDerm v1 recipe)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False)
@@ -150,4 +144,4 @@ def register(sub, add_model_args=add_model_args) -> None:
     p.add_argument("--out", default="runs/finetune", help="run folder (checkpoints, log.jsonl, results.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     add_analysis_args(p, calibrate=True)
-    p.set_defaults(func=_finetune, precheck=precheck(), door_flags=FLAGS)
+    p.set_defaults(func=_finetune, precheck=precheck())

@@ -14,14 +14,13 @@ from pathlib import Path
 from .args import add_analysis_args, add_model_args, settings_from_args
 from .doors import check_inputs, resolve_device
 from .multimodal_args import (
-    _MODEL_ALIASES, CSV_COLUMNS, PARAMS, REFERENCE_DATA_DIRS, add_recipe_args, add_train_args)
+    _MODEL_ALIASES, CSV_COLUMNS, REFERENCE_DATA_DIRS, add_recipe_args, add_train_args)
 
 _RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "results.json", "results_test.json", "detailed_predictions.csv",
               "evaluation_metrics.csv", "confusion_matrix.png", "reliability.png", "subgroups.csv", "subgroups.png")
 
 #: `panderm multimodal`'s hints for an error's `param` (other params: the option with that destination)
-FLAGS = {"run_dir": "pass --overwrite or choose another --output-dir", "modality": "--use-cli or --use-derm",
-         **{name: "--" + name.replace("_", "-") for name in PARAMS}}
+FLAGS = {"run_dir": "pass --overwrite or choose another --output-dir", "modality": "--use-cli or --use-derm"}
 
 
 def find_best_checkpoint(folder) -> Path:

@@ -8,9 +8,8 @@ from pathlib import Path
 from .args import add_model_args
 from .doors import resolve_device
 
-FLAGS = {"num_classes": "--num-classes", "percent_data": "--percent-data", "data_root": "--isic-root",
-         "epochs": "--epochs", "batch_size": "--batch-size", "loss": "--loss", "augment": "--augment",
-         "image_size": "--image-size", "lr": "--lr", "weight_decay": "--weight-decay"}
+#: params whose option has another name (the rest: the option with that destination)
+FLAGS = {"data_root": "--isic-root"}
 
 
 def _tables(args, splits):

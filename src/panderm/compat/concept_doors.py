@@ -10,8 +10,8 @@ from ..cli.doors import finish_help, report_ignored, resolve_device, run_door, s
 
 
 #: The concept doors' `{param: flag}` map: an error's `param` is named by these doors' flags.
-FLAGS = {"top_n": "--top_n", "method": "--method", "concept": "--concept", "batch_size": "--batch_size",
-         "topk": "--topk"}
+#: nothing the parsers cannot say: every param is named by the option with that destination
+FLAGS: dict[str, str] = {}
 
 
 # -- automated-concept-discovery/0_extract_sae_activations.py ------------

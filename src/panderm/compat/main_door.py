@@ -22,7 +22,7 @@ PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "fp32", "pure_b
 log = logging.getLogger("panderm")
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
-FLAGS = {"image_root": "--parent-path", "classnames": "--classnames", "image_col": "--csv-img-key",
+FLAGS = {"image_root": "--parent-path", "image_col": "--csv-img-key",
          "label_col": "--csv-label-key", "caption_col": "--csv-caption-key", "checkpoint": "--pretrained"}
 
 _EVAL_FLAGS = {b.flag: b for b in BENCHMARKS.values()}

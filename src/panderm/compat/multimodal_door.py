@@ -8,13 +8,12 @@ import argparse
 
 from ..cli.doors import finish_help, run_door, setup_logging
 from ..cli.multimodal import _with_flags, run_test, run_train
-from ..cli.multimodal_args import PARAMS, add_recipe_args, add_train_args, str2bool
+from ..cli.multimodal_args import add_recipe_args, add_train_args, str2bool
 
 
 #: The multimodal doors' `{param: hint}` map (other params: the option with that destination)
 FLAGS = {"run_dir": "pass --overwrite or choose another --output_dir", "modality": "--use_cli or --use_derm",
-         "data_path": "--data_path",
-         **{name: "--" + name for name in PARAMS}}
+         "data_path": "--data_path"}
 
 
 def _add_ref_model(p) -> None:

@@ -6,9 +6,9 @@ import argparse
 
 from ..cli.doors import finish_help, resolve_device, run_door, setup_logging
 
-#: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
-FLAGS = {"dataset": "--dataset", "percent_data": "--percent", "data_root": "--parent_path", "epochs": "--epochs",
-         "batch_size": "--batch_size", "image_size": "--img_size", "lr": "--lr"}
+#: The door's `{param: flag}` map for params whose option has another name (the rest: the option with that
+#: destination, `cli.doors.parser_flags`).
+FLAGS = {"percent_data": "--percent", "data_root": "--parent_path", "image_size": "--img_size"}
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
