@@ -3,7 +3,9 @@
 Runs each door (src/main.py zero-shot and retrieval, src/export_visual_features.py, linear_probe/linear_eval.py,
 multimodal_finetune/train.py + test.py, the concept doors, segmentation/run.py) with the demo model on CPU,
 one thread, into WORK, then hashes every file it wrote. Text files are hashed after replacing WORK and the
-repository path by placeholders, so the hashes do not depend on where the run happened. A file whose bytes
+repository path by placeholders, and the package versions a results file records (`"versions": {...}` in its
+provenance) by one placeholder, so the hashes do not depend on where the run happened or on which release of
+pandas or transformers the venv installed that day. A file whose bytes
 differ between two runs of the same code (a time stamp, a duration) is listed as volatile and not compared.
 
     python benchmarks/door_hashes.py --record benchmarks/door_hashes.json   # twice-run, stable files recorded
@@ -18,6 +20,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -26,6 +29,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 S = "data/sample"
+
+
+_VERSIONS = re.compile(rb'"versions": \{[^{}]*\}')
 
 
 def _door_commands(work: Path) -> list[tuple[str, list[str]]]:
@@ -100,6 +106,7 @@ def run_doors(work: Path) -> dict[str, str]:
         data = p.read_bytes()
         for old, new in ((str(work), "<WORK>"), (str(REPO), "<REPO>")):
             data = data.replace(old.encode(), new.encode())
+        data = _VERSIONS.sub(b'"versions": "<VERSIONS>"', data)
         hashes[rel] = hashlib.sha256(data).hexdigest()
     return hashes
 
