@@ -230,7 +230,8 @@ def test_model_settings_name_the_setting_and_each_dialect_its_flag(changes, para
     """ModelConfig names the setting (`param`); panderm multimodal and the reference doors render their flags."""
     import dataclasses
 
-    from panderm.cli import build_parser
+    from panderm.cli import build_parser, command_flags
+    from panderm.cli.doors import door_flags
     from panderm.cli.multimodal import FLAGS as CLI_FLAGS
     from panderm.compat.multimodal_door import FLAGS as DOOR_FLAGS
     from panderm.compat.multimodal_door import reference_parser
@@ -241,9 +242,11 @@ def test_model_settings_name_the_setting_and_each_dialect_its_flag(changes, para
     with pytest.raises(PandermError) as err:
         cfg.check()
     assert err.value.param == param and "--" not in str(err.value)
-    cli = err.value.render(CLI_FLAGS)
-    door = err.value.render(DOOR_FLAGS)
-    assert cli.endswith(f"(set it with {CLI_FLAGS[param]})") and door.endswith(f"(set it with {DOOR_FLAGS[param]})")
+    cli_map, door_map = command_flags("multimodal", "train"), door_flags(reference_parser("train"), DOOR_FLAGS)
+    cli, door = err.value.render(cli_map), err.value.render(door_map)
+    assert cli.endswith(f"(set it with {cli_map[param]})") and door.endswith(f"(set it with {door_map[param]})")
+    if param != "modality":  # a setting of its own: each dialect's spelling of it
+        assert (cli_map[param], door_map[param]) == ("--" + param.replace("_", "-"), "--" + param)
     # every flag the two maps name is a flag of its parser
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction").choices
     train = next(a for a in sub["multimodal"]._actions if a.__class__.__name__ == "_SubParsersAction").choices["train"]
@@ -259,13 +262,16 @@ def test_model_settings_name_the_setting_and_each_dialect_its_flag(changes, para
 def test_training_settings_name_the_setting_and_each_dialect_its_flag(changes, param):
     import dataclasses
 
-    from panderm.cli.multimodal import FLAGS as CLI_FLAGS
-    from panderm.compat.multimodal_door import FLAGS as DOOR_FLAGS
+    from panderm.cli import command_flags
+    from panderm.cli.doors import door_flags
+    from panderm.compat import multimodal_door
     from panderm.errors import PandermError
     from panderm.tasks.multimodal.train import TrainConfig
 
     with pytest.raises(PandermError) as err:
         dataclasses.replace(TrainConfig(), **changes).check()
     assert err.value.param == param and "--" not in str(err.value)
-    assert err.value.render(CLI_FLAGS).endswith(f"(set it with --{param.replace('_', '-')})")
-    assert err.value.render(DOOR_FLAGS).endswith(f"(set it with --{param})")
+    cli_map = command_flags("multimodal", "train")
+    door_map = door_flags(multimodal_door.reference_parser("train"), multimodal_door.FLAGS)
+    assert err.value.render(cli_map).endswith(f"(set it with --{param.replace('_', '-')})")
+    assert err.value.render(door_map).endswith(f"(set it with --{param})")

@@ -22,7 +22,7 @@ def predictions_frame(test_table, labels, probs):
 @dataclass
 class FinetuneRun:
     """One tested checkpoint: `test` is `Finetuner.test()`'s dict; `name` "test" (after training) or "eval"
-    (`--eval`: files named results_eval.json, predictions/eval.csv, confusion_matrix_eval.png); `val` =
+    (evaluating a saved checkpoint: files named results_eval.json, predictions/eval.csv, confusion_matrix_eval.png); `val` =
     (labels, probs) of the val split for temperature scaling."""
     tuner: Finetuner
     test: dict

@@ -63,7 +63,7 @@ class MultimodalRun:
         return [dict(self.metrics)]
 
     def write_predictions(self, out_dir) -> Path:
-        """detailed_predictions.csv alone (the test door without --full_report)."""
+        """detailed_predictions.csv alone (a test run that asked for no full report)."""
         import pandas as pd
 
         from ...report import write_csv
