@@ -2,8 +2,6 @@
 the reference's feature (pooler output), the reference door and the errors a user meets (gated repo, bad weights)."""
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,8 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+
+import in_process
 
 from panderm.errors import ModelError
 from panderm.features import extract_features
@@ -128,10 +128,11 @@ def test_reference_door_probes_the_pooler_output(tiny_dinov3, tmp_path):
     """linear_eval.py with a DINOv3 model: the reference's `model(x)['pooler_output']` feature, 32-d here."""
     csv = REPO / "data" / "sample" / "pad_ufes20_sample" / "pad_ufes20_sample.csv"
     out = tmp_path / "lp"
-    r = subprocess.run([sys.executable, "linear_probe/linear_eval.py", "--csv_path", str(csv), "--image_key",
-                        "image_path", "--root_path", str(csv.parent), "--model", f"hf-vision:{tiny_dinov3}",
-                        "--device", "cpu", "--batch_size", "16",
-                        "--output_dir", str(out)], capture_output=True, text=True, cwd=REPO)
+    from panderm.compat.linear_probe_door import main  # in this process; the door's process: test_bad_input_matrix
+
+    r = in_process.run(main, ["--csv_path", csv, "--image_key", "image_path", "--root_path", csv.parent,
+                              "--model", f"hf-vision:{tiny_dinov3}", "--device", "cpu", "--batch_size", "16",
+                              "--output_dir", out])
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(out / "results.csv")
     assert list(table.columns) == ["Dataset", "W_F1", "AUROC", "BACC", "ACC", "AUPR"]

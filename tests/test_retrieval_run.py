@@ -1,8 +1,6 @@
 """Retrieval through the doors: reference keys vs a brute-force computation, reports, bad input."""
 import contextlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+import in_process
+from panderm.cli import main as panderm_main  # in this process; the processes are smoke-tested elsewhere
+from panderm.compat.main_door import main as main_door
 from panderm.errors import DataError
 from panderm.tasks.retrieval.data import load_pairs
 
@@ -42,12 +43,11 @@ def test_main_py_val_data_keys_equal_brute_force(tiny_openclip, tmp_path):
     csv = tmp_path / "pairs.csv"
     frame.assign(filename=[str(PH2.parent / p) for p in frame["image_path"]]).to_csv(csv, index=False)
     logs = tmp_path / "logs"
-    r = subprocess.run([sys.executable, "src/main.py", "--val-data", str(csv), "--dataset-type", "csv",
+    r = in_process.run(main_door, ["--val-data", str(csv), "--dataset-type", "csv",
                         "--csv-img-key", "filename", "--csv-caption-key", "caption", "--model",
                         f"local-dir:{tiny_openclip}", "--device", "cpu", "--workers", "0", "--batch-size", "16",
                         "--precision", "fp32", "--logs", str(logs), "--name", "ret",
-                        "--parent-path", str(tmp_path / "nowhere") + "/"],  # zero-shot CSVs only, as the reference
-                       capture_output=True, text=True, cwd=REPO)
+                        "--parent-path", str(tmp_path / "nowhere") + "/"])  # zero-shot CSVs only, as the reference
     assert r.returncode == 0, r.stderr
     got = json.loads((logs / "ret" / "checkpoints" / "results.jsonl").read_text())
     # open_clip's evaluate order: the rank keys, clip_val_loss, epoch, num_samples; our extra keys after them.
@@ -71,9 +71,9 @@ def test_main_py_val_data_keys_equal_brute_force(tiny_openclip, tmp_path):
 
 def test_cli_retrieval_groups_duplicates_and_writes_report(tiny_openclip, tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "panderm", "retrieval", "--model", f"local-dir:{tiny_openclip}",
-                        "--csv", str(PH2), "--caption-col", "concept_text", "--out", str(out), "--bootstrap", "20"],
-                       capture_output=True, text=True, cwd=REPO)
+    r = in_process.run(panderm_main, ["retrieval", "--model", f"local-dir:{tiny_openclip}",
+                                      "--csv", str(PH2), "--caption-col", "concept_text", "--out", str(out),
+                                      "--bootstrap", "20"])
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
     ranks = pd.read_csv(out / "ranks.csv")
@@ -169,11 +169,10 @@ def test_main_py_retrieval_with_repeated_captions_equals_the_reference(tiny_open
     csv = tmp_path / "pairs.csv"
     frame.assign(filename=paths).to_csv(csv, index=False)
     logs = tmp_path / "logs"
-    r = subprocess.run([sys.executable, "src/main.py", "--val-data", str(csv), "--dataset-type", "csv",
+    r = in_process.run(main_door, ["--val-data", str(csv), "--dataset-type", "csv",
                         "--csv-img-key", "filename", "--csv-caption-key", "caption", "--model",
                         f"local-dir:{tiny_openclip}", "--device", "cpu", "--workers", "0", "--batch-size", "24",
-                        "--precision", precision, "--logs", str(logs), "--name", "ret", "--no-cache"],
-                       capture_output=True, text=True, cwd=REPO)
+                        "--precision", precision, "--logs", str(logs), "--name", "ret", "--no-cache"])
     assert r.returncode == 0, r.stderr
     got = json.loads((logs / "ret" / "checkpoints" / "results.jsonl").read_text())
     ref, stable = reference_evaluate(tiny_openclip, paths, frame["caption"].tolist(), 24, precision == "amp")

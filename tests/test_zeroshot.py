@@ -1,7 +1,5 @@
 """Zero-shot classification against an independent computation written from the reference spec."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ from PIL import Image
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from torchvision import transforms as T
 
+import in_process
 from panderm.data.benchmarks import get_benchmark
 from panderm.data.templates import SKIN_TEMPLATES
 
@@ -45,7 +44,10 @@ def reference_probs(model_dir, csv, classnames):
 
 
 def run_main(*args):
-    return subprocess.run([sys.executable, "src/main.py", *args], capture_output=True, text=True, cwd=REPO)
+    """src/main.py in this process (its process smoke test: test_bad_input_matrix)."""
+    from panderm.compat.main_door import main
+
+    return in_process.run(main, args)
 
 
 def test_main_py_reproduces_reference_probabilities_and_keys(tiny_openclip, tmp_path):
@@ -95,7 +97,10 @@ def test_main_py_reproduces_reference_probabilities_and_keys(tiny_openclip, tmp_
 
 
 def _panderm(*args):
-    return subprocess.run([sys.executable, "-m", "panderm", *args], capture_output=True, text=True, cwd=REPO)
+    """`panderm` in this process (its process smoke tests: test_cli_features)."""
+    from panderm.cli import main
+
+    return in_process.run(main, args)
 
 
 def test_cli_custom_csv_with_class_name_labels(tiny_openclip, ham_csv, tmp_path):

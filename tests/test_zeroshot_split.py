@@ -2,24 +2,27 @@
 one warning line (issue 18 item 12). The reference door keeps scoring every row, without that warning."""
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
+
+import in_process
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _panderm(*args):
-    return subprocess.run([sys.executable, "-m", "panderm", *args], capture_output=True, text=True, cwd=REPO)
+    """`panderm` in this process (its process smoke tests: test_cli_features); warnings land in caplog."""
+    from panderm.cli import main
+
+    return in_process.run(main, args)
 
 
 def _classes(ham_csv):
     return str(ham_csv.parent / "classes.csv")
 
 
-def test_cli_split_scores_only_that_split_and_unchosen_split_warns(tiny_openclip, ham_csv, tmp_path):
+def test_cli_split_scores_only_that_split_and_unchosen_split_warns(tiny_openclip, ham_csv, tmp_path, caplog):
     frame = pd.read_csv(ham_csv)
     n_test = int((frame["split"] == "test").sum())
     assert 0 < n_test < len(frame)
@@ -31,13 +34,13 @@ def test_cli_split_scores_only_that_split_and_unchosen_split_warns(tiny_openclip
     assert entry["n"] == n_test and entry["split"] == "test"
     preds = pd.read_csv(tmp_path / "test" / "ham10000_sample" / "predictions.csv")
     assert len(preds) == n_test
-    assert "no split was chosen" not in r.stderr
+    assert not [m for m in caplog.messages if "no split was chosen" in m]
 
     r = _panderm(*common, "--out", str(tmp_path / "all"))
     assert r.returncode == 0, r.stderr
     entry = json.loads((tmp_path / "all" / "results.json").read_text())["datasets"]["ham10000_sample"]
     assert entry["n"] == len(frame) and entry["split"] is None
-    warned = [line for line in r.stderr.splitlines() if "no split was chosen" in line]
+    warned = [m for m in caplog.messages if "no split was chosen" in m]
     assert len(warned) == 1 and warned[0].endswith("choose one with --split NAME to score it"), r.stderr
 
     r = _panderm(*common, "--split", "tset", "--out", str(tmp_path / "typo"))
