@@ -164,8 +164,11 @@ def test_alias_loads_through_its_loader_and_its_card_gives_the_old_answers(alias
     assert old_monet_preprocess(card.model_id) == (card.preprocessing == "imagenet")
     if card.preprocessing == "imagenet":
         assert (enc.preprocess_spec.mean, enc.preprocess_spec.std) == (IMAGENET_MEAN, IMAGENET_STD)
-    # embed_is_features is what features extraction used to read from the `_identity` function's name.
-    assert enc.embed_is_features == (getattr(enc.projection_head(), "__name__", "") == "_identity")
+    # embed_is_features is what features extraction reads (it used to read an `_identity` function's name): the
+    # projection head is then the identity, else a real projection (or None where embed is no function of features)
+    from panderm.models.base import _same
+
+    assert (enc.projection_head() is _same) == enc.embed_is_features
     if enc.embed_is_features:
         tower = old_cae_tower(enc)  # the tiny PanDerm v1 tower is 32 px under the family's 224-px transform
         size = tower.cfg.image_size if tower is not None else enc.preprocess_spec.size

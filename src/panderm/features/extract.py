@@ -123,7 +123,7 @@ def _embed_via_features(encoder, head, paths, start, **kw) -> FeatureResult:
     if array is not None:
         return FeatureResult(array, True, key, time.perf_counter() - start, "embed")
     feats = extract_features(encoder, paths, "features", **kw)
-    if getattr(head, "__name__", "") == "_identity":
+    if encoder.embed_is_features:
         return FeatureResult(feats.array, feats.from_cache, feats.key, time.perf_counter() - start, "embed")
     device = encoder.device
     blocks = []

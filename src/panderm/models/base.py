@@ -32,6 +32,10 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLI
 KINDS = ("embed", "features", "tokens")
 
 
+def _same(features):
+    return features  # `embed` is `features` (no joint-space projection)
+
+
 @dataclass
 class PreprocessSpec:
     """Evaluation transform: resize → crop → RGB → tensor → normalise."""
@@ -142,9 +146,10 @@ class Encoder(nn.Module):
         """A callable with `embed == head(features)`, or None when `embed` is not a function of `features`.
 
         It lets one cached extraction of `features` serve both the linear probe and
-        zero-shot / retrieval (which need `embed`) without re-encoding any image.
+        zero-shot / retrieval (which need `embed`) without re-encoding any image. Where `embed_is_features`, the
+        identity; a family with a projection returns it.
         """
-        return None
+        return _same if self.embed_is_features else None
 
     @property
     def embed_is_features(self) -> bool:

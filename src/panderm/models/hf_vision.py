@@ -21,11 +21,6 @@ log = logging.getLogger(__name__)
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}
 
 
-def _identity(f):
-    # No joint space: `embed` is `features`.
-    return f
-
-
 class HFVisionEncoder(Encoder):
     family = "hf_vision"
 
@@ -36,9 +31,6 @@ class HFVisionEncoder(Encoder):
     @property
     def embed_is_features(self) -> bool:
         return True  # no joint space
-
-    def projection_head(self):
-        return _identity
 
     def _image(self, x, kind):
         out = self.model(pixel_values=x)

@@ -317,10 +317,6 @@ def preprocess_from_config(files: ResolvedFiles, model: nn.Module) -> Preprocess
     return spec
 
 
-def _identity(f):
-    return f
-
-
 class OpenCLIPEncoder(Encoder):
     family = "open_clip"
 
@@ -377,12 +373,10 @@ class OpenCLIPEncoder(Encoder):
             return visual.head
         if isinstance(visual, TrunkWrapper):
             return visual.trunk.head
-        if self._oc_vit:
-            if visual.proj is None:
-                return _identity
+        if self._oc_vit and visual.proj is not None:
             proj = visual.proj
             return lambda f: f @ proj
-        return _identity  # other towers: `features` is `embed`
+        return super().projection_head()  # no projection: `features` is `embed`
 
 
 def load_openclip(

@@ -20,11 +20,6 @@ V1_PREPROCESS = PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, i
 V1_SIZES = {"large": (1024, 24), "base": (768, 12)}
 
 
-def _identity(f):
-    # Vision-only backbones have no joint space: `embed` is `features`.
-    return f
-
-
 class PanDermV1Encoder(Encoder):
     """PanDerm v1 ViT-L/16 or ViT-B/16; the linear-probe feature is CLS after the final LayerNorm."""
 
@@ -43,9 +38,6 @@ class PanDermV1Encoder(Encoder):
     @property
     def embed_is_features(self) -> bool:
         return True  # no joint space
-
-    def projection_head(self):
-        return _identity
 
 
 def load_panderm_v1(size: str, checkpoint: str | None, allow_random_init: bool = False) -> PanDermV1Encoder:
@@ -98,9 +90,6 @@ class TimmEncoder(Encoder):
     @property
     def embed_is_features(self) -> bool:
         return True  # no joint space
-
-    def projection_head(self):
-        return _identity
 
     def _image(self, x, kind):
         if kind == "tokens":
@@ -172,9 +161,6 @@ class TorchvisionEncoder(Encoder):
     @property
     def embed_is_features(self) -> bool:
         return True  # no joint space
-
-    def projection_head(self):
-        return _identity
 
     def _image(self, x, kind):
         return self.model(x)
