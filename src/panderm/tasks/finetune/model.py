@@ -10,6 +10,7 @@ from torch import nn
 from ...errors import ModelError
 from ...models.base import Encoder
 from ...models.cae_vit import drop_path_rates as _drop_path_rates
+from ...models.cards import card_for
 
 # Not timm's param_groups_layer_decay: it takes layer ids from a model's group_matcher, which this wrapper of any
 # backbone lacks (timm then puts every parameter in one layer), so the reference's rule stays here.
@@ -44,7 +45,7 @@ class FinetuneModel(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.n_classes = n_classes
-        self.mean_pool = encoder.family == "panderm_v1"
+        self.mean_pool = card_for(encoder).pooling == "mean"  # PanDerm v1: mean patch tokens + fc_norm
         self.drop_path_applied = False
         self.rel_pos_bias = False
         self.drop_path_rates: list[float] = []

@@ -57,14 +57,14 @@ import torch
 from torch import nn
 
 from ...errors import ModelError, PandermError
-from ...models.cae_vit import CAEVisionTower, set_drop_path
+from ...models.cae_vit import set_drop_path
+from ...models.cards import cae_tower, card_for
 
 log = logging.getLogger(__name__)
 
 FUSIONS = ("cross_attention", "concatenate")
 HEADS = ("linear", "mlp")
 POOLS = ("auto", "cls", "mean", "features")
-REFERENCE_CLIP_CAE_DROP_PATH = 0.1  # PanDerm-2's VisionTransformer_FT(drop_path_rate=0.1)
 
 
 def canonical_fusion(name: str) -> str:
@@ -287,15 +287,6 @@ class FusionHead(nn.Module):
 # --------------------------------------------------------------------------- #
 # Full model
 # --------------------------------------------------------------------------- #
-def cae_tower(encoder) -> CAEVisionTower | None:
-    """The CAE tower inside `encoder` (PanDerm v1, or a CLIP model's CAE visual), else None."""
-    tower = getattr(encoder, "tower", None)
-    if tower is None:
-        visual = getattr(getattr(encoder, "model", None), "visual", None)
-        tower = getattr(visual, "trunk", visual)
-    return tower if isinstance(tower, CAEVisionTower) else None
-
-
 def resolve_pool(encoder, pool: str = "auto") -> str:
     """The reference's image feature per model: 'mean' for PanDerm v1, 'cls' for CLIP CAE towers, else 'features'."""
     if pool != "auto":
@@ -304,16 +295,12 @@ def resolve_pool(encoder, pool: str = "auto") -> str:
         if pool == "mean" and cae_tower(encoder) is None:
             raise ModelError(f"{encoder.model_id}: pool 'mean' needs a CAE tower (PanDerm); use 'cls' or 'features'")
         return pool
-    if "tokens" not in encoder.image_kinds or cae_tower(encoder) is None:
-        return "features"
-    return "mean" if encoder.family == "panderm_v1" else "cls"
+    return card_for(encoder).pooling
 
 
 def reference_drop_path(encoder) -> float:
     """The reference's stochastic-depth rate for this encoder's towers (see the module docstring)."""
-    if cae_tower(encoder) is None or encoder.family == "panderm_v1":
-        return 0.0
-    return REFERENCE_CLIP_CAE_DROP_PATH
+    return card_for(encoder).drop_path
 
 
 def image_features(encoder, x: torch.Tensor, pool: str) -> torch.Tensor:
