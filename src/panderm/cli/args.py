@@ -128,7 +128,6 @@ def add_analysis_args(p, calibrate: bool = False) -> None:
                             "before and after")
 
 
-#: The analysis settings' flags (errors name the setting; the `panderm` command names its flag).
 def settings_from_args(args, n_resamples: int | None = None, seed: int | None = None) -> AnalysisSettings:
     from ..analysis.subgroups import parse_bins
 

@@ -86,9 +86,10 @@ def _flag(args, dest: str) -> str:
 def _with_flags(fn, parser, flags: dict[str, str] | None = None):
     """`fn(args)` with `args.flag_of` set from `parser` (the one that parsed `args`); `flags` (the door's FLAGS)
     picks a spelling where an option has several."""
-    from .doors import parser_flags
+    from .doors import door_flags
 
-    flag_of = {**parser_flags(parser), **{k: v for k, v in (flags or {}).items() if v.startswith("--") and " " not in v}}
+    # the door's map without its whole hints: a spelling to put inside a sentence
+    flag_of = {k: v for k, v in door_flags(parser, flags).items() if v.startswith("--") and " " not in v}
 
     def run(args):
         args.flag_of = flag_of
@@ -261,8 +262,9 @@ def run_test(args) -> None:
     test = trainer.test(path)
     prov = provenance(encoder, data_files(args.data_path), seed=args.seed, inputs=[path])
     name = results_name_for_test(args.output_dir)
+    # the val split is scored only for a full report's temperature scaling
     run = MultimodalRun(trainer, test, reference=getattr(args, "reference", False),
-                        val=_val_predictions(trainer, analysis))
+                        val=_val_predictions(trainer, analysis) if args.full_report else None)
     if args.full_report:
         write_report(run, args.output_dir, prov, getattr(encoder, "random_init", False), analysis,
                      warning=RANDOM_ENCODERS, filename=name)

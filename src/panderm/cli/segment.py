@@ -77,17 +77,19 @@ def _train(args) -> None:
     info = {"task": "segmentation", "best_epoch": fit["best_epoch"], "best_val_jaccard": fit["best_val_jaccard"],
             "n_train": len(tables["train"]), "n_val": len(tables["val"]), "config": json.loads(
                 json.dumps(cfg.__dict__, default=list)), "history": fit["history"]}
-    run = SegmentationRun(info)
     if test_tables:
         table = test_tables["test"]
         run = SegmentationRun({**info, "split": args.test_split}, seg.evaluate(table, args.bootstrap, 42), table,
                               cfg.keep_largest)
+    else:
+        run = SegmentationRun(info)
     write_report(run, out, prov, encoder.random_init, warning=RANDOM_BACKBONE)
     if encoder.random_init:
         print(RANDOM_BACKBONE)
     print(f"best val Jaccard {fit['best_val_jaccard']:.4f} at epoch {fit['best_epoch']}")
-    if run.rows():
-        print(format_table(run.rows()))
+    rows = run.rows()
+    if rows:
+        print(format_table(rows))
     print(f"wrote {out / 'results.json'}")
 
 

@@ -8,6 +8,7 @@ has always written (provenance before best_epoch; its bytes are pinned in benchm
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .data import CLINICAL, DERM
@@ -40,7 +41,7 @@ class MultimodalRun:
         tr = self.trainer
         return list(tr.table.classnames or [str(k) for k in range(tr.n_classes)])
 
-    @property
+    @cached_property
     def metrics(self) -> dict:
         t = self.test
         return t["metrics"] if self.reference else panderm_metrics(t["labels"], t["probs"], t["metrics"]["avg_test_loss"])
