@@ -170,3 +170,16 @@ def test_layers_import_only_downward():
     assert _layer("panderm.cli.zeroshot") < _layer("panderm.tasks.zeroshot") < _layer("panderm.features.cache")
     upward = sorted(f"{m} -> {t}" for m, targets in _import_graph().items() for t in targets if _layer(t) < _layer(m))
     assert not upward, upward
+
+
+def test_no_command_name_below_the_command_line():
+    """The library does not know its command line: no `panderm <subcommand>` below cli/ and compat/, in code,
+    messages or docstrings alike (a docstring points to the module or the docs instead)."""
+    from panderm.cli import COMMANDS
+
+    named = re.compile(r"panderm (%s)\b" % "|".join(re.escape(name) for name, _ in COMMANDS))
+    assert named.search("see `panderm linear-probe`") and not named.search("panderm modelsx, panderm.models")
+    lib = REPO / "src" / "panderm"
+    offenders = [f"{p.relative_to(lib)}:{i}" for p in lib.rglob("*.py") if p.parent.name not in ("cli", "compat")
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if named.search(line)]
+    assert not offenders, offenders

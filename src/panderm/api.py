@@ -135,7 +135,7 @@ class Model:
                      image_col: str = "image_path",
                      label_col: str = "label", split_col: str = "split", root=None, n_bootstrap: int = 1000,
                      batch_size: int = 64, cache: bool = True, allow_outside_root: bool = False) -> dict:
-        """The linear probe on a CSV with a train/val/test split column (see ``panderm linear-probe``).
+        """The linear probe on a CSV with a train/val/test split column (:mod:`panderm.tasks.linear_probe`).
 
         ``kind="auto"`` probes the feature the reference used for this model family (``kind="embed"`` /
         ``"features"`` pick one, L2-normalised with ``normalize=True``); ``solver="reference"``

@@ -1,4 +1,4 @@
-"""`panderm demo`: every task on the bundled real sample, one short table each.
+"""The demo: every task on the bundled real sample, one short table each.
 
 Without a model id it evaluates a tiny model with random weights built on the fly:
 the numbers then only show that the pipeline runs, and every output says so.

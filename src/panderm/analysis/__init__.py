@@ -9,7 +9,7 @@ run folder's ``predictions.csv`` (:mod:`.runs`).
   temperature scaling.
 - :mod:`.subgroups`: per-group metrics with CIs, worst group, largest gap, fairness gaps.
 - :mod:`.stats`: paired bootstrap, DeLong, Holm.
-- :mod:`.compare`: leaderboard over run folders (the model × task × dataset grid that feeds it, `panderm sweep`,
+- :mod:`.compare`: leaderboard over run folders (the model × task × dataset grid that feeds it, the sweep command,
   is a grid of command lines and lives in :mod:`panderm.cli.sweep_run`).
 - :mod:`.audit`: duplicates, near-duplicates and group leakage in a dataset CSV.
 """

@@ -1,4 +1,4 @@
-"""Leaderboard and paired significance tests over panderm run folders (`panderm compare`).
+"""Leaderboard and paired significance tests over panderm run folders.
 
 :func:`compare_runs` reads run folders (:func:`panderm.analysis.runs.load_run`), groups what they evaluated
 into *benchmarks* (task + dataset, and for the linear probe the training setting and seed), and writes:

@@ -1,4 +1,4 @@
-"""What `panderm compare` writes: leaderboard and pairwise tables (CSV frames), ``leaderboard.md`` / ``.html`` and
+"""What a comparison writes: leaderboard and pairwise tables (CSV frames), ``leaderboard.md`` / ``.html`` and
 the plots (each metric with its CI, linear-probe label efficiency). The numbers come from :mod:`.compare_stats`.
 """
 from __future__ import annotations
@@ -114,7 +114,7 @@ def _markdown(result: CompareResult, settings: dict) -> str:
 def _html(result: CompareResult, settings: dict) -> str:
     e = html.escape
     primary = result.metrics[0]
-    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>panderm compare</title>",
+    parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>panderm leaderboard</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin-bottom:1.5em}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td.l,th.l{text-align:left}"
              ".best{font-weight:bold}.sig{background:#e8f4e8}img{max-width:900px;display:block;margin:1em 0}"

@@ -1,4 +1,4 @@
-"""The numbers of `panderm compare` and the :class:`CompareResult` that holds them: each model's metrics with
+"""The numbers of a comparison and the :class:`CompareResult` that holds them: each model's metrics with
 bootstrap CIs and ranks per benchmark, and the paired tests between models (paired bootstrap, DeLong for AUROC,
 Holm across benchmarks). Rendering: :mod:`.compare_report`.
 """

@@ -260,7 +260,7 @@ def load_run(run_dir: str | os.PathLike, dataset: str | None = None) -> list[Run
         return _single(results, run_dir, path, task, dataset)
     if _is_demo(results, run_dir):
         out: list[RunPredictions] = []
-        for sub, name in (("zeroshot", None), ("linear_probe", "PAD-UFES-20-sample")):  # panderm demo's probe set
+        for sub, name in (("zeroshot", None), ("linear_probe", "PAD-UFES-20-sample")):  # the demo's probe set
             if (run_dir / sub / "results.json").is_file():
                 out.extend(load_run(run_dir / sub, dataset=name))
         return out

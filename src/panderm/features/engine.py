@@ -28,7 +28,7 @@ from ..models.base import Encoder
 from ..models.cae_vit import cpu_autocast_active
 from ..progress import Progress
 
-# One logger for the whole package: `panderm features` raises "panderm.features" to INFO for its notes.
+# One logger for the whole package: the features command raises "panderm.features" to INFO for its notes.
 log = logging.getLogger("panderm.features")
 
 

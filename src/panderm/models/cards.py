@@ -159,7 +159,7 @@ _TABLE: tuple[ModelCard, ...] = (
     ModelCard("demo", "demo", loader="demo", note="tiny random-weight model built on the fly (demos and tests)"),
 )
 
-# Every card by alias, in table order (the order `panderm models` lists them).
+# Every card by alias, in table order (the order the models command lists them).
 CARDS: dict[str, ModelCard] = {card.alias: card for card in _TABLE}
 _BY_ALIAS = {name.lower(): card for name, card in CARDS.items()}
 _BY_MODEL_ID: dict[str, ModelCard] = {}

@@ -17,7 +17,7 @@ class Task:
     command: str  # the `panderm` subcommand
     module: str  # the module holding the task's run (and `demo`, when `report_key` is set)
     summary: str
-    report_key: str | None = None  # the demo's results.json key (None: not part of `panderm demo`)
+    report_key: str | None = None  # the demo's results.json key (None: not part of the demo)
 
     def load(self) -> ModuleType:
         return import_module(self.module)
@@ -38,5 +38,5 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("segmentation", "segment", "panderm.tasks.segmentation", "lesion segmentation (UPerNet on a ViT)"),
 )}
 
-#: the tasks `panderm demo` runs, in order, after feature extraction
+#: the tasks the demo (panderm.demo) runs, in order, after feature extraction
 DEMO_TASKS = tuple(name for name, t in TASKS.items() if t.report_key)

@@ -1,4 +1,4 @@
-"""File-level orchestration of the concept-discovery pipeline, shared by the reference doors and ``panderm concepts``.
+"""File-level orchestration of the concept-discovery pipeline, shared by the reference doors and the CLI.
 
 Each function reads its inputs (``.npy`` arrays, CSVs, SAE checkpoints), checks them all before any work is
 done, calls :mod:`panderm.tasks.concepts.sae` / :mod:`panderm.tasks.concepts.cbm`, and writes its outputs

@@ -3,7 +3,7 @@
 One feature extraction per (model, dataset, preprocessing) serves every fraction,
 seed and C. The reference door uses the reference feature of each family
 (`reference_feature`) and its preprocessing (Resize 256 bilinear → crop 224 →
-ImageNet mean with the 0.228 std typo); `panderm linear-probe` uses the model's
+ImageNet mean with the 0.228 std typo); the CLI and the API use the model's
 own preprocessing by default.
 """
 from __future__ import annotations

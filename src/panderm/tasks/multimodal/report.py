@@ -3,7 +3,7 @@ evaluation_metrics.csv, confusion_matrix.png, the analyses and the results.json 
 
 `reference=True` (the doors): the reference's columns and metric names, and results.json in the layout the door
 has always written (provenance before best_epoch; its bytes are pinned in benchmarks/door_hashes.json);
-`reference=False` (`panderm multimodal`): panderm's predictions schema and the metric registry's names
+`reference=False` (the CLI and the API): panderm's predictions schema and the metric registry's names
 (docs/OUTPUTS.md), provenance last as every task's."""
 from __future__ import annotations
 

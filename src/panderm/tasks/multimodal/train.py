@@ -29,7 +29,7 @@ Test outputs (as the reference): `detailed_predictions.csv` (`derm_filename,
 cli_filename, true_label, predicted_label, probability_class_0..K-1`),
 `evaluation_metrics.csv` (`accuracy, f1_macro, auroc, balanced_acc, sensitivity, aupr,
 avg_test_loss`), `confusion_matrix.png`; plus `results.json` with bootstrap CIs (`report.MultimodalRun`). That is the door's
-(`reference=True`); `panderm multimodal` writes the same files in panderm's schema (docs/OUTPUTS.md):
+(`reference=True`); `reference=False` writes the same files in panderm's schema (docs/OUTPUTS.md):
 `detailed_predictions.csv` as every panderm task's predictions (`image_path` dermoscopic, `image_path_2`
 clinical, `label`, `label_name`, `pred`, `pred_name`, `prob_<class>`), metrics by the registry's names
 (`PANDERM_METRIC_COLUMNS`).
@@ -63,7 +63,7 @@ log = logging.getLogger(__name__)
 
 MONITORS = ("acc", "loss", "f1", "auroc")
 METRIC_COLUMNS = ("accuracy", "f1_macro", "auroc", "balanced_acc", "sensitivity", "aupr", "avg_test_loss")
-#: `panderm multimodal`'s metrics: the metric registry's names (panderm.metrics.METRIC_NAMES) + the test loss.
+#: the metrics with `reference=False`: the metric registry's names (panderm.metrics.METRIC_NAMES) + the test loss.
 PANDERM_METRIC_COLUMNS = ("accuracy", "macro_f1", "auroc", "balanced_accuracy", "sensitivity", "aupr", "weighted_f1",
                           "avg_test_loss")
 
