@@ -218,14 +218,11 @@ class ToyEncoder(Encoder):
 
     family = "toy"
     image_kinds = ("embed", "features")
+    embed_is_features = True
 
     def __init__(self, name: str, width: int):
         super().__init__(f"toy:{name}", PreprocessSpec(size=16))
         self.proj = nn.Linear(3, width)
-
-    @property
-    def embed_is_features(self) -> bool:
-        return True
 
     def _image(self, x, kind):
         return self.proj(x.mean(dim=(2, 3)))

@@ -111,6 +111,16 @@ def run_door(fn: Callable[[], object], prog: str, debug: bool = False, flags: di
     return 0
 
 
+def door_main(parser: argparse.ArgumentParser, body: Callable[[argparse.Namespace], object], prog: str,
+              flags: dict[str, str] | None, argv=None, ignored: dict[str, str] | None = None) -> int:
+    """A reference door's whole main: parse `argv`, set up logging, say which reference flags change nothing
+    here (`ignored`: `{dest: why}`), then run `body(args)` as :func:`run_door` does."""
+    args = parser.parse_args(argv)
+    setup_logging()
+    report_ignored(args, ignored or {})
+    return run_door(lambda: body(args), prog, debug=args.debug, flags=flags, parser=parser)
+
+
 # A full disk, a read-only or foreign folder, a quota: the user's storage, not a bug.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
 

@@ -6,140 +6,139 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..cli.doors import finish_help, report_ignored, resolve_device, run_door, setup_logging
+from ..cli.doors import door_main, finish_help, resolve_device
 
 
 #: The concept doors' `{param: flag}` map: an error's `param` is named by these doors' flags.
 #: nothing the parsers cannot say: every param is named by the option with that destination
 FLAGS: dict[str, str] = {}
 
+# The reference only joins these into an image-path column it never reads.
+_NO_IMAGES = {
+    "image_col": "no image is read (the reference only builds image paths from it)",
+    "image_dir": "no image is read (the reference only builds image paths from it; the label stays the third column)",
+}
+
+
+def _new_parser(description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=description, allow_abbrev=False)
+
+
+def _finish(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return finish_help(p)
+
+
+def _add_labelled_rows(p: argparse.ArgumentParser, embeddings_help: str, gpu_help: str) -> None:
+    """The labels CSV and its rows' codes, as scripts 1 and 2 take them (image flags and GPU accepted, unused)."""
+    p.add_argument("--csv", required=True, help="required: CSV with one row per image (labels)")
+    p.add_argument("--embeddings", required=True, help=embeddings_help)
+    p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")
+    p.add_argument("--image_dir", default=None, help="image folder; ignored")
+    p.add_argument("--gpu", type=int, default=None, help=gpu_help)
+    p.add_argument("--label_col", default=None, help="label column by name (default: the third column)")
+
+
+def _gpu(index) -> str:
+    """The reference's `--gpu N`; without it GPU 0 when there is one, else the CPU."""
+    return resolve_device("auto" if index is None else f"cuda:{index}")
+
 
 # -- automated-concept-discovery/0_extract_sae_activations.py ------------
 
 def build_extract_activations_parser(description: str = "") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    p = _new_parser(description)
     p.add_argument("--checkpoint", required=True, help="required: SAE autoencoder.pth")
     p.add_argument("--embeddings", required=True, help="required: embeddings .npy [N, D]")
     p.add_argument("--output", required=True, help="required: output .npy of SAE activations [N, F]")
     p.add_argument("--batch_size", type=int, default=512, help="rows per batch")
     p.add_argument("--gpu", type=int, default=None, help="GPU index (default: GPU 0 when available, else CPU)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return finish_help(p)
+    return _finish(p)
+
+
+def _extract_activations(args) -> None:
+    from ..tasks.concepts.run import extract_activations
+
+    s = extract_activations(args.checkpoint, args.embeddings, args.output, args.batch_size, device=_gpu(args.gpu))
+    print(f"Number of features activated at least once: {s['n_active']} / {s['n_latents']}")
+    print(f"saved {args.output} {tuple(s['shape'])}")
 
 
 def main_extract_activations(argv=None, description: str = "") -> int:
-    parser = build_extract_activations_parser(description)
-    args = parser.parse_args(argv)
-    setup_logging()
-
-    def run():
-        from ..tasks.concepts.run import extract_activations
-
-        device = resolve_device("auto" if args.gpu is None else f"cuda:{args.gpu}")
-        s = extract_activations(args.checkpoint, args.embeddings, args.output, args.batch_size, device=device)
-        print(f"Number of features activated at least once: {s['n_active']} / {s['n_latents']}")
-        print(f"saved {args.output} {tuple(s['shape'])}")
-
-    return run_door(run, "0_extract_sae_activations.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(build_extract_activations_parser(description), _extract_activations,
+                     "0_extract_sae_activations.py", FLAGS, argv)
 
 
 # -- automated-concept-discovery/1_train_clf_binary-class.py -------------
 
-# The reference only joins these into an image-path column it never reads, or picks a GPU for a CPU model.
-IGNORED_TRAIN_CLF = {
-    "image_col": "no image is read (the reference only builds image paths from it)",
-    "image_dir": "no image is read (the reference only builds image paths from it; the label stays the third column)",
-    "gpu": "the classifier (sklearn SGD) runs on CPU",
-}
+IGNORED_TRAIN_CLF = {**_NO_IMAGES, "gpu": "the classifier (sklearn SGD) runs on CPU"}
 
 
 def build_train_clf_parser(description: str = "") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
-    p.add_argument("--csv", required=True, help="required: CSV with one row per image (labels)")
-    p.add_argument("--embeddings", required=True, help="[N, F] SAE codes or [N, D] embeddings, CSV row order")
-    p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")
-    p.add_argument("--image_dir", default=None, help="image folder; ignored")
-    p.add_argument("--gpu", type=int, default=None, help="GPU index; ignored (the classifier runs on CPU)")
+    p = _new_parser(description)
+    _add_labelled_rows(p, "[N, F] SAE codes or [N, D] embeddings, CSV row order",
+                       "GPU index; ignored (the classifier runs on CPU)")
     p.add_argument("--output", default=None, help="folder for the mean weights and intercept")
-    p.add_argument("--label_col", default=None, help="label column by name (default: the third column)")
     p.add_argument("--split_col", default=None, help="train/test column to use instead of the 50 random splits")
     p.add_argument("--n_splits", type=int, default=50, help="random train/test splits averaged")
     p.add_argument("--seed", type=int, default=0, help="split i uses random_state seed+i (0: the reference)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return finish_help(p)
+    return _finish(p)
+
+
+def _train_clf(args) -> None:
+    from ..tasks.concepts.run import run_cbm
+
+    r = run_cbm(args.csv, args.embeddings, args.output, label_col=args.label_col, label_position=2,
+                split_col=args.split_col, n_splits=args.n_splits, seed=args.seed, binary=True)
+    s = r["results"]["features"]["summary"]
+    print(f"label column: {r['label_col']}; {r['results']['features']['n_splits']} split(s)")
+    print(f"Mean ROC-AUC: {s['auroc']['mean']:.3f}")
+    print(f"Mean F1: {s['macro_f1']['mean']:.3f}")
+    print(f"non-zero mean weights: {r['results']['features']['n_nonzero_mean_coef']}")
+    if args.output:
+        print(f"saved {os.path.join(args.output, 'mean_classifier_weights.npy')}")
 
 
 def main_train_clf(argv=None, description: str = "") -> int:
-    parser = build_train_clf_parser(description)
-    args = parser.parse_args(argv)
-    setup_logging()
-    report_ignored(args, IGNORED_TRAIN_CLF)
-
-    def run():
-        from ..tasks.concepts.run import run_cbm
-
-        r = run_cbm(args.csv, args.embeddings, args.output, label_col=args.label_col, label_position=2,
-                    split_col=args.split_col, n_splits=args.n_splits, seed=args.seed, binary=True)
-        s = r["results"]["features"]["summary"]
-        print(f"label column: {r['label_col']}; {r['results']['features']['n_splits']} split(s)")
-        print(f"Mean ROC-AUC: {s['auroc']['mean']:.3f}")
-        print(f"Mean F1: {s['macro_f1']['mean']:.3f}")
-        print(f"non-zero mean weights: {r['results']['features']['n_nonzero_mean_coef']}")
-        if args.output:
-            print(f"saved {os.path.join(args.output, 'mean_classifier_weights.npy')}")
-
-    return run_door(run, "1_train_clf_binary-class.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(build_train_clf_parser(description), _train_clf, "1_train_clf_binary-class.py", FLAGS, argv,
+                     IGNORED_TRAIN_CLF)
 
 
 # -- automated-concept-discovery/2_global_concept_viz_binary-class.py ----
 
-# The reference only joins these into an image-path column it never reads, or picks a GPU for numpy work.
-IGNORED_CONCEPT_VIZ = {
-    "image_col": "no image is read (the reference only builds image paths from it)",
-    "image_dir": "no image is read (the reference only builds image paths from it; the label stays the third column)",
-    "gpu": "the computation is a mean over rows, on CPU",
-}
+IGNORED_CONCEPT_VIZ = {**_NO_IMAGES, "gpu": "the computation is a mean over rows, on CPU"}
 
 
 def build_concept_viz_parser(description: str = "") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
-    p.add_argument("--csv", required=True, help="required: CSV with one row per image (labels)")
-    p.add_argument("--embeddings", required=True, help="[N, F] SAE codes, CSV row order")
-    p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")
-    p.add_argument("--image_dir", default=None, help="image folder; ignored")
-    p.add_argument("--gpu", type=int, default=None, help="GPU index; ignored")
-    p.add_argument("--label_col", default=None, help="label column by name (default: the third column)")
+    p = _new_parser(description)
+    _add_labelled_rows(p, "[N, F] SAE codes, CSV row order", "GPU index; ignored")
     p.add_argument("--topk", type=int, default=10, help="latents kept per class")
     p.add_argument("--out_dir", required=True, help="folder for class_importance.json / .npz")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return finish_help(p)
+    return _finish(p)
+
+
+def _concept_viz(args) -> None:
+    from ..errors import DataError
+    from ..tasks.concepts.retrieve import class_importance, save_class_importance
+    from ..tasks.concepts.run import load_array, read_labels
+
+    if args.topk < 1:
+        raise DataError(f"the number of latents per class must be >= 1, got {args.topk}", param="topk")
+    labels, col, _, n = read_labels(args.csv, args.label_col, position=2)
+    X = load_array(args.embeddings, "embeddings", n_rows=n, rows_of=f"the CSV {args.csv}")
+    result = class_importance(X, labels, args.topk)
+    files = save_class_importance(result, args.out_dir, extra={
+        "csv": args.csv, "embeddings": args.embeddings, "label_col": col, "topk": args.topk})
+    print(f"label column: {col}; {len(result)} classes")
+    for c, r in result.items():
+        pairs = ", ".join(f"{int(i)}:{v:+.4f}" for i, v in zip(r["top_indices"], r["top_values"]))
+        print(f"class {c}: {pairs}")
+    print(f"saved {files['json']} and {files['npz']}")
 
 
 def main_concept_viz(argv=None, description: str = "") -> int:
-    parser = build_concept_viz_parser(description)
-    args = parser.parse_args(argv)
-    setup_logging()
-    report_ignored(args, IGNORED_CONCEPT_VIZ)
-
-    def run():
-        from ..errors import DataError
-        from ..tasks.concepts.retrieve import class_importance, save_class_importance
-        from ..tasks.concepts.run import load_array, read_labels
-
-        if args.topk < 1:
-            raise DataError(f"the number of latents per class must be >= 1, got {args.topk}", param="topk")
-        labels, col, _, n = read_labels(args.csv, args.label_col, position=2)
-        X = load_array(args.embeddings, "embeddings", n_rows=n, rows_of=f"the CSV {args.csv}")
-        result = class_importance(X, labels, args.topk)
-        files = save_class_importance(result, args.out_dir, extra={
-            "csv": args.csv, "embeddings": args.embeddings, "label_col": col, "topk": args.topk})
-        print(f"label column: {col}; {len(result)} classes")
-        for c, r in result.items():
-            pairs = ", ".join(f"{int(i)}:{v:+.4f}" for i, v in zip(r["top_indices"], r["top_values"]))
-            print(f"class {c}: {pairs}")
-        print(f"saved {files['json']} and {files['npz']}")
-
-    return run_door(run, "2_global_concept_viz_binary-class.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(build_concept_viz_parser(description), _concept_viz, "2_global_concept_viz_binary-class.py",
+                     FLAGS, argv, IGNORED_CONCEPT_VIZ)
 
 
 # -- automated-concept-discovery/3_train_biased-cbm_binary-class.py ------
@@ -153,7 +152,7 @@ IGNORED_BIASED_CBM = {
 
 
 def build_biased_cbm_parser(description: str = "") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    p = _new_parser(description)
     p.add_argument("--train_csv", required=True, help="required: training CSV")
     p.add_argument("--test_csv", required=True, help="required: test CSV")
     p.add_argument("--train_embeddings", required=True, help="train SAE codes, train CSV row order")
@@ -164,30 +163,26 @@ def build_biased_cbm_parser(description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--label_col", default=None, help="label column by name (default: the last column)")
     p.add_argument("--random_state", type=int, default=42, help="seed of the classifier")
     p.add_argument("--gpu", default=None, help="ignored: the classifier runs on CPU")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return finish_help(p)
+    return _finish(p)
+
+
+def _biased_cbm(args) -> None:
+    from ..tasks.concepts.run import biased_cbm
+
+    r = biased_cbm(args.train_csv, args.test_csv, args.train_embeddings, args.test_embeddings, args.output,
+                   label_col=args.label_col, random_state=args.random_state, binary=True)
+    m = r["metrics"]
+    print(f"label column: {r['label_col']}")
+    print(f"ROC-AUC: {m['auroc']:.3f}")
+    print(f"F1: {m['macro_f1']:.3f}")
+    print(f"Accuracy: {m['accuracy']:.3f}")
+    if args.output:
+        print(f"saved {os.path.join(args.output, 'classifier_weights.npy')}")
 
 
 def main_biased_cbm(argv=None, description: str = "") -> int:
-    parser = build_biased_cbm_parser(description)
-    args = parser.parse_args(argv)
-    setup_logging()
-    report_ignored(args, IGNORED_BIASED_CBM)
-
-    def run():
-        from ..tasks.concepts.run import biased_cbm
-
-        r = biased_cbm(args.train_csv, args.test_csv, args.train_embeddings, args.test_embeddings, args.output,
-                       label_col=args.label_col, random_state=args.random_state, binary=True)
-        m = r["metrics"]
-        print(f"label column: {r['label_col']}")
-        print(f"ROC-AUC: {m['auroc']:.3f}")
-        print(f"F1: {m['macro_f1']:.3f}")
-        print(f"Accuracy: {m['accuracy']:.3f}")
-        if args.output:
-            print(f"saved {os.path.join(args.output, 'classifier_weights.npy')}")
-
-    return run_door(run, "3_train_biased-cbm_binary-class.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(build_biased_cbm_parser(description), _biased_cbm, "3_train_biased-cbm_binary-class.py", FLAGS,
+                     argv, IGNORED_BIASED_CBM)
 
 
 # -- automated-concept-discovery/4_intervention_CBM.py -------------------
@@ -200,7 +195,7 @@ IGNORED_INTERVENTION = {
 
 
 def build_intervention_parser(description: str = "") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    p = _new_parser(description)
     p.add_argument("--top_n", type=int, default=5, help="number of latents intervened on")
     p.add_argument("--concept", default="hair", help="concept text, e.g. hair, 'purple ink', 'calibration scale'")
     p.add_argument("--method", default="matching", choices=["matching", "topk"],
@@ -224,42 +219,38 @@ def build_intervention_parser(description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None, help="classifier weights .npy (overrides --importance_file)")
     p.add_argument("--activations", default=None, help="codes to edit .npy (overrides --activation_file)")
     p.add_argument("--output", default=None, help="edited codes .npy (overrides --output_file)")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return finish_help(p)
+    return _finish(p)
+
+
+def _intervention(args) -> None:
+    from ..errors import PandermError
+    from ..tasks.concepts.run import intervene_codes
+
+    def path(given, *parts):
+        if given:
+            return given
+        if os.path.isabs(parts[-1]):  # os.path.join keeps an absolute last part, as in the reference
+            return parts[-1]
+        if not args.result_dir:
+            raise PandermError("give --result_dir (or --weights, --activations and --output)")
+        return os.path.join(args.result_dir, *parts)
+
+    weights = path(args.weights, args.importance_file)
+    codes = path(args.activations, args.split, args.activation_file)
+    out = path(args.output, args.split, args.output_file)
+    info = intervene_codes(args.sae_checkpoint, weights, codes, out, concept=args.concept, method=args.method,
+                           top_n=args.top_n, model_id=args.model, checkpoint=args.checkpoint,
+                           device=resolve_device(args.device, reference_cuda=True))
+    if info["random_init"]:
+        print("RANDOM WEIGHTS: the concept text was encoded by an untrained model")
+    what = f"matched to {args.concept!r}" if args.method == "matching" else "with the largest |weight|"
+    print(f"zeroed {len(info['latents'])} latents {what}: {info['latents']}")
+    print(f"saved {out}")
 
 
 def main_intervention(argv=None, description: str = "") -> int:
-    parser = build_intervention_parser(description)
-    args = parser.parse_args(argv)
-    setup_logging()
-    report_ignored(args, IGNORED_INTERVENTION)
-
-    def run():
-        from ..errors import PandermError
-        from ..tasks.concepts.run import intervene_codes
-
-        def path(given, *parts):
-            if given:
-                return given
-            if os.path.isabs(parts[-1]):  # os.path.join keeps an absolute last part, as in the reference
-                return parts[-1]
-            if not args.result_dir:
-                raise PandermError("give --result_dir (or --weights, --activations and --output)")
-            return os.path.join(args.result_dir, *parts)
-
-        weights = path(args.weights, args.importance_file)
-        codes = path(args.activations, args.split, args.activation_file)
-        out = path(args.output, args.split, args.output_file)
-        info = intervene_codes(args.sae_checkpoint, weights, codes, out, concept=args.concept, method=args.method,
-                               top_n=args.top_n, model_id=args.model, checkpoint=args.checkpoint,
-                               device=resolve_device(args.device, reference_cuda=True))
-        if info["random_init"]:
-            print("RANDOM WEIGHTS: the concept text was encoded by an untrained model")
-        what = f"matched to {args.concept!r}" if args.method == "matching" else "with the largest |weight|"
-        print(f"zeroed {len(info['latents'])} latents {what}: {info['latents']}")
-        print(f"saved {out}")
-
-    return run_door(run, "4_intervention_CBM.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(build_intervention_parser(description), _intervention, "4_intervention_CBM.py", FLAGS, argv,
+                     IGNORED_INTERVENTION)
 
 
 # -- automated-concept-discovery/train_sae.py ----------------------------
@@ -273,7 +264,7 @@ IGNORED_TRAIN_SAE = {
 
 
 def build_train_sae_parser(description: str = "") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    p = _new_parser(description)
     p.add_argument("--save_dir", default="",
                    help="folder holding all_embeddings.npy; outputs go here (default: the current folder)")
     p.add_argument("--embeddings", default=None,
@@ -293,30 +284,24 @@ def build_train_sae_parser(description: str = "") -> argparse.ArgumentParser:
     p.add_argument("--trial", default=None, help="run label; ignored")
     p.add_argument("--gpu", default=None, help="GPU index (default: GPU 0 when available, else CPU)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch progress lines")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return finish_help(p)
+    return _finish(p)
+
+
+def _train_sae(args) -> None:
+    from ..tasks.concepts.run import train_sae_from_file
+
+    embeddings = args.embeddings or os.path.join(args.save_dir, "all_embeddings.npy")
+    # The reference's recipe unless asked otherwise: zero pre-bias, no resampling.
+    cfg = dict(expansion=args.expansion, l1=args.l1, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+               resample_every=args.resample_every, pre_bias_init=args.pre_bias_init, seed=args.seed,
+               device=_gpu(args.gpu))
+    flags = {name: f"--{name}" for name in ("pre_bias_init", "resample_every", "epochs", "expansion")}
+    s = train_sae_from_file(embeddings, args.save_dir or ".", cfg, progress=not args.quiet, flag_names=flags)
+    f = s["final"]
+    print(f"SAE {s['d_in']} -> {s['n_latents']} on {s['n_samples']} rows: loss {f['loss']:.4g}, "
+          f"FVU {f['fvu']:.4f}, L0 {f['l0']:.1f}, dead {f['dead_fraction']:.3f}")
+    print(f"saved {os.path.join(args.save_dir or '.', 'autoencoder.pth')} and learned_activation.npy")
 
 
 def main_train_sae(argv=None, description: str = "") -> int:
-    parser = build_train_sae_parser(description)
-    args = parser.parse_args(argv)
-    setup_logging()
-    report_ignored(args, IGNORED_TRAIN_SAE)
-
-    def run():
-        from ..tasks.concepts.run import train_sae_from_file
-
-        embeddings = args.embeddings or os.path.join(args.save_dir, "all_embeddings.npy")
-        device = resolve_device("auto" if args.gpu is None else f"cuda:{args.gpu}")
-        # The reference's recipe unless asked otherwise: zero pre-bias, no resampling.
-        cfg = dict(expansion=args.expansion, l1=args.l1, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                   resample_every=args.resample_every, pre_bias_init=args.pre_bias_init, seed=args.seed,
-                   device=device)
-        flags = {name: f"--{name}" for name in ("pre_bias_init", "resample_every", "epochs", "expansion")}
-        s = train_sae_from_file(embeddings, args.save_dir or ".", cfg, progress=not args.quiet, flag_names=flags)
-        f = s["final"]
-        print(f"SAE {s['d_in']} -> {s['n_latents']} on {s['n_samples']} rows: loss {f['loss']:.4g}, "
-              f"FVU {f['fvu']:.4f}, L0 {f['l0']:.1f}, dead {f['dead_fraction']:.3f}")
-        print(f"saved {os.path.join(args.save_dir or '.', 'autoencoder.pth')} and learned_activation.npy")
-
-    return run_door(run, "train_sae.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(build_train_sae_parser(description), _train_sae, "train_sae.py", FLAGS, argv, IGNORED_TRAIN_SAE)

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..cli.args import add_allow_absolute_paths, add_max_image_pixels
-from ..cli.doors import check_inputs, finish_help, resolve_device, run_door, setup_logging
+from ..cli.doors import check_inputs, door_main, finish_help, resolve_device
 from . import add_reference_device_arg
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
@@ -47,7 +47,4 @@ def run(args) -> None:
 
 
 def main(argv=None, description: str = "") -> int:
-    parser = build_parser(description)
-    args = parser.parse_args(argv)
-    setup_logging()
-    return run_door(lambda: run(args), "export_visual_features.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(build_parser(description), run, "export_visual_features.py", FLAGS, argv)

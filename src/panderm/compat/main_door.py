@@ -206,9 +206,6 @@ def run(args) -> None:
 
 
 def main(argv=None) -> int:
-    from ..cli.doors import run_door, setup_logging
+    from ..cli.doors import door_main
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging()
-    return run_door(lambda: run(args), "main.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(build_parser(), run, "main.py", FLAGS, argv)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli.doors import finish_help, run_door, setup_logging
+from ..cli.doors import door_main, finish_help
 from ..cli.multimodal import _with_flags, run_test, run_train
 from ..cli.multimodal_args import add_recipe_args, add_train_args, str2bool
 
@@ -58,7 +58,5 @@ def reference_parser(mode: str) -> argparse.ArgumentParser:
 
 def run_reference(mode: str, argv=None) -> int:
     parser = reference_parser(mode)
-    args = parser.parse_args(argv)
-    setup_logging()
     run = _with_flags(run_train if mode == "train" else run_test, parser, FLAGS)
-    return run_door(lambda: run(args), f"multimodal_finetune/{mode}.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(parser, run, f"multimodal_finetune/{mode}.py", FLAGS, argv)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli.doors import finish_help, resolve_device, run_door, setup_logging
+from ..cli.doors import door_main, finish_help, resolve_device
 
 #: The door's `{param: flag}` map for params whose option has another name (the rest: the option with that
 #: destination, `cli.doors.parser_flags`).
@@ -48,7 +48,4 @@ def run(args) -> None:
 
 
 def main(argv=None, description: str = "") -> int:
-    parser = build_parser(description)
-    args = parser.parse_args(argv)
-    setup_logging()
-    return run_door(lambda: run(args), "segmentation/run.py", debug=args.debug, flags=FLAGS, parser=parser)
+    return door_main(build_parser(description), run, "segmentation/run.py", FLAGS, argv)

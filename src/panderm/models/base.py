@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
-# IMAGENET_MEAN / IMAGENET_STD stay importable from here for existing importers (tasks/finetune.py).
-from .constants import IMAGENET_MEAN, IMAGENET_STD, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, REFERENCE_STD  # noqa: F401
+from .constants import IMAGENET_MEAN, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, REFERENCE_STD
 
 KINDS = ("embed", "features", "tokens")
 
@@ -151,12 +150,11 @@ class Encoder(nn.Module):
         """
         return _same if self.embed_is_features else None
 
-    @property
-    def embed_is_features(self) -> bool:
-        """True where `encode_image(x, "embed")` is `encode_image(x, "features")` (no joint-space projection:
-        vision-only backbones, towers without a projection), so a cached `features` extraction is `embed` as is.
-        Every family says so; `projection_head()` is then the identity."""
-        return False
+    #: True where `encode_image(x, "embed")` is `encode_image(x, "features")` (no joint-space projection:
+    #: vision-only backbones, towers without a projection), so a cached `features` extraction is `embed` as is.
+    #: Every family says so (a class attribute, or a property where it depends on the tower);
+    #: `projection_head()` is then the identity.
+    embed_is_features: bool = False
 
     def _text(self, ids: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

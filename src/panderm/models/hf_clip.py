@@ -15,6 +15,7 @@ from .constants import IMAGENET_MEAN, IMAGENET_STD
 
 class HFCLIPEncoder(Encoder):
     family = "hf_clip"
+    embed_is_features = False  # `embed` is the visual projection of `features`
 
     def __init__(self, model, tokenizer, model_id: str, spec: PreprocessSpec, context_length: int):
         self._hf_tokenizer = tokenizer
@@ -46,10 +47,6 @@ class HFCLIPEncoder(Encoder):
         if kind == "features":
             return out.pooler_output
         return out.last_hidden_state
-
-    @property
-    def embed_is_features(self) -> bool:
-        return False  # `embed` is the visual projection of `features`
 
     def projection_head(self):
         return self.model.visual_projection

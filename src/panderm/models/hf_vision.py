@@ -23,14 +23,11 @@ _RESAMPLE = {2: "bilinear", 3: "bicubic"}
 
 class HFVisionEncoder(Encoder):
     family = "hf_vision"
+    embed_is_features = True  # no joint space
 
     def __init__(self, model, model_id: str, spec: PreprocessSpec):
         super().__init__(model_id, spec, None, random_init=False)
         self.model = model
-
-    @property
-    def embed_is_features(self) -> bool:
-        return True  # no joint space
 
     def _image(self, x, kind):
         out = self.model(pixel_values=x)

@@ -24,6 +24,7 @@ class PanDermV1Encoder(Encoder):
     """PanDerm v1 ViT-L/16 or ViT-B/16; the linear-probe feature is CLS after the final LayerNorm."""
 
     family = "panderm_v1"
+    embed_is_features = True  # no joint space
 
     def __init__(self, tower: CAEVisionTower, model_id: str, checkpoint: str | None, random_init: bool):
         extra = {"checkpoint": Path(checkpoint).name if checkpoint else None}
@@ -34,10 +35,6 @@ class PanDermV1Encoder(Encoder):
         if kind == "tokens":
             return self.tower.tokens(x)
         return self.tower.features(x)
-
-    @property
-    def embed_is_features(self) -> bool:
-        return True  # no joint space
 
 
 def load_panderm_v1(size: str, checkpoint: str | None, allow_random_init: bool = False) -> PanDermV1Encoder:
@@ -82,14 +79,11 @@ def _is_reduced_test_tower(cfg: CAEConfig) -> bool:
 
 class TimmEncoder(Encoder):
     family = "timm"
+    embed_is_features = True  # no joint space
 
     def __init__(self, model: nn.Module, model_id: str, spec: PreprocessSpec, random_init: bool, checkpoint):
         super().__init__(model_id, spec, None, random_init=random_init, extra={"checkpoint": checkpoint})
         self.model = model
-
-    @property
-    def embed_is_features(self) -> bool:
-        return True  # no joint space
 
     def _image(self, x, kind):
         if kind == "tokens":
@@ -151,16 +145,13 @@ def load_timm(name: str, checkpoint: str | None, allow_random_init: bool = False
 
 class TorchvisionEncoder(Encoder):
     family = "torchvision"
+    embed_is_features = True  # no joint space
     image_kinds = ("embed", "features")
 
     def __init__(self, model: nn.Module, model_id: str, random_init: bool, checkpoint):
         spec = PreprocessSpec(size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD, interpolation="bilinear", resize_to=256)
         super().__init__(model_id, spec, None, random_init=random_init, extra={"checkpoint": checkpoint})
         self.model = model
-
-    @property
-    def embed_is_features(self) -> bool:
-        return True  # no joint space
 
     def _image(self, x, kind):
         return self.model(x)

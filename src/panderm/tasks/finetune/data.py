@@ -7,7 +7,8 @@ from torch.utils.data import Dataset
 
 from ...data.images import open_image
 from ...errors import DataError
-from ...models.base import IMAGENET_MEAN, IMAGENET_STD, Encoder
+from ...models.base import Encoder
+from ...models.constants import IMAGENET_MEAN, IMAGENET_STD
 from .config import FinetuneConfig
 
 REFERENCE_STD = (0.228, 0.224, 0.225)  # the reference's std typo (docs/REFERENCE.md)

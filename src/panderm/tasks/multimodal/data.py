@@ -30,8 +30,8 @@ could depend on it:
 - the label is a 0-d tensor (the reference returned shape [1] and squeezed later).
 
 Modules: ``table`` (the uniform table and shared checks), ``loaders`` (one per dataset and any CSV),
-``augment`` (transforms), ``dataset`` (torch Dataset, sampling). Every name stays importable from here; the
-normalisation constants live in :mod:`panderm.models.constants`.
+``augment`` (transforms), ``dataset`` (torch Dataset, sampling). Their public names are importable from here
+(private helpers from their own module); the normalisation constants live in :mod:`panderm.models.constants`.
 """
 from __future__ import annotations
 
@@ -40,28 +40,21 @@ from .augment import (
     RESIZE_MODES,
     AugParams,
     PairedTransform,
-    _randint,
-    _uniform,
     apply_aug,
     reference_resize,
     sample_aug_params,
     sample_crop,
     to_float_tensor,
 )
-from .dataset import META_MODES, MultimodalDataset, class_balanced_weights, make_datasets, weighted_sampler
+from .dataset import MultimodalDataset, class_balanced_weights, make_datasets, weighted_sampler
 from .loaders import (
     DATASET_LOADERS,
     DERM7PT_CLASSES,
     DERM7PT_GROUPS,
-    DERM7PT_INDEX_FILES,
     DERM7PT_META_COLUMNS,
     MILK11_META_COLUMNS,
     MILK11_MONET_COLUMNS,
-    MILK11_NUM_CLASSES,
     PAD_CLASSES,
-    _derm7pt_labels,
-    _pad_part,
-    _read_indexes,
     load_derm7pt,
     load_milk11,
     load_multimodal,
@@ -69,21 +62,7 @@ from .loaders import (
     load_pad_ufes20,
 )
 from .prompts import PAD_META_COLUMNS
-from .table import (
-    _SPLIT_ALIASES,
-    CLINICAL,
-    DERM,
-    SPLITS,
-    MultimodalTable,
-    _bad_image_rows,
-    _case_frame,
-    _finish,
-    _first_present,
-    _image_base,
-    _is_scalar_present,
-    _meta_dir,
-    _splits,
-)
+from .table import SPLITS, MultimodalTable
 
 __all__ = [
     "SPLITS", "DERM7PT_CLASSES", "DERM7PT_GROUPS", "DERM7PT_META_COLUMNS", "MILK11_META_COLUMNS",

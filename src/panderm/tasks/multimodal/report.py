@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .data import CLINICAL, DERM
+from .table import CLINICAL, DERM
 from .train import METRIC_COLUMNS, PANDERM_METRIC_COLUMNS, MultimodalTrainer
 
 #: results.json's warning when the encoders were untrained

@@ -73,6 +73,7 @@ from .rank import (  # noqa: F401  (re-exported: the public home of the ranking 
     _compute_dtype,
     _group_key,
     _labels_1d,
+    _on_device,
     _rank_core,
     _resolve_device,
     _row_groups,
@@ -224,13 +225,7 @@ def retrieval_metrics(
     _check_same_dim(I, T, "image embeddings", "text embeddings")
     n = I.shape[0]
 
-    dtype = _compute_dtype(I, T)
-    if dev.type != "cpu":
-        I, T = I.to(dev, dtype), T.to(dev, dtype)
-    else:
-        I, T = I.cpu(), T.cpu()
-    i_norms = _row_norms(I, "image embeddings", dtype, chunk)
-    t_norms = _row_norms(T, "text embeddings", dtype, chunk)
+    I, T, i_norms, t_norms, dtype = _on_device(I, T, ("image embeddings", "text embeddings"), dev, chunk)
 
     rows = np.arange(n, dtype=np.int64)
     if image_groups is None and text_groups is None:

@@ -120,6 +120,17 @@ def _row_norms(t: torch.Tensor, name: str, dtype: torch.dtype, chunk: int) -> to
     return out
 
 
+def _on_device(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str], dev: torch.device, chunk: int):
+    """Both matrices in their common compute dtype on `dev` (on the CPU the cast is left to the blocks), with
+    their checked row norms: `(a, b, a_norms, b_norms, dtype)`."""
+    dtype = _compute_dtype(a, b)
+    if dev.type != "cpu":
+        a, b = a.to(dev, dtype), b.to(dev, dtype)
+    else:
+        a, b = a.cpu(), b.cpu()
+    return a, b, _row_norms(a, names[0], dtype, chunk), _row_norms(b, names[1], dtype, chunk), dtype
+
+
 def _check_pair_count(n_image: int, n_text: int) -> None:
     if n_image != n_text:
         raise DataError(
@@ -468,13 +479,7 @@ def rank_of_targets(
             bad = int(np.flatnonzero(~has_hit)[0])
             raise DataError(f"query {bad}: no key is in its group {gq[bad]!r}")
 
-    dtype = _compute_dtype(Q, K)
-    if dev.type != "cpu":
-        Q, K = Q.to(dev, dtype), K.to(dev, dtype)
-    else:
-        Q, K = Q.cpu(), K.cpu()
-    q_norms = _row_norms(Q, "queries", dtype, chunk)
-    k_norms = _row_norms(K, "keys", dtype, chunk)
+    Q, K, q_norms, k_norms, dtype = _on_device(Q, K, ("queries", "keys"), dev, chunk)
     with torch.inference_mode():
         return _rank_core(
             Q, K, q_norms, k_norms, np.arange(nq), np.arange(nk), lab_q, lab_k, chunk, dtype
