@@ -50,7 +50,9 @@ def probe_loss(weight: torch.Tensor, bias: torch.Tensor, X: torch.Tensor, y: tor
     The penalty is the *unsquared* Frobenius norm of the weight (``torch.norm`` of the matrix), so C is not
     sklearn's C: the penalty grows linearly, not quadratically, with the weights. The bias is not penalised.
     """
-    logits = X @ weight.T + bias
+    # F.linear is the reference's nn.Linear forward (one fused addmm): `X @ W.T + b` rounds differently on some
+    # CPUs (AVX-512), and L-BFGS on this weakly penalised loss turns a 1e-7 difference into 1e-2 in the weights.
+    logits = F.linear(X, weight, bias)
     return F.cross_entropy(logits, y) + (1.0 / C) * 0.5 * torch.linalg.matrix_norm(weight, ord="fro")
 
 
@@ -273,7 +275,7 @@ class LogisticRegressionProbe:
         log_prior = np.log(prior)
         b = torch.as_tensor(log_prior - log_prior.mean(), dtype=torch.float64, device=X64.device)
         W = torch.zeros(n_classes, X64.shape[1], dtype=torch.float64, device=X64.device, requires_grad=True)
-        F.cross_entropy(X64 @ W.T + b, targets).backward()
+        F.cross_entropy(F.linear(X64, W, b), targets).backward()
         if float(torch.linalg.matrix_norm(W.grad, ord="fro")) > 0.5 / C:
             return None
         return W.detach(), b
@@ -287,9 +289,12 @@ class LogisticRegressionProbe:
         return X_np
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Logits ``X Wᵀ + b`` in float32, ``[N, K]``."""
+        """Logits ``X Wᵀ + b`` in float32, ``[N, K]``: the reference's nn.Linear forward, on the CPU."""
         X_np = self._check_fitted(X)
-        return X_np @ self.coef_.T + self.intercept_
+        with torch.inference_mode():
+            logits = F.linear(torch.from_numpy(_writable(np.ascontiguousarray(X_np))),
+                              torch.from_numpy(self.coef_), torch.from_numpy(self.intercept_))
+        return logits.numpy()
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Softmax probabilities ``[N, K]`` (float64 for the metric code; computed from float32 logits)."""
