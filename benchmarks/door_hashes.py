@@ -8,8 +8,14 @@ provenance) by one placeholder, so the hashes do not depend on where the run hap
 pandas or transformers the venv installed that day. A file whose bytes
 differ between two runs of the same code (a time stamp, a duration) is listed as volatile and not compared.
 
+The bytes of float results depend on the CPU's kernels as well as on the code: the same commit gives other
+embeddings on an AVX-512 machine than on an AVX2 one. `--check` compares with a record made on a machine like
+this one (the record names the CPU it was made on); `--against REV` needs no record: it runs the doors of REV
+(a temporary git worktree) and of this working tree on this machine and compares the two.
+
     python benchmarks/door_hashes.py --record benchmarks/door_hashes.json   # twice-run, stable files recorded
     python benchmarks/door_hashes.py --check benchmarks/door_hashes.json    # exit 1 on any changed file
+    python benchmarks/door_hashes.py --against c789457                      # REV vs the working tree, here
 
 Run it from the repository root with the package importable (the project's venv).
 """
@@ -20,6 +26,7 @@ import csv
 import hashlib
 import json
 import os
+import platform
 import re
 import shutil
 import subprocess
@@ -32,6 +39,23 @@ S = "data/sample"
 
 
 _VERSIONS = re.compile(rb'"versions": \{[^{}]*\}')
+
+
+def cpu() -> str:
+    """The CPU model and its widest vector extension: what decides the float kernels torch and numpy pick."""
+    model = platform.processor() or platform.machine()
+    flags = ""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    isa = next((f for f in ("avx512f", "avx2", "avx") if f" {f}" in flags), "")
+    return f"{model} ({isa})" if isa else model
 
 
 def _door_commands(work: Path) -> list[tuple[str, list[str]]]:
@@ -72,14 +96,14 @@ def _mm_common(w: str) -> list[str]:
             "--use_text_encoder", "--output_dir", f"{w}/mm", "--cuda", "false"]
 
 
-def _inputs(work: Path) -> None:
+def _inputs(work: Path, repo: Path) -> None:
     """Door inputs made from the bundled sample: PH2 image/caption pairs and a PH2 melanoma CSV."""
-    rows = list(csv.DictReader(open(REPO / S / "ph2" / "ph2.csv", newline="")))
+    rows = list(csv.DictReader(open(repo / S / "ph2" / "ph2.csv", newline="")))
     with open(work / "pairs.csv", "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["filename", "caption"])
         for r in rows:
-            out.writerow([os.path.relpath(REPO / S / "ph2" / r["image_path"], REPO), r["concept_text"]])
+            out.writerow([os.path.relpath(repo / S / "ph2" / r["image_path"], repo), r["concept_text"]])
     with open(work / "ph2_mel.csv", "w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["ImageID", "diag", "melanoma"])
@@ -87,14 +111,16 @@ def _inputs(work: Path) -> None:
             out.writerow([r["image_id"], r["diag"], int(r["diag"] == "melanoma")])
 
 
-def run_doors(work: Path) -> dict[str, str]:
+def run_doors(work: Path, repo: Path = REPO) -> dict[str, str]:
+    """Run every door of the checkout `repo` (its own src/ first on the path) into `work`; hash what they wrote."""
     work.mkdir(parents=True, exist_ok=True)
-    _inputs(work)
+    _inputs(work, repo)
     given = {p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file()}
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PANDERM_CACHE=str(work / "cache"),
-               MPLBACKEND="Agg", PYTHONHASHSEED="0")
+               MPLBACKEND="Agg", PYTHONHASHSEED="0",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(repo / "src"), os.environ.get("PYTHONPATH")])))
     for label, cmd in _door_commands(work):
-        proc = subprocess.run([sys.executable, *cmd], cwd=REPO, env=env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, *cmd], cwd=repo, env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"{label} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         print(f"ran {label}", flush=True)
@@ -104,11 +130,27 @@ def run_doors(work: Path) -> dict[str, str]:
         if not p.is_file() or rel in given or rel.startswith("cache/"):
             continue
         data = p.read_bytes()
-        for old, new in ((str(work), "<WORK>"), (str(REPO), "<REPO>")):
+        for old, new in ((str(work), "<WORK>"), (str(repo), "<REPO>")):
             data = data.replace(old.encode(), new.encode())
         data = _VERSIONS.sub(b'"versions": "<VERSIONS>"', data)
         hashes[rel] = hashlib.sha256(data).hexdigest()
     return hashes
+
+
+def _report(base: dict[str, str], now: dict[str, str], volatile: set[str], base_name: str, now_name: str) -> int:
+    changed = [k for k, v in base.items() if k not in volatile and now.get(k) != v]
+    new = sorted(set(now) - set(base) - volatile)
+    for k in changed:
+        print(f"CHANGED {k}" if k in now else f"MISSING {k}")
+    for k in new:
+        print(f"NEW     {k}")
+    n = len([k for k in base if k not in volatile])
+    print(f"{n - len(changed)}/{n} files byte-identical to {base_name} (now {now_name})")
+    return 1 if changed or new else 0
+
+
+def _head(repo: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,29 +158,41 @@ def main(argv: list[str] | None = None) -> int:
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--record", type=Path, help="run twice, write the stable hashes here")
     mode.add_argument("--check", type=Path, help="run once, compare with this record")
+    mode.add_argument("--against", metavar="REV", help="run REV's doors and this working tree's, here; compare")
+    ap.add_argument("--volatile-from", type=Path, default=REPO / "benchmarks" / "door_hashes.json",
+                    help="with --against: the record whose volatile files (time stamps) are not compared")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="door-hashes-"))
     try:
+        if args.against:
+            base_repo = tmp / "base"
+            subprocess.run(["git", "worktree", "add", "--detach", str(base_repo), args.against], cwd=REPO,
+                           check=True, capture_output=True)
+            try:
+                base = run_doors(tmp / "a", base_repo)
+                base_name = _head(base_repo)[:7]
+            finally:
+                subprocess.run(["git", "worktree", "remove", "--force", str(base_repo)], cwd=REPO,
+                               capture_output=True)
+            volatile = set(json.loads(args.volatile_from.read_text())["volatile"])
+            now = run_doors(tmp / "b")
+            print(f"on {cpu()}")
+            return _report(base, now, volatile, base_name, f"{_head(REPO)[:7]} + working tree")
         first = run_doors(tmp / "a")
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        commit = _head(REPO)
         if args.record:
             second = run_doors(tmp / "b")
             stable = {k: v for k, v in first.items() if second.get(k) == v}
             volatile = sorted((set(first) | set(second)) - set(stable))
-            record = {"commit": commit, "files": stable, "volatile": volatile}
+            record = {"commit": commit, "cpu": cpu(), "files": stable, "volatile": volatile}
             args.record.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
             print(f"{len(stable)} stable files recorded, {len(volatile)} volatile: {', '.join(volatile) or '-'}")
             return 0
         record = json.loads(args.check.read_text())
-        changed = [k for k, v in record["files"].items() if first.get(k) != v]
-        new = sorted(set(first) - set(record["files"]) - set(record["volatile"]))
-        for k in changed:
-            print(f"CHANGED {k}" if k in first else f"MISSING {k}")
-        for k in new:
-            print(f"NEW     {k}")
-        print(f"{len(record['files']) - len(changed)}/{len(record['files'])} files byte-identical to "
-              f"{record['commit'][:7]} (now {commit[:7]})")
-        return 1 if changed or new else 0
+        if record.get("cpu", "an unrecorded CPU") != cpu():
+            print(f"note: recorded on {record.get('cpu', 'an unrecorded CPU')}, checked on {cpu()}: float results "
+                  f"may differ by the CPU alone (--against REV compares on one machine)")
+        return _report(record["files"], first, set(record["volatile"]), record["commit"][:7], commit[:7])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
