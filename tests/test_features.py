@@ -105,7 +105,8 @@ def test_torchrun_two_processes_give_identical_features(tiny_openclip, ham_csv, 
     import os
 
     # torchrun gives each rank one thread; the single process gets the same so the kernels sum in the same order.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    # TMPDIR: torchrun's torchelastic_* folders land in the test's folder, not in /tmp.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(tmp_path)}
     common = ["features", "--model", f"local-dir:{tiny_openclip}", "--csv", str(ham_csv), "--batch-size", "8",
               "--workers", "0", "--no-cache", "--device", "cpu"]
     one = subprocess.run([sys.executable, "-m", "panderm", *common, "--out", str(tmp_path / "one.npy")],

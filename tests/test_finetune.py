@@ -340,7 +340,8 @@ def test_torchrun_two_processes_train_like_one(tiny_panderm_v1, tiny_csv, tmp_pa
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     # Loopback for gloo: resolving the host name can pick an interface the ranks cannot reach each other on.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    # TMPDIR: torchrun's torchelastic_* folders land in the test's folder, not in /tmp.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo", "TMPDIR": str(tmp_path)}
     common = ["finetune", "--model", "panderm-v1-base", "--checkpoint", str(tiny_panderm_v1), "--csv", str(tiny_csv),
               "--epochs", "3", "--batch-size", "8", "--warmup-epochs", "1", "--lr", "5e-3", "--drop-path", "0",
               "--mixup", "0", "--cutmix", "0", "--no-augment", "--bootstrap", "0", "--workers", "0",
