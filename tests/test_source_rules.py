@@ -183,3 +183,46 @@ def test_no_command_name_below_the_command_line():
     offenders = [f"{p.relative_to(lib)}:{i}" for p in lib.rglob("*.py") if p.parent.name not in ("cli", "compat")
                  for i, line in enumerate(p.read_text().splitlines(), 1) if named.search(line)]
     assert not offenders, offenders
+
+
+def _modules_the_parser_imports() -> set[str]:
+    """Every module loaded by building the `panderm` parser (what `panderm --help` costs), in a fresh process."""
+    import subprocess
+    import sys
+
+    code = "import sys; from panderm.cli import build_parser; build_parser(); print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    return set(out.stdout.split())
+
+
+def test_building_the_parser_imports_no_heavy_library():
+    """`panderm --help` stays fast: neither torch nor pandas, PIL, matplotlib, scipy or scikit-learn."""
+    loaded = _modules_the_parser_imports()
+    assert "panderm.cli.zeroshot" in loaded
+    assert not {"torch", "pandas", "PIL", "matplotlib", "scipy", "sklearn"} & loaded
+
+
+def test_own_imports_at_the_module_top_below_the_command_line():
+    """The dependency graph is read off the module tops: a function imports one of panderm's modules only in a
+    module the parser loads (start-up time, the test above) or where a try/except chooses."""
+    lazy_ok = {m for m in _modules_the_parser_imports() if m.startswith("panderm.")} | {"panderm"}
+    src = REPO / "src"
+    offenders = []
+    for path in (src / "panderm").rglob("*.py"):
+        rel = path.relative_to(src).with_suffix("")
+        module = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        if rel.parts[1] in ("cli", "compat") or module in lazy_ok:
+            continue
+        tree = ast.parse(path.read_text())
+        parent = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("panderm"))):
+                continue
+            chain, up = [], parent.get(node)
+            while up is not None:
+                chain.append(up)
+                up = parent.get(up)
+            if any(isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) for n in chain) and \
+                    not any(isinstance(n, ast.Try) for n in chain):
+                offenders.append(f"{module}:{node.lineno}")
+    assert not offenders, offenders

@@ -21,9 +21,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .data.benchmarks import get_benchmark
 from .data.images import open_image, to_rgb
 from .data.templates import SKIN_TEMPLATES
+from .errors import PandermError
 from .models import Encoder, load_encoder
+from .runtime import resolve_device
+from .tasks import zeroshot
+from .tasks.linear_probe import pipeline as lp, solver_tol
+from .tasks.retrieval import pipeline as retrieval_run
+from .tasks.retrieval.data import load_pairs
+from .tasks.zeroshot import class_embeddings, zero_shot_probs
 
 ImageLike = Union[str, os.PathLike, Image.Image]
 
@@ -44,8 +52,6 @@ class Model:
         Dataset evaluations decode JPEGs at a reduced DCT scale (still at least twice the model input; much
         faster on large photos); ``full_decode=True`` decodes them fully, as the reference does.
         """
-        from .runtime import resolve_device
-
         encoder = load_encoder(model_id, checkpoint=checkpoint, device=resolve_device(device, flag="device"),
                                allow_random_init=allow_random_init)
         encoder.set_draft_decode(not full_decode)
@@ -86,8 +92,6 @@ class Model:
     def zero_shot_classify(self, images: ImageLike | Sequence[ImageLike], classnames: Sequence[str],
                            templates: Sequence[str] | None = None) -> dict[str, float] | list[dict[str, float]]:
         """Class probabilities for one image (a dict) or a list of images (a list of dicts)."""
-        from .tasks.zeroshot import class_embeddings, zero_shot_probs
-
         _check_lists(classnames=classnames, templates=templates)
         single = isinstance(images, (str, os.PathLike, Image.Image))
         weights = class_embeddings(self.encoder, list(classnames), list(templates or SKIN_TEMPLATES))
@@ -109,10 +113,6 @@ class Model:
 
         Returns ``{"dataset", "n", "classnames", "metrics", "ci", "probs", "labels"}``.
         """
-        from .data.benchmarks import get_benchmark
-        from .errors import PandermError
-        from .tasks import zeroshot
-
         _check_lists(classnames=classnames, templates=templates)
         if (csv is None) == (benchmark is None):
             raise PandermError("give either a csv (with classnames) or a benchmark name")
@@ -142,9 +142,6 @@ class Model:
         keeps the reference's L-BFGS stopping rule. Returns :func:`panderm.tasks.linear_probe.run_linear_probe`'s
         dict (``runs``, ``summary``, ...) plus ``"kind"`` and ``"normalized"``.
         """
-        from .tasks.linear_probe import pipeline as lp
-        from .tasks.linear_probe import solver_tol
-
         tol = solver_tol(solver)
         splits = lp.load_splits(csv, image_col, label_col, split_col, root=root,
                                 allow_outside_root=allow_outside_root)
@@ -164,9 +161,6 @@ class Model:
         ``duplicates="auto"`` counts identical images / captions (or a ``group_by`` column) as one item;
         ``"none"`` lets them compete, as the reference does.
         """
-        from .tasks.retrieval import pipeline as retrieval_run
-        from .tasks.retrieval.data import load_pairs
-
         pairs = load_pairs(csv, image_col, caption_col, root=root, group_by=group_by,
                            allow_outside_root=allow_outside_root)
         run = retrieval_run.evaluate(self.encoder, pairs, group_mode=duplicates, n_bootstrap=n_bootstrap, seed=seed,
@@ -176,8 +170,6 @@ class Model:
 
 def _check_lists(**named) -> None:
     """A plain string where a list is expected would be split into characters: refuse it."""
-    from .errors import PandermError
-
     for name, value in named.items():
         if isinstance(value, str):
             raise PandermError(f"{name} must be a list of strings, got the string {value!r}")

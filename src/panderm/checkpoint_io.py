@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .errors import ModelError
+from .report import atomic_path, forget_claimed
 
 
 def _first_line(exc: BaseException) -> str:
@@ -48,8 +49,6 @@ def load_torch(path: str | os.PathLike, what: str = "checkpoint") -> Any:
 
 def save_torch(path: str | os.PathLike, payload: Any) -> Path:
     """Write `payload` atomically; identical payloads give identical bytes whatever the file name."""
-    from .report import atomic_path
-
     buf = io.BytesIO()
     torch.save(payload, buf)
     with atomic_path(path, suffix=".pt") as tmp:
@@ -60,8 +59,6 @@ def save_torch(path: str | os.PathLike, payload: Any) -> Path:
 
 def save_training_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """:func:`save_torch`, and the run folder holding it is kept even if the run later fails (resume needs it)."""
-    from .report import forget_claimed
-
     save_torch(path, payload)
     forget_claimed()
     return Path(path)

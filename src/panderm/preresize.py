@@ -35,6 +35,7 @@ from PIL import Image
 from .data.images import PIXEL_LIMIT_PARAM, image_pixel_limit, open_image
 from .data.tables import _probe, _rows, list_items, read_csv, require_columns, resolve_paths
 from .errors import DataError
+from .report import atomic_path
 
 DEFAULT_SIZE = 448
 MANIFEST = ".panderm-preresize.json"
@@ -233,8 +234,6 @@ def _preresize(csv, image_col, out, *, root, size, quality, workers) -> Preresiz
             summary.resized += 1
         else:
             summary.copied += 1
-    from .report import atomic_path
-
     # Every output now matches these settings (failed images have none): a rerun may skip what is up to date.
     with atomic_path(manifest) as tmp:
         tmp.write_text(json.dumps(settings))

@@ -17,6 +17,10 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
+from . import __version__
+from .data.tables import file_sha256
+from .errors import PandermError
+
 
 def current_umask() -> int:
     """The process umask (read by setting it and putting it back)."""
@@ -212,8 +216,6 @@ def lock_run_dir(path: str | os.PathLike) -> Path:
     gets one error line instead of writing into it. The lock is on the folder itself (flock on its
     descriptor), so it leaves no file behind and dies with the process, even under kill -9.
     """
-    from .errors import PandermError
-
     path = Path(path)
     key = str(path.resolve())
     if key in _LOCKED:
@@ -246,8 +248,6 @@ def release_run_dirs() -> None:
 
 def prepare_run_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Create and lock a run folder; an existing non-empty one is an error unless `overwrite`."""
-    from .errors import PandermError
-
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise PandermError(f"output path exists and is not a folder: {path}")
@@ -309,8 +309,6 @@ def provenance(encoder=None, csv_files=(), seed=None, extra: dict | None = None,
     import sys
     from importlib import metadata
 
-    from . import __version__
-
     versions = {"panderm": __version__, "python": platform.python_version()}
     for pkg in ("torch", "torchvision", "open_clip_torch", "timm", "transformers", "numpy", "scikit-learn", "pandas"):
         try:
@@ -318,8 +316,6 @@ def provenance(encoder=None, csv_files=(), seed=None, extra: dict | None = None,
         except metadata.PackageNotFoundError:
             pass
     import shlex
-
-    from .data.tables import file_sha256
 
     out = {"command": shlex.join(sys.argv), "versions": versions, "seed": seed}
     if encoder is not None:

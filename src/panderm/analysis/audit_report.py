@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..data.images import open_image
+from ..errors import DataError
 from ..report import atomic_path, write_csv, write_json
 
 THUMB = 160  # px, the longer side of each thumbnail in the HTML
@@ -73,9 +75,6 @@ def markdown(result, top: int = 50) -> str:
 def thumbnail_uri(path: str | os.PathLike) -> str | None:
     """A data: URI holding a small PNG of the image (None when it cannot be opened)."""
     from PIL import Image
-
-    from ..data.images import open_image
-    from ..errors import DataError
 
     try:
         img = open_image(path, draft=2 * THUMB)

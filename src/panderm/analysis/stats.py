@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import metrics as M
 from ..errors import DataError
 from ..validation import binary_labels_and_scores
 
@@ -84,8 +85,6 @@ def paired_bootstrap(y: Any, probs_a: Any, probs_b: Any, metric: str, n_resample
 
     ``return_samples`` adds ``samples`` (the used replicate differences, in draw order).
     """
-    from .. import metrics as M
-
     y_arr, pa, pred_a = M._prepare(y, probs_a, None, multi_class)
     _, pb, pred_b = M._prepare(y, probs_b, None, multi_class)
     if pa.shape != pb.shape:
@@ -205,8 +204,6 @@ def delong_multiclass(y: Any, probs_a: Any, probs_b: Any) -> dict:
     Returns ``{method, auc_a, auc_b, diff, z, p_value, per_class}``; ``per_class`` lists
     ``{class, auc_a, auc_b, diff, z, p_value, p_holm}`` (K > 2 only; z is the binary z for K == 2, nan else).
     """
-    from .. import metrics as M
-
     y_arr, pa = M._labels_and_probs(y, probs_a)
     _, pb = M._labels_and_probs(y_arr, probs_b)
     if pa.shape != pb.shape:

@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
+from ..report import record_input
 from panderm.errors import DataError
 from panderm.metrics import is_metric
 
@@ -430,8 +431,6 @@ def load_classnames(spec: str | os.PathLike[str] | Iterable[str]) -> tuple[str, 
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise DataError(f"{path}: cannot read class-name file ({exc})") from None
-        from ..report import record_input
-
         record_input(path)
         if path.suffix.lower() == ".csv":
             return _names_from_csv(path, text)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from .images import PIXEL_LIMIT_PARAM, ImageTooLarge, open_header
 
 MAX_LISTED = 10  # an error is one readable line; the count says how many more
 
@@ -206,8 +207,6 @@ def warn_duplicates(frame: pd.DataFrame, columns: Sequence[str], path) -> list[i
 def _probe(path: Path) -> str | None:
     from PIL import UnidentifiedImageError
 
-    from .images import ImageTooLarge, open_header
-
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -246,7 +245,7 @@ def check_images(paths: Sequence[Path], label: str = "", workers: int = 8, root=
         if len(bad) == len(paths) and kinds == ["missing"] and root is not None:
             hint, param = f"; no image exists under {root}: are the CSV's paths relative to another folder?", "image_root"
         elif "too large" in kinds:
-            from .images import PIXEL_LIMIT_PARAM as param
+            param = PIXEL_LIMIT_PARAM
         row = (lambda i: f"row {_rows([rows[i]])}: ") if rows is not None else (lambda i: "")
         raise DataError(
             f"{len(bad)} of {len(paths)} image(s){where} cannot be used ({', '.join(kinds)}): "

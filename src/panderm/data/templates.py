@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
+from ..report import record_input
 from panderm.errors import DataError
 
 __all__ = ["SKIN_TEMPLATES", "render", "load_templates"]
@@ -74,8 +75,6 @@ def load_templates(path: str | Path) -> tuple[str, ...]:
         raise DataError(f"{path}: template file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read template file ({exc})") from None
-    from ..report import record_input
-
     record_input(path)
 
     templates: list[str] = []

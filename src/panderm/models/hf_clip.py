@@ -11,6 +11,7 @@ import torch
 from ..errors import ModelError
 from .base import Encoder, PreprocessSpec
 from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .hub import cache_only_for, is_cached, not_cached_message
 
 
 class HFCLIPEncoder(Encoder):
@@ -68,8 +69,6 @@ class HFCLIPEncoder(Encoder):
 
 def load_hf_clip(repo: str, monet_preprocess: bool = False) -> HFCLIPEncoder:
     from transformers import AutoTokenizer, CLIPModel
-
-    from .hub import cache_only_for, is_cached, not_cached_message
 
     local = cache_only_for(repo)  # an unreachable hub: the local cache only, without transformers' retries
     try:

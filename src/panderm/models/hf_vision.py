@@ -14,6 +14,7 @@ from pathlib import Path
 from ..errors import ModelError
 from .base import Encoder, PreprocessSpec
 from .constants import IMAGENET_MEAN, IMAGENET_STD
+from .hub import cache_only_for, is_cached, not_cached_message
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,6 @@ def _read_processor_config(repo: str) -> dict:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
 
-    from .hub import cache_only_for
-
     try:
         return json.loads(Path(hf_hub_download(repo, "preprocessor_config.json",
                                                local_files_only=cache_only_for(repo))).read_text())
@@ -96,8 +95,6 @@ def _load_error(repo: str, exc: Exception) -> ModelError:
 
 def load_hf_vision(repo: str) -> HFVisionEncoder:
     from transformers import AutoModel
-
-    from .hub import cache_only_for, is_cached, not_cached_message
 
     local = cache_only_for(repo)  # an unreachable hub: the local cache only, without transformers' retries
     try:

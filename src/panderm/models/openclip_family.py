@@ -25,6 +25,7 @@ from ..errors import ModelError
 from .base import Encoder, PreprocessSpec
 from .cae_vit import TrunkWrapper, CAEVisionTower, build_cae_from_state_dict, detect_cae_layout
 from .checkpoints import load_strict, read_state_dict
+from .hub import cache_only, not_cached_message
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ def _hub_download(repo: str, filename: str, revision: str | None) -> Path:
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
-
-    from .hub import cache_only, not_cached_message
 
     try:
         # HF_TOKEN is read by huggingface_hub itself; an unreachable hub (one short probe) or HF_HUB_OFFLINE=1
@@ -132,8 +131,6 @@ def resolve_local_dir(path: str) -> ResolvedFiles:
 def _pretrained_weights(cfg: dict, name: str, pretrained: str) -> Path:
     """open_clip's download of a pretrained tag; from the local HF cache only when the hub cannot be reached."""
     from open_clip import pretrained as oc_pretrained
-
-    from .hub import cache_only, not_cached_message
 
     local = bool(cfg.get("hf_hub")) and "file" not in cfg and cache_only()  # after a failed probe: no retries
     try:

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.images import image_pixel_limit
 from ..data.tables import load_table
+from ..distributed import is_main
 from ..features import extract_features
 from ..models import load_encoder
 from ..models.base import PreprocessSpec
-from ..report import atomic_path, write_json
+from ..report import atomic_path, provenance, write_json
 
 log = logging.getLogger(__name__)
 _CHUNK = 8192
@@ -64,8 +66,6 @@ def export_features(
     the largest width x height opened (default: PIL's decompression-bomb limit, 178,956,970 pixels; 0: no
     limit); a larger image is refused naming its CSV row and pixel count. `allow_outside_root` is accepted
     and ignored (absolute and `../` image paths are always accepted)."""
-    from ..data.images import image_pixel_limit
-
     with image_pixel_limit(max_image_pixels):
         return _export_features(model, csv, image_col, out, root=root, kind=kind, normalize=normalize,
                                 checkpoint=checkpoint, device=device, batch_size=batch_size,
@@ -91,8 +91,6 @@ def _export_features(model, csv, image_col, out, *, root, kind, normalize, check
     result = extract_features(encoder, table.paths, kind, batch_size=batch_size, num_workers=num_workers,
                               precision=precision, cache=cache, cache_dir=cache_dir, progress=progress,
                               compile=compile)
-    from ..distributed import is_main
-
     if not is_main():  # under torchrun, rank 0 writes the files
         return {"from_cache": result.from_cache, "rank": "worker"}
     write_array_streaming(result.array, out, normalize=normalize)
@@ -109,8 +107,6 @@ def _export_features(model, csv, image_col, out, *, root, kind, normalize, check
         "cache_key": result.key,
         "seconds": round(result.seconds, 3),
     }
-    from ..report import provenance
-
     meta["provenance"] = provenance(encoder, [csv])
     if encoder.random_init:
         meta["warning"] = "RANDOM WEIGHTS: these features come from an untrained model"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..errors import PandermError
-from ..report import append_jsonl, atomic_path, claim_dir
+from ..report import append_jsonl, atomic_path, claim_dir, write_csv
 
 
 def experiment_name(model: str, lr: float, batch_size: int, workers: int, precision: str) -> str:
@@ -48,8 +48,6 @@ class ReferenceLogs:
 
     def write_per_sample(self, folder: str, model_short: str, frame) -> Path:
         """The reference's shared per-sample CSV plus this run's own copy (which no other run replaces)."""
-        from ..report import write_csv
-
         shared = self.per_sample_csv(folder, model_short)
         if shared.is_file():
             logging.getLogger("panderm").warning(

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from panderm.data.tables import read_csv, require_columns
 from panderm.errors import DataError
 
 
@@ -82,8 +83,6 @@ def read_labels(
     column, for ``1_train_clf``; -1, the last one, for the biased CBM). ``binary`` demands exactly two classes.
     Numeric labels stay numbers; text labels are classes sorted by name.
     """
-    from panderm.data.tables import read_csv, require_columns
-
     frame = read_csv(csv)
     if label_col is None:
         if not -frame.shape[1] <= position < frame.shape[1]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ...checkpoint_io import load_torch
 from panderm.errors import DataError, ModelError
 from panderm.report import atomic_path, write_json
 from panderm.tasks.concepts.sae_config import SAECheckpointError, SAEConfig
@@ -137,8 +138,6 @@ def _check_stored_shapes(weights: Path, cfg: SAEConfig) -> None:
 
 
 def _load_reference(path: Path) -> tuple[SparseAutoencoder, SAEConfig]:
-    from ...checkpoint_io import load_torch
-
     try:
         obj = load_torch(path, "SAE checkpoint")
     except ModelError as exc:

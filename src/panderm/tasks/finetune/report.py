@@ -6,6 +6,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ...analysis.attach import analyse
+from ...metrics import bootstrap_ci
+from ...predictions import predictions_frame as frame
+from ...report import confusion_matrix_figure, save_figure, write_csv
 from .trainer import Finetuner
 
 #: results.json's warning when the backbone was untrained
@@ -14,8 +18,6 @@ RANDOM_BACKBONE = "RANDOM WEIGHTS: the backbone started from an untrained model"
 
 def predictions_frame(test_table, labels, probs):
     """Per-sample predictions in the panderm schema (docs/OUTPUTS.md)."""
-    from ...predictions import predictions_frame as frame
-
     return frame(test_table.frame[test_table.image_col].to_numpy(), labels, probs, test_table.classnames)
 
 
@@ -40,8 +42,6 @@ class FinetuneRun:
         return list(table.classnames) if table.classnames else [str(k) for k in range(self.tuner.n_classes)]
 
     def to_json(self) -> dict:
-        from ...metrics import bootstrap_ci
-
         ft, test = self.tuner, self.test
         table = ft.splits.tables["test"]
         ci = None
@@ -70,9 +70,6 @@ class FinetuneRun:
     def write_files(self, out_dir: Path, analysis=None) -> dict:
         """predictions/<name>.csv, confusion_matrix_<name>.png and the analyses (calibration; subgroups with
         `analysis.group_cols`; temperature scaling with `val`); the results.json body."""
-        from ...analysis.attach import analyse
-        from ...report import confusion_matrix_figure, save_figure, write_csv
-
         out_dir, name, test = Path(out_dir), self.name, self.test
         table = self.tuner.splits.tables["test"]
         names = self._classnames

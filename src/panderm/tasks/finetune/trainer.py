@@ -16,8 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, Subset
 
+from ...distributed import barrier, gather_rows, rank_world, shard_indices
 from ...errors import DataError, ModelError, PandermError
+from ...metrics import classification_metrics
 from ...progress import track
+from ...report import append_jsonl
 from ...runtime import grad_scaler, training_autocast
 from ...training import (ShardedBatchSampler, WarmupCosine, check_same_run, load_training_checkpoint,
                          rank_worker_seed, remove_stale_temps, restore_training_state, rng_state,
@@ -85,8 +88,6 @@ def _warn_config_change(old: dict, new: dict) -> None:
 
 
 def _metrics(labels, probs) -> dict:
-    from ...metrics import classification_metrics
-
     return classification_metrics(labels, probs)
 
 
@@ -102,8 +103,6 @@ class Finetuner:
         self.encoder = encoder
         self.size = cfg.image_size or default_image_size(encoder)
         self.on_epoch_end = on_epoch_end
-        from ...distributed import rank_world
-
         self.rank, self.world = rank_world()
         seed_everything(cfg.seed)
         self.model = FinetuneModel(encoder, self.n_classes, cfg.drop_path, cfg.head_init_scale, self.size,
@@ -169,8 +168,6 @@ class Finetuner:
         kw = dict(tta_view=view, views=self.cfg.tta_views, seed=self.cfg.seed)
         if self.world == 1:
             return predict(self.model, self.eval_loader(split, tta), self.device, self.cfg.precision, **kw)
-        from ...distributed import gather_rows, shard_indices
-
         labels = np.asarray(self.splits.tables[split].labels)
         mine = shard_indices(len(labels), self._eval_batch(), self.rank, self.world)
         probs = np.zeros((0, self.n_classes), dtype=np.float32)
@@ -302,8 +299,6 @@ class Finetuner:
             record.update(monitor=self.monitor, best_metric=best, best_epoch=best_epoch,
                           seconds=round(time.time() - t0, 3))
             if self.rank == 0:
-                from ...report import append_jsonl
-
                 # Log, new best (staged), last, then the staged best takes its place: a kill anywhere leaves
                 # best.pt and last.pt of the same history. A resume reruns an epoch last.pt does not hold,
                 # trim_log drops its stale log line and _settle_best finishes or discards a staged best.
@@ -317,8 +312,6 @@ class Finetuner:
                                        "rng": rng_state(), "meta": self._meta()})
                 if improved:
                     os.replace(self.out / BEST_STAGED, self.out / "best.pt")
-            from ...distributed import barrier
-
             barrier()  # every rank sees this epoch's checkpoints before going on
             history.append(record)
             log.info("epoch %d: loss %.4f lr %.2e%s", epoch, record["train_loss"] or float("nan"), record["lr"],

@@ -52,6 +52,7 @@ from .sampling import (  # noqa: F401
     shots_per_class,
     subsample_train,
 )
+from panderm.progress import progress, track
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +123,6 @@ def tune_c(
     values = sorted(float(c) for c in grid)
     if not values or any(not (math.isfinite(c) and c > 0) for c in values):
         raise PandermError(f"the C grid must hold positive numbers, got {list(grid)!r}")
-
-    from panderm.progress import track
 
     table = []
     best_c, best_score = values[0], -math.inf
@@ -349,8 +348,6 @@ def run_linear_probe(
     train_counts = np.bincount(y_tr, minlength=n_classes)
     if setting == "percent":
         _warn_same_fractions(values, train_counts)
-
-    from panderm.progress import progress
 
     runs = []
     fits = progress(len(values) * len(seed_list), "linear probe fits", "fit")

@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...analysis.attach import analyse, AnalysisSettings
 from ...data.splits import Splits, load_splits  # noqa: F401 (load_splits: importers use it from here too)
 from ...data.tables import ImageTable
 from ...errors import DataError
 from ...features import extract_features
 from ...models.base import Encoder
 from ...models.cards import card_for
+from ...predictions import predictions_frame as frame
+from ...report import confusion_matrix_figure, format_table, save_figure, write_csv, write_report
 from . import run_linear_probe
 
 log = logging.getLogger(__name__)
@@ -77,9 +80,6 @@ class LinearProbeRun:
         """predictions/<run>.csv, the first seed's confusion matrices, and per run the analyses under analysis/
         (calibration; subgroups with `analysis.group_cols`; temperature scaling on val with `analysis.calibrate`);
         the results.json body."""
-        from ...analysis.attach import analyse
-        from ...report import confusion_matrix_figure, save_figure, write_csv
-
         p, splits = self.probe, self.splits
         test, names = splits.tables["test"], splits.class_labels()
         summary = self.to_json()
@@ -128,8 +128,6 @@ def predictions_frame(result: dict, run_index: int, test: ImageTable, id_col: st
 
 def panderm_predictions_frame(result: dict, run_index: int, test: ImageTable, classnames=None) -> pd.DataFrame:
     """Per-sample predictions in the panderm schema (docs/OUTPUTS.md): both class columns for two classes."""
-    from ...predictions import predictions_frame as frame
-
     return frame(test.frame[test.image_col].to_numpy(), result["test_labels"], result["runs"][run_index]["probs"],
                  classnames)
 
@@ -143,8 +141,6 @@ def reference_summary_row(dataset: str, metrics: dict) -> pd.DataFrame:
 
 def write_reference_outputs(run: LinearProbeRun, output_dir, csv_filename: str) -> None:
     """The reference linear_eval.py files for the first run (reference seed)."""
-    from ...report import confusion_matrix_figure, save_figure, write_csv
-
     result, splits = run.probe, run.splits
     output_dir = Path(output_dir)
     dataset = splits.csv.stem
@@ -178,16 +174,12 @@ def reference_output_dir(output_dir: str) -> str:
 
 def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     """Linear probe on the bundled PAD-UFES-20 sample at 10%, 50% and 100% of train, 3 seeds."""
-    from ...report import format_table, write_report
-
     splits = load_splits(sample_root / "pad_ufes20_sample" / "pad_ufes20_sample.csv")
     kind, norm = reference_feature(encoder)
     result = run(encoder, splits, kind, norm, percent_data=(0.1, 0.5, 1.0), seeds=(0, 1, 2), n_bootstrap=200)
     rows = result.rows()
     print(f"\nLinear probe (PAD-UFES-20 sample, {kind} features, mean ± std over 3 seeds)")
     print(format_table(rows))
-    from ...analysis.attach import AnalysisSettings
-
     analysis = AnalysisSettings(group_cols=("fitspatrick",), min_group=5, n_resamples=200)
     summary = write_report(result, out_dir / "linear_probe", {"model": encoder.describe()},
                            encoder.random_init, analysis=analysis)

@@ -11,6 +11,10 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 
+from ...analysis.attach import analyse
+from ...metrics import bootstrap_ci, classification_metrics
+from ...predictions import predictions_frame
+from ...report import confusion_matrix_figure, save_figure, write_csv
 from .table import CLINICAL, DERM
 from .train import METRIC_COLUMNS, PANDERM_METRIC_COLUMNS, MultimodalTrainer
 
@@ -20,8 +24,6 @@ RANDOM_ENCODERS = "RANDOM WEIGHTS: the encoders started from an untrained model"
 
 def panderm_metrics(labels, probs, loss: float) -> dict:
     """The test metrics by the metric registry's names (`reference=False`; the door keeps `train.test_metrics`)."""
-    from ...metrics import classification_metrics
-
     m = classification_metrics(labels, probs, [c for c in PANDERM_METRIC_COLUMNS if c != "avg_test_loss"])
     return {c: (loss if c == "avg_test_loss" else m[c]) for c in PANDERM_METRIC_COLUMNS}
 
@@ -47,8 +49,6 @@ class MultimodalRun:
         return t["metrics"] if self.reference else panderm_metrics(t["labels"], t["probs"], t["metrics"]["avg_test_loss"])
 
     def to_json(self) -> dict:
-        from ...metrics import bootstrap_ci
-
         tr, labels, probs = self.trainer, self.test["labels"], self.test["probs"]
         ci = bootstrap_ci(labels, probs, n_resamples=tr.cfg.bootstrap, seed=42) if tr.cfg.bootstrap else None
         body = {"task": "multimodal", "n_classes": tr.n_classes, "classnames": self.classnames,
@@ -67,8 +67,6 @@ class MultimodalRun:
         """detailed_predictions.csv alone (a test run that asked for no full report)."""
         import pandas as pd
 
-        from ...report import write_csv
-
         frame = self.trainer.table.split("test").frame
         probs, labels = self.test["probs"], self.test["labels"]
         if self.reference:
@@ -78,8 +76,6 @@ class MultimodalRun:
             for k in range(probs.shape[1]):
                 pred[f"probability_class_{k}"] = probs[:, k]
         else:
-            from ...predictions import predictions_frame
-
             pred = predictions_frame(frame[DERM].to_numpy(), labels, probs, self.classnames,
                                      image_paths_2=frame[CLINICAL].to_numpy())
         return write_csv(Path(out_dir) / "detailed_predictions.csv", pred, index=False)
@@ -88,8 +84,6 @@ class MultimodalRun:
         """detailed_predictions.csv, evaluation_metrics.csv, confusion_matrix.png and (`reference=False`) the
         analyses; the results.json body."""
         import pandas as pd
-
-        from ...report import confusion_matrix_figure, save_figure, write_csv
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -101,8 +95,6 @@ class MultimodalRun:
                     confusion_matrix_figure(labels, probs.argmax(1), self.classnames, title="test"))
         body = self.to_json()
         if not self.reference:
-            from ...analysis.attach import analyse
-
             # group columns come from the raw input rows (`meta`), not the normalised case frame
             analyse(body, out, labels, probs, self.trainer.table.split("test").meta, analysis,
                     classnames=self.classnames, val=self.val, title="multimodal test")

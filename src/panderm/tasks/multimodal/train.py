@@ -48,6 +48,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ...errors import ModelError, PandermError, require_finite
+from ...metrics import classification_metrics
+from ...report import append_jsonl
 from ...runtime import grad_scaler
 from ...runtime import training_autocast as _autocast
 from ...training import check_same_run, load_training_checkpoint, remove_stale_temps, restore_training_state
@@ -292,9 +294,6 @@ class MultimodalTrainer:
         return -math.inf if v is None or math.isnan(v) else v
 
     def fit(self, resume: bool = False) -> dict:
-        from ...metrics import classification_metrics
-        from ...report import append_jsonl
-
         cfg, model, dev = self.cfg, self.model, self.device
         opt, sched, scaler = self._build_optim()
         start, best, best_epoch, bad = 0, -math.inf, None, 0
@@ -411,8 +410,6 @@ _LAST_KEYS = ("optimizer", "scheduler", "scaler", "epoch", "best_metric", "best_
 def test_metrics(labels, probs, loss: float) -> dict:
     """The reference's test metrics (eval_metrics.py), by their CSV names."""
     from sklearn.metrics import recall_score
-
-    from ...metrics import classification_metrics
 
     m = classification_metrics(labels, probs, ["accuracy", "macro_f1", "auroc", "balanced_accuracy", "aupr"])
     probs = np.asarray(probs)

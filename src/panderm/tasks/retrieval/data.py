@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...data.tables import ImageTable, _rows, load_table
+from ...data.tables import ImageTable, _rows, check_images as _check, load_table
 from ...errors import DataError
 
 
@@ -52,7 +52,5 @@ def load_pairs(
                             f"{', '.join(map(str, frame.columns))}", param="group_by")
         groups = frame[group_by].tolist()
     if check_images:
-        from ...data.tables import check_images as _check
-
         _check(table.paths, label=str(csv), rows=list(range(len(table.paths))))
     return RetrievalPairs(table, raw.astype(str).tolist(), caption_col, groups)

@@ -11,10 +11,17 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ...features import extract_features, extract_text_features
+from ...data.images import open_image
+from ...features import (
+    _autocast, autocast_dtype, cpu_autocast, effective_precision, embed_dtype, extract_features, extract_text_features,
+)
 from ...models.base import Encoder
-from . import DEFAULT_KS, RetrievalResult, bootstrap_retrieval_ci, retrieval_metrics
-from .data import RetrievalPairs
+from ...report import format_table, save_figure, subplots, write_csv, write_report
+from . import (
+    argsort_bytes, argsort_fits, argsort_ranks, bootstrap_retrieval_ci, DEFAULT_KS, rank_metrics, reference_clip_loss,
+    retrieval_metrics, RetrievalResult,
+)
+from .data import load_pairs, RetrievalPairs
 
 log = logging.getLogger(__name__)
 GROUP_MODES = ("auto", "none")
@@ -42,8 +49,6 @@ class RetrievalRun:
 
     def write_files(self, out_dir: Path, analysis=None) -> dict:
         """ranks.csv and examples.png; the results.json body."""
-        from ...report import save_figure, write_csv
-
         write_csv(out_dir / "ranks.csv", ranks_frame(self.pairs, self.result))
         save_figure(out_dir / "examples.png", examples_figure(self.pairs, self.image_embeddings, self.text_embeddings))
         return self.to_json()
@@ -98,9 +103,6 @@ def evaluate(encoder: Encoder, pairs: RetrievalPairs, *, group_mode: str = "auto
 
 def _output_dtypes(encoder: Encoder, pairs: RetrievalPairs, precision: str) -> tuple[torch.dtype, torch.dtype]:
     """The dtypes the image and text towers return under `precision`'s autocast (one dummy image, one caption)."""
-    from ...features import _autocast
-    from ...features import embed_dtype
-
     with torch.inference_mode(), _autocast(encoder.device, precision):
         text = encoder.encode_text(encoder.tokenize(pairs.captions[:1]).to(encoder.device)).dtype
     return embed_dtype(encoder, precision), text
@@ -113,9 +115,6 @@ def reference_result(encoder: Encoder, pairs: RetrievalPairs, settings: Referenc
     towers' output dtype, the full-matrix argsort ranking (:func:`~.retrieval.argsort_ranks`) when N x N fits
     in half the available memory, block-wise counting with ties broken by row order above that (one warning).
     Returns (RetrievalResult, "argsort" | "chunked")."""
-    from ...features import _autocast, autocast_dtype, cpu_autocast, effective_precision
-    from . import argsort_bytes, argsort_fits, argsort_ranks, rank_metrics, reference_clip_loss
-
     precision = cpu_autocast(settings.precision)
     img, txt = encode_pairs(encoder, pairs, batch_size=settings.batch_size, num_workers=settings.workers,
                             precision=precision, cache=settings.cache, cache_dir=settings.cache_dir,
@@ -152,8 +151,6 @@ def reference_result(encoder: Encoder, pairs: RetrievalPairs, settings: Referenc
 def reference_metrics(encoder: Encoder, pairs: RetrievalPairs, settings: ReferenceSettings) -> dict:
     """The reference door's retrieval keys (open_clip's `evaluate` order), then our R@1 and mean-recall keys."""
     if settings.group_by:
-        from ...features import cpu_autocast
-
         result = evaluate(encoder, pairs, group_mode="auto", n_bootstrap=0, batch_size=settings.batch_size,
                           num_workers=settings.workers, precision=cpu_autocast(settings.precision),
                           cache=settings.cache, cache_dir=settings.cache_dir, loss_batch_size=settings.batch_size,
@@ -208,10 +205,6 @@ def examples_data(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_que
 
 def examples_figure(pairs: RetrievalPairs, img: np.ndarray, txt: np.ndarray, n_queries: int = 3, k: int = 5):
     """A few image queries with their top-k distinct captions, wrapped (✓ = the query's own caption)."""
-    from ...report import subplots
-
-    from ...data.images import open_image
-
     data = examples_data(pairs, img, txt, n_queries=n_queries, k=k)
     heights = [max(3.2, 0.16 * sum(len(c["lines"]) + 0.5 for c in d["captions"]) + 0.6) for d in data]
     fig, axes = subplots(len(data), 2, figsize=(12, sum(heights)),
@@ -251,9 +244,6 @@ def results_rows(result: RetrievalResult, ci: dict) -> list[dict]:
 
 def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     """Retrieval on PH2 with its criteria sentences (built from expert annotations, NOT real captions)."""
-    from ...report import format_table, write_report
-    from .data import load_pairs
-
     pairs = load_pairs(sample_root / "ph2" / "ph2.csv", "image_path", "concept_text")
     run = evaluate(encoder, pairs, n_bootstrap=200)
     rows = run.rows()

@@ -20,6 +20,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
+from ...metrics import bootstrap_indices
+
 METRICS = ("dice", "jaccard", "hd95", "pixel_accuracy")
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -115,8 +117,6 @@ def summarize(per_image: Sequence[dict], n_resamples: int = 1000, seed: int = 42
 
     NaN values (HD95 with an empty prediction) are left out of that metric's mean; `n_undefined` counts them.
     """
-    from ...metrics import bootstrap_indices
-
     out = {}
     n = len(per_image)
     idx = bootstrap_indices(n, n_resamples, seed) if n and n_resamples else None

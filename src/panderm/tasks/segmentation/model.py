@@ -26,6 +26,7 @@ from torch import nn
 
 from ...errors import ModelError
 from ...models.base import Encoder
+from ...models.cae_vit import CAEVisionTower, TrunkWrapper
 
 
 def tap_indices(depth: int) -> list[int]:
@@ -133,8 +134,6 @@ class _TimmTaps(nn.Module):
 
 def build_taps(encoder: Encoder) -> nn.Module:
     """The tower inside `encoder` whose intermediate patch tokens can be tapped; ModelError otherwise."""
-    from ...models.cae_vit import CAEVisionTower, TrunkWrapper
-
     for name in ("tower",):
         tower = getattr(encoder, name, None)
         if isinstance(tower, CAEVisionTower):

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...data.images import open_image
+from ...report import atomic_path, save_figure, write_csv
 from .data import SegTable, read_mask
 from .metrics import postprocess
 
@@ -21,8 +23,6 @@ _SUMMARY = ("dice", "jaccard", "hd95", "pixel_accuracy")
 def write_predictions(folder: Path, probs: torch.Tensor, table: SegTable, keep_largest: bool = True) -> list[Path]:
     """One PNG per image at its mask's resolution: 0/255 for binary masks, class ids otherwise."""
     from PIL import Image
-
-    from ...report import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
     written = []
@@ -47,8 +47,6 @@ def overlay_figure(table: SegTable, probs: torch.Tensor, rows: list[dict], n_fir
     and the worst ones by Jaccard. Built with the object API: no global backend is switched."""
     from matplotlib.figure import Figure
     from PIL import Image
-
-    from ...data.images import open_image
 
     first = list(range(min(n_first, len(table))))
     worst = [i for i in np.argsort([r["jaccard"] for r in rows], kind="stable") if i not in first][:n_worst]
@@ -102,8 +100,6 @@ class SegmentationRun:
     def write_files(self, out_dir: Path, analysis=None) -> dict:
         """per_image.csv, predictions/<id>.png and overlay.png (nothing without `ev`); the results.json body."""
         import pandas as pd
-
-        from ...report import save_figure, write_csv
 
         out, ev = Path(out_dir), self.ev
         if ev is not None:

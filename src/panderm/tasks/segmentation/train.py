@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ...data.images import open_image
 from ...progress import track
 from ...runtime import grad_scaler, training_autocast
 from ...training import load_training_checkpoint, restore_training_state, rng_state, save_training_checkpoint
@@ -92,8 +93,6 @@ class SegDataset(Dataset):
         if i in self._store:
             return self._store[i]
         from PIL import Image
-
-        from ...data.images import open_image
 
         img = open_image(self.table.images[i], exif=False).resize((self.size, self.size), Image.BILINEAR)
         labels = read_mask(self.table.masks[i], None if self.table.binary else self.table.num_classes)

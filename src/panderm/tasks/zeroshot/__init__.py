@@ -19,20 +19,26 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from ...data.benchmarks import Benchmark
-from ...data.tables import ImageTable
+from ...analysis.attach import analyse
+from ...data.benchmarks import Benchmark, get_benchmark, readme_average
+from ...data.tables import ImageTable, load_table
 from ...data.templates import SKIN_TEMPLATES, render
 from ...errors import DataError
+from ...features import (
+    _autocast, autocast_dtype, base_precision, cached_text_embeddings, cpu_autocast, effective_precision, embed_dtype,
+    extract_features, resolve_batch_size, text_cache_key,
+)
 from ...metrics import bootstrap_ci, classification_metrics, reported_metrics
 from ...models.base import Encoder
+from ...models.demo import cache_root
+from ...predictions import predictions_frame
+from ...report import confusion_matrix_figure, format_table, save_figure, write_csv, write_report
 
 log = logging.getLogger(__name__)
 LOGIT_SCALE = 100.0
 
 
 def _text_cache_dir() -> Path:
-    from ...models.demo import cache_root
-
     return cache_root() / "text"
 
 
@@ -51,8 +57,6 @@ def class_embeddings(
     class names, the templates, the prompts' token ids and the precision; the entry is checksummed and a corrupt
     or truncated one is recomputed with one warning.
     """
-    from ...features import _autocast, cached_text_embeddings, text_cache_key
-
     if len(classnames) == 0:
         raise DataError("no class names given")
     batches = []
@@ -102,8 +106,6 @@ def zero_shot_probs(image_embeddings: np.ndarray, class_weights: np.ndarray, sca
 
 def reference_logits_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The dtype the reference's CUDA autocast gives the zero-shot logits under `precision` (None: float32)."""
-    from ...features import effective_precision
-
     mode = effective_precision(torch.device(device), precision)
     return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
 
@@ -192,8 +194,6 @@ class ZeroShotResult:
 
     def panderm_predictions_frame(self) -> pd.DataFrame:
         """Per-sample predictions in the panderm schema (docs/OUTPUTS.md)."""
-        from ...predictions import predictions_frame
-
         table = self.dataset.table
         return predictions_frame(table.frame[table.image_col].to_numpy(), self.labels, self.probs,
                                  self.dataset.classnames)
@@ -220,9 +220,6 @@ def evaluate(
     and the scores follow :func:`cpu_autocast_probs` (the text classifier stays float32 there, as the
     reference's classifier autocast is CUDA-only); two-class AUROC is the mean over both probability columns.
     """
-    from ...features import (autocast_dtype, base_precision, cpu_autocast, effective_precision, embed_dtype,
-                            extract_features, resolve_batch_size)
-
     image_precision = cpu_autocast(precision) if reference else base_precision(precision)
     feats = extract_features(encoder, dataset.table.paths, "embed", batch_size=batch_size, num_workers=num_workers,
                              precision=image_precision, cache=cache, cache_dir=cache_dir)
@@ -290,8 +287,6 @@ def build_dataset(
     the reference door scores every row, as the reference does) a CSV that has a `split_col` column but no
     chosen split is scored whole, with one warning line ending in `warn_unsplit`: how the caller chooses a split.
     """
-    from ...data.tables import load_table
-
     if classnames is None:
         if benchmark is None:
             raise DataError(f"{csv}: a custom dataset needs its class names", param="classnames")
@@ -335,8 +330,6 @@ class ZeroShotRun:
         return results_table(self.results)
 
     def to_json(self) -> dict:
-        from ...data.benchmarks import readme_average
-
         datasets = {r.dataset.name: {
             "csv": str(r.dataset.table.csv_path),
             "n": len(r.labels),
@@ -357,9 +350,6 @@ class ZeroShotRun:
     def write_files(self, out_dir: Path, analysis=None) -> dict:
         """Per dataset predictions.csv, confusion_matrix.png and the analyses (calibration, and subgroups with
         `analysis.group_cols`; :mod:`panderm.analysis.attach`); the results.json body."""
-        from ...analysis.attach import analyse
-        from ...report import confusion_matrix_figure, save_figure, write_csv
-
         summary = self.to_json()
         for r in self.results:
             sub = out_dir / r.dataset.name
@@ -384,9 +374,6 @@ def run(encoder: Encoder, datasets: Sequence[ZeroShotDataset], templates: Sequen
 
 def demo(encoder: Encoder, sample_root: Path, out_dir: Path) -> list[dict]:
     """The demo's zero-shot table: PAD-6, HAM-7 and PH2-2 on the bundled sample."""
-    from ...data.benchmarks import get_benchmark
-    from ...report import format_table, write_report
-
     repo = sample_root.parent.parent
     folder = sample_root / "zero-shot-classification"
     datasets = [build_dataset(folder / csv, benchmark=get_benchmark(name), root=repo)
