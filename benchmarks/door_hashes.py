@@ -165,8 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="door-hashes-"))
     try:
         if args.against:
+            volatile = set(json.loads(args.volatile_from.read_text())["volatile"])  # read before minutes of work
+            rev = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{args.against}^{{commit}}"], cwd=REPO,
+                                 capture_output=True, text=True)
+            if rev.returncode != 0:
+                raise SystemExit(f"door_hashes: {args.against!r} is not a commit of {REPO}")
             base_repo = tmp / "base"
-            subprocess.run(["git", "worktree", "add", "--detach", str(base_repo), args.against], cwd=REPO,
+            subprocess.run(["git", "worktree", "add", "--detach", str(base_repo), rev.stdout.strip()], cwd=REPO,
                            check=True, capture_output=True)
             try:
                 base = run_doors(tmp / "a", base_repo)
@@ -174,7 +179,6 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 subprocess.run(["git", "worktree", "remove", "--force", str(base_repo)], cwd=REPO,
                                capture_output=True)
-            volatile = set(json.loads(args.volatile_from.read_text())["volatile"])
             now = run_doors(tmp / "b")
             print(f"on {cpu()}")
             return _report(base, now, volatile, base_name, f"{_head(REPO)[:7]} + working tree")

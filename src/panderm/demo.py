@@ -8,10 +8,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .data.tables import load_table
-from .errors import DataError
-from .features import extract_features
-from .models import load_encoder
 from .report import format_table, write_json
 from .tasks.registry import TASKS
 
@@ -29,6 +25,8 @@ def sample_root() -> Path:
     PANDERM_SAMPLE pointing at a checkout's `data/sample`.
     """
     import os
+
+    from .errors import DataError
 
     given = os.environ.get("PANDERM_SAMPLE")
     if given:
@@ -49,6 +47,10 @@ def run_demo(model: str = "demo", out_dir: str | Path = "demo-output", device: s
              checkpoint: str | None = None, tasks: tuple[str, ...] = ("features",)) -> dict:
     """Feature extraction (when `tasks` holds "features") and each named task of `panderm.tasks.registry.TASKS`
     on the bundled sample; writes `out_dir/results.json` (one key per task) and returns its content."""
+    from .data.tables import load_table
+    from .features import extract_features
+    from .models import load_encoder
+
     out_dir = Path(out_dir)
     root = sample_root()
     encoder = load_encoder(model, checkpoint=checkpoint, device=device)

@@ -7,6 +7,7 @@ good one was.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -18,8 +19,16 @@ from typing import Any, Iterator, Protocol, runtime_checkable
 import numpy as np
 
 from . import __version__
-from .data.tables import file_sha256
 from .errors import PandermError
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def current_umask() -> int:

@@ -22,8 +22,6 @@ import pandas as pd
 
 from ..data.tables import read_csv, require_columns, resolve_paths
 from ..errors import DataError
-from ..features import extract_features
-from ..models import load_encoder
 from .audit_hash import DEFAULT_PHASH_THRESHOLD, collect_facts, cosine_pairs, hamming_pairs
 
 MISSING = "<missing>"  # a label or split cell left empty: counted as its own value, not dropped
@@ -152,6 +150,9 @@ def _group_leaks(frame: pd.DataFrame, splits: list[str], group_cols: Sequence[st
 
 def _embeddings(model, paths: list[Path], options: dict) -> tuple[np.ndarray, str, bool]:
     """Image embeddings of `paths` through the feature extraction and its cache; (array, model id, from cache)."""
+    from ..features import extract_features
+    from ..models import load_encoder
+
     encoder = model
     if isinstance(model, str):
         encoder = load_encoder(model, checkpoint=options.get("checkpoint"), device=options.get("device", "cpu"),

@@ -112,7 +112,7 @@ def _sweep_dataset_names(run_dirs) -> dict[str, str]:
 
 def input_signature(run_dirs: Sequence[Path]) -> list[dict]:
     """Each run folder with the sha256 of its results file: what a leaderboard was computed from."""
-    from ..data.tables import file_sha256
+    from ..report import file_sha256
 
     out = []
     for d in run_dirs:

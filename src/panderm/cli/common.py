@@ -45,7 +45,7 @@ def load_model(args):
 
 def files_model(model_id: str, files) -> dict:
     """Provenance `model` for a step without an image/text encoder: an id and the sha256 of its weight files."""
-    from ..data.tables import file_sha256
+    from ..report import file_sha256
 
     found = []
     for f in map(Path, files):

@@ -36,6 +36,9 @@ def _add_labelled_rows(p: argparse.ArgumentParser, embeddings_help: str, gpu_hel
     p.add_argument("--image_col", default=None, help="image column (reference default ImageID); ignored")
     p.add_argument("--image_dir", default=None, help="image folder; ignored")
     p.add_argument("--gpu", type=int, default=None, help=gpu_help)
+
+
+def _add_label_col(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label_col", default=None, help="label column by name (default: the third column)")
 
 
@@ -79,6 +82,7 @@ def build_train_clf_parser(description: str = "") -> argparse.ArgumentParser:
     _add_labelled_rows(p, "[N, F] SAE codes or [N, D] embeddings, CSV row order",
                        "GPU index; ignored (the classifier runs on CPU)")
     p.add_argument("--output", default=None, help="folder for the mean weights and intercept")
+    _add_label_col(p)
     p.add_argument("--split_col", default=None, help="train/test column to use instead of the 50 random splits")
     p.add_argument("--n_splits", type=int, default=50, help="random train/test splits averaged")
     p.add_argument("--seed", type=int, default=0, help="split i uses random_state seed+i (0: the reference)")
@@ -112,6 +116,7 @@ IGNORED_CONCEPT_VIZ = {**_NO_IMAGES, "gpu": "the computation is a mean over rows
 def build_concept_viz_parser(description: str = "") -> argparse.ArgumentParser:
     p = _new_parser(description)
     _add_labelled_rows(p, "[N, F] SAE codes, CSV row order", "GPU index; ignored")
+    _add_label_col(p)
     p.add_argument("--topk", type=int, default=10, help="latents kept per class")
     p.add_argument("--out_dir", required=True, help="folder for class_importance.json / .npz")
     return _finish(p)

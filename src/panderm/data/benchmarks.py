@@ -33,9 +33,9 @@ from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 
-from ..report import record_input
 from panderm.errors import DataError
 from panderm.metrics import is_metric
+from panderm.report import record_input
 
 __all__ = [
     "ACCURACY",

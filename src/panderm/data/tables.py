@@ -6,7 +6,6 @@ unreadable image rather than stopping at the first.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..report import file_sha256
 from .images import PIXEL_LIMIT_PARAM, ImageTooLarge, open_header
 
 MAX_LISTED = 10  # an error is one readable line; the count says how many more
@@ -72,14 +72,6 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], path, params: d
         if col not in frame.columns:
             raise DataError(f"{path}: column {col!r} not found; columns are: {', '.join(map(str, frame.columns))}",
                             param=(params or {}).get(col))
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_labels(frame: pd.DataFrame, col: str, path, classnames: Sequence[str] | None = None,

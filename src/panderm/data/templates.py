@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
-from ..report import record_input
 from panderm.errors import DataError
+from panderm.report import record_input
 
 __all__ = ["SKIN_TEMPLATES", "render", "load_templates"]
 

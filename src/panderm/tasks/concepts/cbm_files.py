@@ -12,13 +12,8 @@ import numpy as np
 
 from panderm.errors import DataError
 from panderm.report import write_csv, write_json, write_npy
-from panderm.tasks.concepts.cbm import (
-    evaluate_cbm, intervene, intervention_table, latents_for_text, save_cbm, select_intervention_latents,
-    summary_table,
-)
 from panderm.tasks.concepts.explain_files import _weights, encode_concepts
 from panderm.tasks.concepts.inputs import load_array, read_labels
-from panderm.tasks.concepts.sae import decoder_directions
 from panderm.tasks.concepts.sae_files import _load_sae
 
 
@@ -44,6 +39,8 @@ def run_cbm(
     ``mean_classifier_weights.npy`` / ``mean_classifier_intercept.npy`` plus metrics), the baseline with the
     prefix ``baseline_``, and the table as ``cbm_summary.csv``. All inputs are checked before fitting.
     """
+    from panderm.tasks.concepts.cbm import evaluate_cbm, save_cbm, summary_table
+
     labels, col, split, n = read_labels(csv, label_col, label_position, binary, split_col)
     arrays = {"features": load_array(embeddings_npy, "embeddings", n_rows=n, rows_of=f"the CSV {csv}")}
     if baseline_npy is not None:
@@ -99,6 +96,8 @@ def biased_cbm(
     unless ``label_col`` names it. With ``out_dir``: ``classifier_weights.npy`` ([F] for two classes, else
     [K, F]), ``classifier_intercept.npy`` and ``biased_cbm.json``. Returns ``{"metrics", "result", "files"}``.
     """
+    from panderm.tasks.concepts.cbm import evaluate_cbm
+
     X_tr, X_te, y, split, col = _train_test(train_csv, test_csv, train_npy, test_npy, label_col, binary)
     res = evaluate_cbm(np.concatenate([X_tr, X_te]), y, split=split, seed=random_state, alpha=alpha)
     metrics = _given_split_metrics(res)
@@ -119,6 +118,9 @@ def biased_cbm(
 
 
 def _select(coef, method, top_n, concept, model, text_kw) -> tuple[list[int], list[float] | None, Any]:
+    from panderm.tasks.concepts.cbm import latents_for_text, select_intervention_latents
+    from panderm.tasks.concepts.sae import decoder_directions
+
     if method not in ("matching", "topk"):
         raise DataError(f"the method must be 'matching' or 'topk', got {method!r}", param="method")
     if top_n < 1:
@@ -153,6 +155,8 @@ def intervene_codes(
     What ``4_intervention_CBM.py`` does: writes the edited codes to ``output_npy`` and, next to it,
     ``<stem>.json`` with the latents, their cosine to the concept and their CBM weights. Returns that dict.
     """
+    from panderm.tasks.concepts.cbm import intervene
+
     model, _ = _load_sae(sae_checkpoint, device)
     coef = _weights(weights_npy, model.n_latents, sae_checkpoint)
     codes = load_array(activations_npy, "activations", n_cols=model.n_latents,
@@ -205,6 +209,8 @@ def intervene_run(
     before, after, change), ``intervention.json``, ``classifier_weights.npy`` / ``classifier_intercept.npy``
     and, with ``save_codes``, ``test_codes_after_intervention.npy``. Returns the JSON content plus ``table``.
     """
+    from panderm.tasks.concepts.cbm import evaluate_cbm, intervene, intervention_table
+
     model, _ = _load_sae(sae_checkpoint, device)
     X_tr, X_te, y, split, col = _train_test(train_csv, test_csv, train_codes_npy, test_codes_npy, label_col, False)
     if X_tr.shape[1] != model.n_latents:

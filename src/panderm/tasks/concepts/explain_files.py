@@ -14,12 +14,8 @@ import numpy as np
 import pandas as pd
 
 from panderm.errors import DataError
-from panderm.features import extract_text_features
-from panderm.models import load_encoder
 from panderm.report import write_csv, write_json
-from panderm.tasks.concepts.cbm import match_concepts, plot_weights, top_concepts
 from panderm.tasks.concepts.inputs import load_array
-from panderm.tasks.concepts.sae import decoder_directions
 from panderm.tasks.concepts.sae_files import _load_sae
 
 # The name the explanation's warnings have always been logged under.
@@ -38,12 +34,16 @@ def encode_concepts(
 
     Pass a loaded ``encoder`` or a ``model_id`` (and ``checkpoint``) to load one. Returns ``(embeddings, encoder)``.
     """
+    from panderm.features import extract_text_features
+
     texts = [str(t) for t in texts]
     if not texts or any(not t.strip() for t in texts):
         raise DataError("concept texts must be non-empty strings")
     if encoder is None:
         if not model_id:
             raise DataError("a model is needed to encode the concept texts")
+        from panderm.models import load_encoder
+
         encoder = load_encoder(model_id, checkpoint=checkpoint, device=device, allow_random_init=allow_random_init)
     t = extract_text_features(encoder, texts, cache=False).astype(np.float64)
     if t.shape[1] != d_in:
@@ -80,6 +80,9 @@ def explain(
     ``concept_matches.json`` (matches with their weights and |weight| ranks, plus the top latents per class),
     ``concept_matches.csv`` and ``concept_weights.png``. Returns the JSON content.
     """
+    from panderm.tasks.concepts.cbm import match_concepts, plot_weights, top_concepts
+    from panderm.tasks.concepts.sae import decoder_directions
+
     model, _ = _load_sae(sae_checkpoint)
     w = _weights(cbm_weights_npy, model.n_latents, sae_checkpoint)
     w2 = w[None, :] if w.ndim == 1 else w

@@ -21,14 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from panderm.data.images import open_image
 from panderm.errors import DataError
-from panderm.report import atomic_path, write_csv, write_json
-from panderm.tasks.concepts.explain_files import _weights, encode_concepts
-from panderm.tasks.concepts.retrieve import (
-    _load_codes_and_table, live_latents, load_vocabulary, name_latents, top_activating,
-)
-from panderm.tasks.concepts.sae import decoder_directions
 
 __all__ = ["thumbnail_data_uri", "render_html", "select_latents", "build_report"]
 
@@ -47,6 +40,8 @@ h1{font-size:1.4em}.meta{color:#555;font-size:.9em;margin-bottom:16px}
 
 def thumbnail_data_uri(path: str | Path, size: int = 128, quality: int = 80) -> str:
     """A ``data:image/jpeg;base64,...`` URI of the image at ``path`` shrunk to fit ``size`` × ``size``."""
+    from panderm.data.images import open_image
+
     img = open_image(path).convert("RGB")
     img.thumbnail((size, size))
     buf = io.BytesIO()
@@ -145,6 +140,17 @@ def build_report(
     ``[C, F]`` (e.g. ``mean_classifier_weights.npy``). ``latents`` overrides the selection.
     """
     import pandas as pd
+
+    from panderm.report import atomic_path, write_csv, write_json
+    from panderm.tasks.concepts.retrieve import (
+        _load_codes_and_table,
+        live_latents,
+        load_vocabulary,
+        name_latents,
+        top_activating,
+    )
+    from panderm.tasks.concepts.explain_files import _weights, encode_concepts
+    from panderm.tasks.concepts.sae import decoder_directions
 
     if int(n_images) < 1:
         raise DataError(f"the number of images per latent must be >= 1, got {n_images}", param="n_images")

@@ -26,15 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ...report import subplots
-from panderm.data.images import open_image
-from panderm.data.tables import load_table, read_csv, require_columns
 from panderm.errors import DataError
-from panderm.report import atomic_path, save_figure, write_json
-from panderm.tasks.concepts.explain_files import encode_concepts
-from panderm.tasks.concepts.inputs import load_array
-from panderm.tasks.concepts.sae import decoder_directions
-from panderm.tasks.concepts.sae_files import _load_sae
 from panderm.validation import as_matrix
 
 __all__ = [
@@ -211,6 +203,8 @@ def name_latents(
 def _open_square(path: str | Path, size: int):
     from PIL import Image
 
+    from panderm.data.images import open_image
+
     img = open_image(path)
     return img.resize((size, size), Image.LANCZOS)
 
@@ -220,6 +214,10 @@ def image_grid(
     colors: Sequence[str] | None = None, suptitle: str = "", size: int = 224,
 ) -> Path:
     """One row of images resized to ``size`` (LANCZOS), optional per-image titles/colours; saved as PNG."""
+    from ...report import subplots
+
+    from panderm.report import save_figure
+
     n = max(1, len(paths))
     fig, axes = subplots(1, n, figsize=(2.4 * n, 2.8), squeeze=False)
     for i, ax in enumerate(axes[0]):
@@ -246,6 +244,10 @@ def _slug(text: str) -> str:
 
 
 def _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root, device="cpu", allow_outside_root=False):
+    from panderm.data.tables import load_table
+    from panderm.tasks.concepts.inputs import load_array
+    from panderm.tasks.concepts.sae_files import _load_sae
+
     model, _ = _load_sae(sae_checkpoint, device)
     table = load_table(csv, image_col, root=root, allow_outside_root=allow_outside_root)
     codes = load_array(codes_npy, "SAE codes", n_rows=len(table.paths), rows_of=f"the CSV {csv}",
@@ -256,6 +258,8 @@ def _load_codes_and_table(sae_checkpoint, codes_npy, csv, image_col, root, devic
 def _truth(csv: str | Path, col: str | None, n: int) -> np.ndarray | None:
     if col is None:
         return None
+    from panderm.data.tables import read_csv, require_columns
+
     frame = read_csv(csv)
     require_columns(frame, [col], csv, params={col: "truth_col"})
     values = frame[col]
@@ -287,6 +291,10 @@ def retrieve_run(
     read as present (anything but 0/absent/no/false) or absent; images are then titled "Exists" (green) or
     "Non-Exists" (red), as in the reference dermoscopic notebook.
     """
+    from panderm.report import write_json
+    from panderm.tasks.concepts.explain_files import encode_concepts
+    from panderm.tasks.concepts.sae import decoder_directions
+
     texts = [str(t) for t in texts]
     if not texts:
         raise DataError("give at least one concept text")
@@ -362,6 +370,8 @@ def save_class_importance(result: dict[str, dict[str, np.ndarray]], out_dir: str
     ``class{i}_top_values`` and ``class{i}_mean_activations``; read it with ``np.load(..., allow_pickle=False)``
     or :func:`load_class_importance`.
     """
+    from panderm.report import atomic_path, write_json
+
     out = Path(out_dir)
     classes = list(result)
     arrays = {}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from ...checkpoint_io import load_torch
+from panderm.checkpoint_io import load_torch
 from panderm.errors import DataError, ModelError
 from panderm.report import atomic_path, write_json
 from panderm.tasks.concepts.sae_config import SAECheckpointError, SAEConfig

@@ -11,11 +11,8 @@ from typing import Any
 import numpy as np
 
 from panderm.errors import DataError
-from panderm.report import atomic_path, write_json, write_npy
+from panderm.report import write_json, write_npy
 from panderm.tasks.concepts.inputs import load_array
-from panderm.tasks.concepts.sae import (
-    check_sae_fits, load_sae, plot_history, sae_activations, SAEConfig, save_sae, train_sae, training_warning,
-)
 
 
 def write_reference_pth(model, path: str | Path, train_shape: Sequence[int] | None = None) -> Path:
@@ -26,6 +23,8 @@ def write_reference_pth(model, path: str | Path, train_shape: Sequence[int] | No
     ``n_components`` = 1) and ``train_shape``.
     """
     import torch
+
+    from panderm.report import atomic_path
 
     state = {
         "tied_bias": model.pre_bias.detach().float().cpu()[None].clone(),
@@ -51,6 +50,8 @@ def write_reference_pth(model, path: str | Path, train_shape: Sequence[int] | No
 
 
 def _sae_config(d_in: int, config: Any):
+    from panderm.tasks.concepts.sae import SAEConfig
+
     if config is None:
         return SAEConfig(d_in=d_in).validate()
     if isinstance(config, SAEConfig):
@@ -83,6 +84,15 @@ def train_sae_from_file(
     with FVU > 1 or more than half its latents dead logs one warning line and keeps it in the summary
     (``"warnings"``); ``flag_names`` spells the hints in the caller's flags.
     """
+    from panderm.tasks.concepts.sae import (
+        check_sae_fits,
+        plot_history,
+        sae_activations,
+        save_sae,
+        train_sae,
+        training_warning,
+    )
+
     X = load_array(embeddings_npy, "embeddings")
     cfg = _sae_config(X.shape[1], config)
     check_sae_fits(cfg.d_in, cfg.latents, cfg.device, n_rows=X.shape[0], batch_size=cfg.batch_size, training=True,
@@ -98,6 +108,8 @@ def train_sae_from_file(
         model, history = train_sae(X, cfg, log_path=log, progress=progress, flag_names=flag_names)
         out.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {"history": out / "sae_history.jsonl"}
+        from panderm.report import atomic_path
+
         with atomic_path(paths["history"]) as dst:
             dst.write_bytes(log.read_bytes())
     paths["sae"] = save_sae(model, cfg, out)
@@ -126,6 +138,8 @@ def train_sae_from_file(
 
 
 def _load_sae(checkpoint: str | Path, device: str = "cpu"):
+    from panderm.tasks.concepts.sae import load_sae
+
     return load_sae(checkpoint, device=device)
 
 
@@ -137,6 +151,8 @@ def extract_activations(
 
     ``checkpoint`` is an SAE folder (ours or one with ``autoencoder.pth``) or a reference ``autoencoder.pth``.
     """
+    from panderm.tasks.concepts.sae import sae_activations
+
     if batch_size < 1:
         raise DataError(f"the batch size must be >= 1, got {batch_size}", param="batch_size")
     model, _ = _load_sae(checkpoint, device)

@@ -33,6 +33,7 @@ import numpy as np
 
 from panderm.errors import DataError, PandermError
 from panderm.metrics import bootstrap_ci, classification_metrics, reported_metrics
+from panderm.progress import progress, track
 
 from .model import (  # noqa: F401  (re-exported: this module is the public home)
     CONVERGED_TOL,
@@ -52,7 +53,6 @@ from .sampling import (  # noqa: F401
     shots_per_class,
     subsample_train,
 )
-from panderm.progress import progress, track
 
 log = logging.getLogger(__name__)
 

@@ -292,8 +292,8 @@ class LogisticRegressionProbe:
         """Logits ``X Wᵀ + b`` in float32, ``[N, K]``: the reference's nn.Linear forward, on the CPU."""
         X_np = self._check_fitted(X)
         with torch.inference_mode():
-            logits = F.linear(torch.from_numpy(_writable(np.ascontiguousarray(X_np))),
-                              torch.from_numpy(self.coef_), torch.from_numpy(self.intercept_))
+            logits = F.linear(*(torch.from_numpy(_writable(np.ascontiguousarray(a, dtype=np.float32)))
+                                for a in (X_np, self.coef_, self.intercept_)))
         return logits.numpy()
 
     def predict_proba(self, X: Any) -> np.ndarray:

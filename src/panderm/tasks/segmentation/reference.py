@@ -15,14 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...checkpoint_io import load_training_checkpoint
-from ...errors import DataError, PandermError
-from ...models import load_encoder
-from ...report import write_json
-from .data import load_isic2018, load_seg_csv, percent_subset
-from .model import build_taps
-from .train import SegConfig, Segmenter
-
 SMOKE_IMAGES = {"train": 8, "val": 4, "test": 4}
 
 
@@ -30,6 +22,12 @@ def run_reference(model: str, checkpoint: str | None, dataset: str, parent_path:
                   fold: int = 0, seed: int = 0, epochs: int = 100, batch_size: int = 1, lr: float = 1e-4,
                   percent: float = 100.0, image_size: int = 224, smoke_test: bool = False, device: str = "cpu",
                   csv: str | None = None, allow_random_init: bool = False, wandb_project: str | None = None) -> dict:
+    from ...errors import DataError
+    from ...models import load_encoder
+    from ...report import write_json
+    from .data import load_isic2018, load_seg_csv, percent_subset
+    from .train import SegConfig, Segmenter
+
     if csv:
         tables = {s: load_seg_csv(csv, s) for s in ("train", "val", "test")}
     elif dataset.upper() == "ISIC2018":
@@ -71,16 +69,22 @@ def run_reference(model: str, checkpoint: str | None, dataset: str, parent_path:
 
 
 def encoder_width(encoder) -> int:
+    from .model import build_taps
+
     return int(build_taps(encoder).width)
 
 
 def seg_history_last(run: Path) -> dict:
+    from ...checkpoint_io import load_training_checkpoint
+
     ck = load_training_checkpoint(run / "last.pt", ["history"], "segmentation checkpoint")
     return json.loads(ck["history"])[-1]
 
 
 def _wandb(project: str, cfg):
     from dataclasses import asdict
+
+    from ...errors import PandermError
 
     try:
         import wandb
