@@ -118,7 +118,7 @@ def test_segment_records_an_untrained_backbone_in_results_json(tmp_path, capsys)
     import pandas as pd
 
     from panderm.cli import main
-    from panderm.tasks.segmentation.report import RANDOM_BACKBONE
+    from panderm.report import RANDOM_BACKBONE
 
     ph2 = pd.read_csv(SAMPLE / "ph2" / "ph2.csv")
     small = pd.concat([ph2[ph2["split"] == s].head(n) for s, n in (("train", 4), ("val", 2), ("test", 2))])

@@ -82,6 +82,8 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
 
 
 RANDOM_WEIGHTS = "RANDOM WEIGHTS: these numbers come from an untrained model"
+#: the trainers' warning (finetuning, segmentation) when the backbone was untrained
+RANDOM_BACKBONE = "RANDOM WEIGHTS: the backbone started from an untrained model"
 
 
 @runtime_checkable

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from ..report import RANDOM_WEIGHTS
 from .doors import resolve_device
 
 
@@ -22,7 +23,7 @@ def encoder_and_run_dir(args, preprocess=None):
 
 def print_results(encoder, table: str, out, notes=()) -> None:
     if encoder.random_init:
-        print("RANDOM WEIGHTS: these numbers come from an untrained model")
+        print(RANDOM_WEIGHTS)
     print(table)
     for line in notes:
         print(line)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..analysis.attach import check_group_columns
+from ..report import RANDOM_BACKBONE
 from .args import add_analysis_args, add_model_args, add_split_table_args, settings_from_args
 from .doors import precheck, resolve_device
 
@@ -98,9 +99,9 @@ def _finetune(args) -> None:
         if rank:
             return
         run = ft.FinetuneRun(tuner, test, fit_result=fit, val=val)
-    write_report(run, out, prov, encoder.random_init, analysis, warning=ft.RANDOM_BACKBONE, filename=run.filename)
+    write_report(run, out, prov, encoder.random_init, analysis, warning=RANDOM_BACKBONE, filename=run.filename)
     if encoder.random_init:
-        print(ft.RANDOM_BACKBONE)
+        print(RANDOM_BACKBONE)
     print(format_table(run.rows()))
     print(f"wrote {out / run.filename}")
 

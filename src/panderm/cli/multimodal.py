@@ -11,6 +11,7 @@ import logging
 import re
 from pathlib import Path
 
+from ..report import RANDOM_WEIGHTS
 from .args import add_analysis_args, add_model_args, settings_from_args
 from .doors import check_inputs, resolve_device
 from .multimodal_args import (
@@ -233,7 +234,7 @@ def run_train(args) -> None:
 
 def _random_weights_note(encoder) -> None:
     if getattr(encoder, "random_init", False):
-        print("RANDOM WEIGHTS: these numbers come from an untrained model")
+        print(RANDOM_WEIGHTS)
 
 
 def results_name_for_test(out_dir) -> str:

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..report import RANDOM_BACKBONE
 from .args import add_model_args
 from .doors import resolve_device
 
@@ -43,7 +44,7 @@ def _train(args) -> None:
     from ..models import load_encoder
     from ..report import format_table, lock_run_dir, prepare_run_dir, provenance, write_report
     from ..tasks.segmentation.data import percent_subset
-    from ..tasks.segmentation.report import RANDOM_BACKBONE, SegmentationRun
+    from ..tasks.segmentation.report import SegmentationRun
     from ..tasks.segmentation.train import Segmenter
 
     from ..errors import PandermError
@@ -97,7 +98,7 @@ def _test(args) -> None:
     from ..errors import PandermError
     from ..models import load_encoder
     from ..report import format_table, prepare_run_dir, provenance, write_report
-    from ..tasks.segmentation.report import RANDOM_BACKBONE, SegmentationRun
+    from ..tasks.segmentation.report import SegmentationRun
     from ..tasks.segmentation.train import SegConfig, Segmenter
     from ..checkpoint_io import load_training_checkpoint
 

@@ -11,15 +11,13 @@ import os
 
 from ..cli.args import add_allow_absolute_paths
 from ..cli.doors import check_inputs, door_main, finish_help, resolve_device
+from ..report import RANDOM_WEIGHTS
 from . import add_reference_device_arg
 
 #: The door's `{param: flag}` map: an error's `param` is named by this door's flag.
 FLAGS = {"image_root": "--root_path", "model_preprocess": "add --model_preprocess", "image_col": "--image_key",
          "label_col": "the reference reads the column 'label'", "split_col": "the reference reads the column 'split'",
          "classnames": "the reference takes integer labels"}
-
-
-RANDOM_WEIGHTS = "RANDOM WEIGHTS: these numbers come from an untrained model"
 
 
 def _mark_random_weights(summary_csv: str) -> None:

@@ -133,7 +133,7 @@ def run(args) -> None:
     from ..cli.doors import resolve_device
     from ..data.templates import SKIN_TEMPLATES, load_templates
     from ..models import load_encoder, model_short_name
-    from ..report import format_table, provenance, write_report
+    from ..report import RANDOM_WEIGHTS, format_table, provenance, write_report
     from ..tasks import zeroshot
     from ..tasks.reference_logs import ReferenceLogs, experiment_name
 
@@ -198,7 +198,7 @@ def run(args) -> None:
             write_report(results, logs.run_dir, provenance(encoder, [d.table.csv_path for d in datasets],
                                                             seed=args.seed), encoder.random_init)
             if encoder.random_init:
-                print("RANDOM WEIGHTS: these numbers come from an untrained model")
+                print(RANDOM_WEIGHTS)
             print(format_table(results.rows()))
         print(f"results: {logs.run_dir / 'checkpoints' / 'results.jsonl'}")
     finally:

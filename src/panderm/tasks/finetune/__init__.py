@@ -58,7 +58,7 @@ from .config import MONITORS, FinetuneConfig, _monitor_name
 from .data import (REFERENCE_STD, ImageDataset, build_transforms, check_splits, default_image_size, norm_stats,
                    tta_transforms)
 from .model import FinetuneModel, freeze_unused, layer_ids, param_groups, relative_position_index
-from .report import RANDOM_BACKBONE, FinetuneRun, predictions_frame, read_log
+from .report import FinetuneRun, predictions_frame, read_log
 from .trainer import BEST_STAGED, Finetuner, _load_weights, _metrics, _warn_config_change, load_checkpoint, predict
 
 __all__ = [
@@ -66,5 +66,5 @@ __all__ = [
     "relative_position_index", "WarmupCosine", "ShardedBatchSampler", "REFERENCE_STD", "ImageDataset",
     "build_transforms", "tta_transforms", "norm_stats", "default_image_size", "check_splits", "seed_everything",
     "save_checkpoint", "load_checkpoint", "BEST_STAGED", "Finetuner", "predict", "predictions_frame", "FinetuneRun",
-    "RANDOM_BACKBONE", "read_log", "PandermError",
+    "read_log", "PandermError",
 ]

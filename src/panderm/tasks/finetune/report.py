@@ -12,9 +12,6 @@ from ...predictions import predictions_frame as frame
 from ...report import confusion_matrix_figure, save_figure, write_csv
 from .trainer import Finetuner
 
-#: results.json's warning when the backbone was untrained
-RANDOM_BACKBONE = "RANDOM WEIGHTS: the backbone started from an untrained model"
-
 
 def predictions_frame(test_table, labels, probs):
     """Per-sample predictions in the panderm schema (docs/OUTPUTS.md)."""

@@ -15,8 +15,6 @@ from ...report import atomic_path, save_figure, write_csv
 from .data import SegTable, read_mask
 from .metrics import postprocess
 
-#: results.json's warning when the backbone was untrained
-RANDOM_BACKBONE = "RANDOM WEIGHTS: the backbone started from an untrained model"
 _SUMMARY = ("dice", "jaccard", "hd95", "pixel_accuracy")
 
 
@@ -27,9 +25,7 @@ def write_predictions(folder: Path, probs: torch.Tensor, table: SegTable, keep_l
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for i in range(len(table)):
-        from PIL import Image as _I
-
-        with _I.open(table.masks[i]) as m:
+        with Image.open(table.masks[i]) as m:
             w, h = m.size
         p = F.interpolate(probs[i].float()[None], size=(h, w), mode="bilinear", align_corners=False)[0]
         labels = postprocess(p.argmax(0).numpy().astype(np.uint8), table.num_classes, keep_largest)
